@@ -1,0 +1,33 @@
+# The README's commands. `make test` is what CI runs.
+GO ?= go
+OPA := bin/opa
+
+.PHONY: test unit policy-check build demo bench fuzz clean
+
+# Unit, integration and end-to-end tests (race detector on), then the
+# upstream `opa check`/`opa test` over the shipped and generated Rego.
+test: unit policy-check
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+build:
+	$(GO) build -o bin/oidc-sidecar ./cmd/oidc-sidecar
+
+$(OPA):
+	$(GO) build -o $(OPA) github.com/open-policy-agent/opa
+
+# The Rego in policies/ and the Rego the compiler generates for the example
+# providers must pass the upstream opa binary too, not only our embedding.
+policy-check: $(OPA) build
+	$(OPA) check --strict policies/
+	$(OPA) test policies/
+	rm -rf bin/compiled && bin/oidc-sidecar policy compile --providers examples/providers.yaml --out bin/compiled
+	$(OPA) check --strict bin/compiled
+	$(OPA) test bin/compiled policies/
+
+demo:
+	$(GO) run ./cmd/oidc-sidecar demo
+
+clean:
+	rm -rf bin dist

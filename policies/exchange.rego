@@ -1,0 +1,139 @@
+# The exchange decision: may this verified OIDC token be exchanged for a
+# sidecar token, and with which scopes, workspaces and lifetime?
+#
+# Input (see docs/policy.md, "The exchange input"):
+#   provider_id       the provider the caller named
+#   claims            the verified token's claims (times as Unix numbers)
+#   client_ip         the caller's address
+#   time              now, Unix seconds
+#   requested_scopes  scopes the caller asked for (RFC 8693 "scope"), or absent
+#
+# A token is allowed only when every part agrees: the provider exists, its
+# generated conditions module allows, its hand-written module (if it names
+# one) allows, no guardrail denies, and the client address is allowed.
+package sidecar.exchange
+
+import data.sidecar.scope
+
+provider := data.sidecar.providers[input.provider_id]
+
+default allow := false
+
+allow if {
+	provider
+	conditions_allow
+	custom_allow
+	count(reasons) == 0
+}
+
+# --- the provider's own trust ---------------------------------------------
+
+conditions_allow if provider.has_conditions == false
+
+conditions_allow if data.sidecar.conditions[input.provider_id].allow == true
+
+custom_allow if provider.policy == ""
+
+custom_allow if data.sidecar.custom[provider.policy].allow == true
+
+# --- reasons for a denial -------------------------------------------------
+
+reasons contains r if {
+	not provider
+	r := {"code": "unknown_provider", "message": sprintf("no OIDC provider has the id %q", [input.provider_id])}
+}
+
+reasons contains r if {
+	provider.has_conditions
+	some r in data.sidecar.conditions[input.provider_id].deny
+}
+
+# A conditions module that neither allows nor explains itself still denies.
+reasons contains r if {
+	provider.has_conditions
+	not data.sidecar.conditions[input.provider_id].allow == true
+	not conditions_explained
+	r := {"code": "condition_failed", "message": "the provider's trust conditions did not allow this token"}
+}
+
+reasons contains r if {
+	provider.policy != ""
+	some x in data.sidecar.custom[provider.policy].deny
+	r := normalize(x, "custom_policy")
+}
+
+reasons contains r if {
+	provider.policy != ""
+	not data.sidecar.custom[provider.policy].allow == true
+	not custom_explained
+	r := {"code": "custom_policy", "message": sprintf("the provider's policy %q did not allow this token", [provider.policy])}
+}
+
+reasons contains r if {
+	provider
+	some x in data.sidecar.guardrails.deny
+	r := normalize(x, "guardrail")
+}
+
+reasons contains r if {
+	count(provider.ip_restrictions) > 0
+	not ip_allowed
+	r := {
+		"code": "ip_not_allowed",
+		"message": sprintf("requests from %s are not allowed for this provider (IP restrictions: %s)", [input.client_ip, concat(", ", provider.ip_restrictions)]),
+	}
+}
+
+ip_allowed if {
+	some cidr in provider.ip_restrictions
+	net.cidr_contains(cidr, input.client_ip)
+}
+
+conditions_explained if {
+	some _ in data.sidecar.conditions[input.provider_id].deny
+}
+
+custom_explained if {
+	some _ in data.sidecar.custom[provider.policy].deny
+}
+
+# normalize turns a bare string reason into a reason object.
+normalize(x, code) := {"code": code, "message": x} if is_string(x)
+
+normalize(x, code) := object.union({"code": code}, x) if is_object(x)
+
+# --- what is granted --------------------------------------------------------
+
+# invalid_scopes: requested scopes the provider does not grant.
+invalid_scopes contains s if {
+	some s in input.requested_scopes
+	not scope.covers(provider.scopes, s)
+}
+
+default scopes := []
+
+scopes := provider.scopes if not input.requested_scopes
+
+scopes := sort({s | some s in input.requested_scopes}) if input.requested_scopes
+
+decision := {
+	"allow": allow,
+	"reasons": [r | some r in reasons],
+	"scopes": scopes,
+	"invalid_scopes": sort(invalid_scopes),
+	"workspaces": object.get(provider, "workspaces", null),
+	"ip_restrictions": object.get(provider, "ip_restrictions", []),
+	"lifetime_seconds": object.get(provider, "lifetime_seconds", 0),
+	"provider_name": object.get(provider, "name", ""),
+} if provider
+
+decision := {
+	"allow": false,
+	"reasons": [r | some r in reasons],
+	"scopes": [],
+	"invalid_scopes": [],
+	"workspaces": [],
+	"ip_restrictions": [],
+	"lifetime_seconds": 0,
+	"provider_name": "",
+} if not provider

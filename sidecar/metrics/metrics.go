@@ -1,0 +1,153 @@
+// Package metrics defines oidc-sidecar's Prometheus metrics. Every
+// recording method is safe on a nil *Metrics, so components can be used
+// without metrics (tests, the CLI).
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the collectors, registered on their own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	exchanges        *prometheus.CounterVec
+	denials          *prometheus.CounterVec
+	exchangeDuration *prometheus.HistogramVec
+	proxyDecisions   *prometheus.CounterVec
+	proxyDuration    *prometheus.HistogramVec
+	upstreamDuration *prometheus.HistogramVec
+	jwksFetches      *prometheus.CounterVec
+	redisErrors      *prometheus.CounterVec
+	reloads          *prometheus.CounterVec
+	revision         *prometheus.GaugeVec
+	policyEval       *prometheus.HistogramVec
+}
+
+const ns = "oidc_sidecar"
+
+// latency buckets from 50µs to 5s.
+var buckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// New creates the metrics and registers them, with the Go runtime and
+// process collectors, on a new registry.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.exchanges = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "exchanges_total",
+		Help: "Token exchanges by provider and outcome (issued, denied, invalid_token, bad_request, rate_limited, unavailable, replayed)."}, []string{"provider", "outcome"})
+	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "exchange_denials_total",
+		Help: "Exchange denials by provider and reason code."}, []string{"provider", "reason"})
+	m.exchangeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "exchange_duration_seconds",
+		Help: "Time to answer an exchange request.", Buckets: buckets}, []string{"outcome"})
+	m.proxyDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "proxy_decisions_total",
+		Help: "Proxy decisions by route template and response status."}, []string{"route", "status"})
+	m.proxyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "proxy_authorization_duration_seconds",
+		Help: "Time to authorize a proxied request (token lookup and policy), by result.", Buckets: buckets}, []string{"result"})
+	m.upstreamDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "upstream_duration_seconds",
+		Help: "Time until the upstream's response headers, by status class.", Buckets: buckets}, []string{"class"})
+	m.jwksFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jwks_fetches_total",
+		Help: "OIDC discovery and JWKS fetches by issuer, kind and result."}, []string{"issuer", "kind", "result"})
+	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
+		Help: "Token store (Redis) errors by operation."}, []string{"op"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_reloads_total",
+		Help: "Policy loads by result (ok, error)."}, []string{"result"})
+	m.revision = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "policy_revision_info",
+		Help: "The active bundle revision (value 1)."}, []string{"revision"})
+	m.policyEval = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "policy_eval_duration_seconds",
+		Help: "OPA evaluation time by query (exchange, proxy).", Buckets: buckets}, []string{"query"})
+	m.Registry.MustRegister(m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
+		m.upstreamDuration, m.jwksFetches, m.redisErrors, m.reloads, m.revision, m.policyEval,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Exchange records one exchange: its provider ("" for unknown), outcome,
+// denial reason codes and duration.
+func (m *Metrics) Exchange(provider, outcome string, reasons []string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.exchanges.WithLabelValues(provider, outcome).Inc()
+	for _, r := range reasons {
+		m.denials.WithLabelValues(provider, r).Inc()
+	}
+	m.exchangeDuration.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// ProxyDecision records a proxied request's decision.
+func (m *Metrics) ProxyDecision(route string, status int, allowed bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.proxyDecisions.WithLabelValues(route, statusLabel(status)).Inc()
+	result := "denied"
+	if allowed {
+		result = "allowed"
+	}
+	m.proxyDuration.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// Upstream records the upstream's time to response headers.
+func (m *Metrics) Upstream(status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	class := "error"
+	if status >= 100 {
+		class = string(rune('0'+status/100)) + "xx"
+	}
+	m.upstreamDuration.WithLabelValues(class).Observe(d.Seconds())
+}
+
+// JWKSFetch records a discovery or JWKS fetch (kind "discovery" or "jwks").
+func (m *Metrics) JWKSFetch(issuer, kind string, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.jwksFetches.WithLabelValues(issuer, kind, result).Inc()
+}
+
+// StoreError records a token store failure.
+func (m *Metrics) StoreError(op string) {
+	if m == nil {
+		return
+	}
+	m.redisErrors.WithLabelValues(op).Inc()
+}
+
+// Reload records a policy load; on success the revision gauge moves to rev.
+func (m *Metrics) Reload(rev string, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.reloads.WithLabelValues("error").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("ok").Inc()
+	m.revision.Reset()
+	m.revision.WithLabelValues(rev).Set(1)
+}
+
+// PolicyEval records an OPA evaluation's duration.
+func (m *Metrics) PolicyEval(query string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.policyEval.WithLabelValues(query).Observe(d.Seconds())
+}
+
+func statusLabel(s int) string {
+	const digits = "0123456789"
+	if s < 100 || s > 999 {
+		return "other"
+	}
+	return string([]byte{digits[s/100], digits[s/10%10], digits[s%10]})
+}

@@ -1,0 +1,184 @@
+package oidc_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	_ "crypto/sha256" // registers SHA-256 for crypto.Hash
+	_ "crypto/sha512" // registers SHA-384/512 for crypto.Hash
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
+)
+
+const testAud = "Buddy"
+
+// clock is a settable clock for Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newIssuer(t testing.TB, opts ...oidctest.Option) *oidctest.Issuer {
+	t.Helper()
+	iss, err := oidctest.NewIssuer(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(iss.Close)
+	return iss
+}
+
+func newVerifier(t testing.TB, o oidc.Options) *oidc.Verifier {
+	t.Helper()
+	v, err := oidc.NewVerifier(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func ghClaims(iss *oidctest.Issuer, now time.Time) map[string]any {
+	return oidctest.GitHubClaims(iss.URL(), testAud, "octo-org/octo-repo", "refs/heads/main", now)
+}
+
+func sign(t testing.TB, iss *oidctest.Issuer, claims map[string]any, opts ...oidctest.SignOption) string {
+	t.Helper()
+	tok, err := iss.Sign(claims, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func expect(iss *oidctest.Issuer) oidc.Expect {
+	return oidc.Expect{Issuer: iss.URL(), Audience: testAud}
+}
+
+// wantCode asserts that err is an *oidc.Error with code.
+func wantCode(t testing.TB, err error, code string) *oidc.Error {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want code %q", code)
+	}
+	var e *oidc.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T) is not an *oidc.Error", err, err)
+	}
+	if e.Code != code {
+		t.Fatalf("got code %q (%s), want %q", e.Code, e.Message, code)
+	}
+	return e
+}
+
+func mustVerify(t testing.TB, v *oidc.Verifier, raw string, e oidc.Expect) *oidc.Token {
+	t.Helper()
+	tok, err := v.Verify(context.Background(), raw, e)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	return tok
+}
+
+func wantFetches(t testing.TB, iss *oidctest.Issuer, discovery, jwks int) {
+	t.Helper()
+	d, j := iss.Fetches()
+	if d != discovery || j != jwks {
+		t.Fatalf("fetches: discovery=%d jwks=%d, want %d/%d", d, j, discovery, jwks)
+	}
+}
+
+// handSign builds a compact JWS by hand, with only the standard library, so
+// adversarial tokens do not depend on what jwx is willing to produce. alg
+// selects the signature: RS*/PS* need an *rsa.PrivateKey, ES* an
+// *ecdsa.PrivateKey, HS* a []byte secret, "none" nothing (empty signature).
+// header is marshalled as given (its "alg" is not added automatically).
+func handSign(t testing.TB, alg string, key any, header any, payload []byte) string {
+	t.Helper()
+	hb, ok := header.([]byte)
+	if !ok {
+		var err error
+		if hb, err = json.Marshal(header); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enc := base64.RawURLEncoding
+	input := enc.EncodeToString(hb) + "." + enc.EncodeToString(payload)
+	var h crypto.Hash
+	switch alg[len(alg)-3:] {
+	case "256":
+		h = crypto.SHA256
+	case "384":
+		h = crypto.SHA384
+	case "512":
+		h = crypto.SHA512
+	}
+	var sig []byte
+	var err error
+	switch {
+	case strings.EqualFold(alg, "none"):
+	case strings.HasPrefix(alg, "HS"):
+		m := hmac.New(h.New, key.([]byte))
+		m.Write([]byte(input))
+		sig = m.Sum(nil)
+	case strings.HasPrefix(alg, "RS"):
+		d := digest(h, input)
+		sig, err = rsa.SignPKCS1v15(rand.Reader, key.(*rsa.PrivateKey), h, d)
+	case strings.HasPrefix(alg, "PS"):
+		d := digest(h, input)
+		sig, err = rsa.SignPSS(rand.Reader, key.(*rsa.PrivateKey), h, d, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
+	case strings.HasPrefix(alg, "ES"):
+		k := key.(*ecdsa.PrivateKey)
+		r, s, e := ecdsa.Sign(rand.Reader, k, digest(h, input))
+		err = e
+		size := (k.Curve.Params().BitSize + 7) / 8
+		sig = make([]byte, 2*size)
+		r.FillBytes(sig[:size])
+		s.FillBytes(sig[size:])
+	default:
+		t.Fatalf("handSign: alg %q", alg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return input + "." + enc.EncodeToString(sig)
+}
+
+func digest(h crypto.Hash, s string) []byte {
+	w := h.New()
+	w.Write([]byte(s))
+	return w.Sum(nil)
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,441 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
+)
+
+// The two entry points every bundle must define.
+const (
+	ExchangeQuery = "data.sidecar.exchange.decision"
+	ProxyQuery    = "data.sidecar.proxy.decision"
+)
+
+// unsafeBuiltins are refused in policies: a decision must not reach the
+// network or depend on anything but its input and the bundle.
+var unsafeBuiltins = map[string]struct{}{
+	"http.send": {}, "net.lookup_ip_addr": {}, "opa.runtime": {}, "trace": {},
+}
+
+// Snapshot is one compiled bundle: the prepared queries, the providers and
+// the route table it describes. It is immutable; a reload makes a new one.
+type Snapshot struct {
+	Revision  string
+	LoadedAt  time.Time
+	Providers map[string]*provider.Provider
+	Routes    []routes.Route
+	Settings  Settings
+	Bundle    *bundle.Bundle
+
+	exchange rego.PreparedEvalQuery
+	proxy    rego.PreparedEvalQuery
+}
+
+// Compile compiles a bundle and prepares its queries. It fails — and the
+// caller keeps whatever it was serving — when a module does not compile,
+// an entry point is missing, or the data is not a valid deployment.
+func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
+	s := &Snapshot{Revision: b.Manifest.Revision, LoadedAt: time.Now(), Bundle: b}
+	root, _ := b.Data[Root].(map[string]any)
+	if root == nil {
+		return nil, fmt.Errorf("bundle has no data at %s: build it with `oidc-sidecar bundle build`", Root)
+	}
+	var err error
+	if s.Providers, err = providersFromData(root["providers"]); err != nil {
+		return nil, err
+	}
+	if s.Routes, err = routes.FromData(root["routes"]); err != nil {
+		return nil, err
+	}
+	if err := checkScopeGraph(root["scopes"]); err != nil {
+		return nil, err
+	}
+	if st, ok := root["settings"].(map[string]any); ok {
+		s.Settings.UnknownRoutes, _ = st["unknown_routes"].(string)
+	}
+	switch s.Settings.UnknownRoutes {
+	case "", "deny", "authenticated":
+	default:
+		return nil, fmt.Errorf(`data.sidecar.settings.unknown_routes is %q; use "deny" or "authenticated"`, s.Settings.UnknownRoutes)
+	}
+
+	modules := make(map[string]*ast.Module, len(b.Modules))
+	for _, m := range b.Modules {
+		if m.Parsed == nil {
+			pm, err := ast.ParseModuleWithOpts(m.Path, string(m.Raw), ast.ParserOptions{RegoVersion: ast.RegoV1})
+			if err != nil {
+				return nil, errorList(err)
+			}
+			m.Parsed = pm
+		}
+		modules[m.Path] = m.Parsed
+	}
+	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false))
+	compiler := ast.NewCompiler().
+		SetErrorLimit(0).
+		WithUnsafeBuiltins(unsafeBuiltins).
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, nil))
+	compiler.Compile(modules)
+	if compiler.Failed() {
+		return nil, errorList(compiler.Errors)
+	}
+	for _, q := range []string{ExchangeQuery, ProxyQuery} {
+		if len(compiler.GetRulesExact(ast.MustParseRef(q))) == 0 {
+			return nil, fmt.Errorf("the policies define no %s: start from the shipped policies/ directory, which defines both entry points", q)
+		}
+	}
+	for id, p := range s.Providers {
+		if p.Conditions != nil && len(p.Conditions.Conditions) > 0 {
+			ref := ast.MustParseRef(fmt.Sprintf("data.sidecar.conditions[%q].allow", id))
+			if len(compiler.GetRulesExact(ref)) == 0 {
+				return nil, fmt.Errorf("provider %s has trust conditions but the bundle has no module sidecar/conditions/%s.rego", id, id)
+			}
+		}
+		if p.Policy != "" {
+			ref := ast.MustParseRef(fmt.Sprintf("data.sidecar.custom[%q].allow", p.Policy))
+			if len(compiler.GetRulesExact(ref)) == 0 {
+				return nil, fmt.Errorf("provider %s (%s) names policy %q, but no module defines data.sidecar.custom.%s.allow", id, p.Source, p.Policy, p.Policy)
+			}
+		}
+	}
+	prep := func(q string) (rego.PreparedEvalQuery, error) {
+		return rego.New(
+			rego.Query(q),
+			rego.Compiler(compiler),
+			rego.Store(store),
+			rego.StrictBuiltinErrors(true),
+		).PrepareForEval(ctx)
+	}
+	if s.exchange, err = prep(ExchangeQuery); err != nil {
+		return nil, errorList(err)
+	}
+	if s.proxy, err = prep(ProxyQuery); err != nil {
+		return nil, errorList(err)
+	}
+	return s, nil
+}
+
+func providersFromData(v any) (map[string]*provider.Provider, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("data.sidecar.providers must be an object keyed by provider id, found %T", v)
+	}
+	out := make(map[string]*provider.Provider, len(m))
+	for id, raw := range m {
+		doc, ok := raw.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("data.sidecar.providers[%q] must be an object", id)
+		}
+		p, err := provider.FromMetadata(doc)
+		if err != nil {
+			return nil, fmt.Errorf("data.sidecar.providers[%q]: %w", id, err)
+		}
+		if p.ID != id {
+			return nil, fmt.Errorf("data.sidecar.providers[%q] has id %q", id, p.ID)
+		}
+		out[id] = p
+	}
+	return out, nil
+}
+
+// checkScopeGraph rejects a hierarchy that names a scope with no key of its
+// own: graph.reachable would silently not follow it.
+func checkScopeGraph(v any) error {
+	m, _ := v.(map[string]any)
+	implies, ok := m["implies"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("data.sidecar.scopes.implies must be an object")
+	}
+	for k, targets := range implies {
+		list, ok := targets.([]any)
+		if !ok {
+			return fmt.Errorf("data.sidecar.scopes.implies[%q] must be an array", k)
+		}
+		for _, t := range list {
+			ts, _ := t.(string)
+			if _, ok := implies[ts]; !ok {
+				return fmt.Errorf("data.sidecar.scopes.implies[%q] names %q, which has no key of its own (add \"%s\": [])", k, ts, ts)
+			}
+		}
+	}
+	return nil
+}
+
+// Engine serves decisions from the current snapshot and swaps in new ones
+// atomically. The zero value serves nothing: every decision fails closed.
+type Engine struct {
+	cur atomic.Pointer[Snapshot]
+}
+
+// Current returns the snapshot being served, or nil before the first load.
+// A request should take it once and use it throughout, so its route match
+// and its decision come from the same bundle.
+func (e *Engine) Current() *Snapshot { return e.cur.Load() }
+
+// Swap makes s the served snapshot and returns the previous one.
+func (e *Engine) Swap(s *Snapshot) *Snapshot { return e.cur.Swap(s) }
+
+// ExchangeInput is the input document of the exchange decision.
+type ExchangeInput struct {
+	ProviderID      string
+	Claims          map[string]any // verified claims; numbers as json.Number
+	ClientIP        string
+	Time            time.Time
+	RequestedScopes []string // nil = not requested
+}
+
+// Reason is one reason for a denial.
+type Reason struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Condition string `json:"condition,omitempty"`
+	Claim     string `json:"claim,omitempty"`
+	Operator  string `json:"operator,omitempty"`
+	Expected  any    `json:"expected,omitempty"`
+	Actual    any    `json:"actual,omitempty"`
+	Missing   bool   `json:"missing,omitempty"`
+}
+
+// ExchangeDecision is the result of the exchange decision.
+type ExchangeDecision struct {
+	Allow           bool     `json:"allow"`
+	Reasons         []Reason `json:"reasons"`
+	Scopes          []string `json:"scopes"`
+	InvalidScopes   []string `json:"invalid_scopes"`
+	Workspaces      []string `json:"workspaces"` // nil = all
+	IPRestrictions  []string `json:"ip_restrictions"`
+	LifetimeSeconds int64    `json:"lifetime_seconds"`
+	ProviderName    string   `json:"provider_name"`
+	Revision        string   `json:"revision"`
+}
+
+// Exchange evaluates the exchange decision. An evaluation error or an
+// undefined result is an error: the caller must deny.
+func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDecision, error) {
+	claims, err := ast.InterfaceToValue(in.Claims)
+	if err != nil {
+		return nil, fmt.Errorf("claims cannot be converted for the policy: %w", err)
+	}
+	kv := [][2]*ast.Term{
+		{ast.InternedTerm("provider_id"), ast.StringTerm(in.ProviderID)},
+		{ast.InternedTerm("claims"), ast.NewTerm(claims)},
+		{ast.InternedTerm("client_ip"), ast.StringTerm(in.ClientIP)},
+		{ast.InternedTerm("time"), ast.IntNumberTerm(int(in.Time.Unix()))},
+	}
+	if in.RequestedScopes != nil {
+		kv = append(kv, [2]*ast.Term{ast.InternedTerm("requested_scopes"), stringArray(in.RequestedScopes)})
+	}
+	v, err := evalOne(ctx, s.exchange, ast.NewObject(kv...))
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s is %T, want an object", ExchangeQuery, v)
+	}
+	d := &ExchangeDecision{Revision: s.Revision}
+	d.Allow, _ = m["allow"].(bool)
+	d.Scopes = strings_(m["scopes"])
+	d.InvalidScopes = strings_(m["invalid_scopes"])
+	if m["workspaces"] != nil {
+		d.Workspaces = strings_(m["workspaces"])
+		if d.Workspaces == nil {
+			d.Workspaces = []string{}
+		}
+	}
+	d.IPRestrictions = strings_(m["ip_restrictions"])
+	d.LifetimeSeconds = int64Of(m["lifetime_seconds"])
+	d.ProviderName, _ = m["provider_name"].(string)
+	if rs, ok := m["reasons"].([]any); ok {
+		for _, r := range rs {
+			d.Reasons = append(d.Reasons, reasonOf(r))
+		}
+	}
+	sort.SliceStable(d.Reasons, func(i, j int) bool { return d.Reasons[i].Message < d.Reasons[j].Message })
+	// Fail closed: an allow must carry a positive lifetime and no reasons;
+	// a denial always has at least one reason.
+	if d.Allow && (d.LifetimeSeconds <= 0 || len(d.Reasons) > 0) {
+		return nil, fmt.Errorf("%s allowed with lifetime %d and %d reasons: refusing an inconsistent decision", ExchangeQuery, d.LifetimeSeconds, len(d.Reasons))
+	}
+	if !d.Allow && len(d.Reasons) == 0 {
+		d.Reasons = []Reason{{Code: "denied", Message: "the policy denied this token without giving a reason"}}
+	}
+	return d, nil
+}
+
+// ProxyInput is the input document of the proxy decision.
+type ProxyInput struct {
+	Method   string
+	Path     string
+	Route    *routes.Route     // nil = no route matched
+	Vars     map[string]string // path variables
+	Token    ast.Value         // the token record as an OPA value (see TokenValue); nil = no valid token
+	ClientIP string
+	Time     time.Time
+}
+
+// ProxyDecision is the result of the proxy decision.
+type ProxyDecision struct {
+	Allow   bool
+	Status  int
+	Code    string
+	Message string
+}
+
+// Authorize evaluates the proxy decision. An evaluation error or an
+// undefined result is an error: the caller must deny.
+func (s *Snapshot) Authorize(ctx context.Context, in ProxyInput) (*ProxyDecision, error) {
+	route := ast.NullTerm()
+	if in.Route != nil {
+		route = ast.ObjectTerm(
+			[2]*ast.Term{ast.InternedTerm("method"), ast.StringTerm(in.Route.Method)},
+			[2]*ast.Term{ast.InternedTerm("path"), ast.StringTerm(in.Route.Path)},
+			[2]*ast.Term{ast.InternedTerm("scopes"), stringArray(in.Route.Scopes)},
+		)
+	}
+	vars := make([][2]*ast.Term, 0, len(in.Vars))
+	for k, v := range in.Vars {
+		vars = append(vars, [2]*ast.Term{ast.StringTerm(k), ast.StringTerm(v)})
+	}
+	token := ast.NullTerm()
+	if in.Token != nil {
+		token = ast.NewTerm(in.Token)
+	}
+	input := ast.NewObject(
+		[2]*ast.Term{ast.InternedTerm("method"), ast.StringTerm(in.Method)},
+		[2]*ast.Term{ast.InternedTerm("path"), ast.StringTerm(in.Path)},
+		[2]*ast.Term{ast.InternedTerm("route"), route},
+		[2]*ast.Term{ast.InternedTerm("vars"), ast.ObjectTerm(vars...)},
+		[2]*ast.Term{ast.InternedTerm("token"), token},
+		[2]*ast.Term{ast.InternedTerm("client_ip"), ast.StringTerm(in.ClientIP)},
+		[2]*ast.Term{ast.InternedTerm("time"), ast.IntNumberTerm(int(in.Time.Unix()))},
+	)
+	v, err := evalOne(ctx, s.proxy, input)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s is %T, want an object", ProxyQuery, v)
+	}
+	d := &ProxyDecision{}
+	d.Allow, _ = m["allow"].(bool)
+	d.Status = int(int64Of(m["status"]))
+	d.Code, _ = m["code"].(string)
+	d.Message, _ = m["message"].(string)
+	if d.Allow && d.Status != 200 {
+		return nil, fmt.Errorf("%s allowed with status %d: refusing an inconsistent decision", ProxyQuery, d.Status)
+	}
+	if !d.Allow && (d.Status < 400 || d.Status > 599) {
+		return nil, fmt.Errorf("%s denied with status %d: want a 4xx or 5xx status", ProxyQuery, d.Status)
+	}
+	return d, nil
+}
+
+// TokenValue converts a token record (any JSON-shaped Go value) into the
+// OPA value the proxy decision receives as input.token.
+func TokenValue(record any) (ast.Value, error) {
+	return ast.InterfaceToValue(record)
+}
+
+func evalOne(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (any, error) {
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return nil, fmt.Errorf("policy evaluation failed: %w", err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return nil, fmt.Errorf("policy decision is undefined (%d results): the entry point did not produce a decision for this input", len(rs))
+	}
+	return rs[0].Expressions[0].Value, nil
+}
+
+func stringArray(ss []string) *ast.Term {
+	ts := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		ts[i] = ast.StringTerm(s)
+	}
+	return ast.ArrayTerm(ts...)
+}
+
+func strings_(v any) []string {
+	list, ok := v.([]any)
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func int64Of(v any) int64 {
+	switch n := v.(type) {
+	case json.Number:
+		i, _ := n.Int64()
+		return i
+	case int:
+		return int64(n)
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	}
+	return 0
+}
+
+func reasonOf(v any) Reason {
+	if s, ok := v.(string); ok {
+		return Reason{Code: "denied", Message: s}
+	}
+	m, _ := v.(map[string]any)
+	r := Reason{Expected: m["expected"], Actual: m["actual"]}
+	r.Code, _ = m["code"].(string)
+	r.Message, _ = m["message"].(string)
+	r.Condition, _ = m["condition"].(string)
+	r.Claim, _ = m["claim"].(string)
+	r.Operator, _ = m["operator"].(string)
+	r.Missing, _ = m["missing"].(bool)
+	if r.Message == "" {
+		b, _ := json.Marshal(m)
+		r.Message = string(b)
+	}
+	if r.Code == "" {
+		r.Code = "denied"
+	}
+	return r
+}
+
+// canonicalJSON is encoding/json's output (maps sorted by key).
+func canonicalJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("bundle data is not JSON: %w", err)
+	}
+	return b, nil
+}
+
+// ReasonSummary renders reasons as one line: "a; b; c".
+func ReasonSummary(rs []Reason) string {
+	msgs := make([]string, len(rs))
+	for i, r := range rs {
+		msgs[i] = r.Message
+	}
+	return strings.Join(msgs, "; ")
+}

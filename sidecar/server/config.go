@@ -1,0 +1,427 @@
+// Package server runs oidc-sidecar: it reads the configuration, builds the
+// token store, the OIDC verifier and the policy engine, serves the exchange
+// and proxy paths on the main listener and health, readiness, metrics and
+// introspection on the admin listener, reloads policy without dropping a
+// request, and shuts down gracefully.
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
+)
+
+// EnvPrefix prefixes the environment variables that override config keys:
+// OIDC_SIDECAR_LISTEN, OIDC_SIDECAR_REDIS_URL, OIDC_SIDECAR_RATE_LIMITS_PER_IP, ...
+const EnvPrefix = "OIDC_SIDECAR_"
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: want a duration such as 30s or 5m", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use a number with a unit: 250ms, 30s, 5m)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML renders the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Config is the sidecar.yaml file. docs/configuration.md describes every key.
+type Config struct {
+	Listen      string `yaml:"listen"`       // exchange + proxy
+	AdminListen string `yaml:"admin_listen"` // health, readiness, metrics, introspection
+
+	Upstream struct {
+		URL             string   `yaml:"url"`
+		TokenEnv        string   `yaml:"token_env"` // the variable holding the upstream credential
+		Timeout         Duration `yaml:"timeout"`   // to response headers
+		IdentityHeaders bool     `yaml:"identity_headers"`
+	} `yaml:"upstream"`
+
+	Redis *RedisConfig `yaml:"redis"` // nil: the embedded in-memory store
+
+	Providers     string        `yaml:"providers"`      // providers.yaml
+	Policies      []string      `yaml:"policies"`       // Rego files/directories; empty: the embedded policies/
+	Routes        string        `yaml:"routes"`         // route table CSV; empty: Buddy's
+	UnknownRoutes string        `yaml:"unknown_routes"` // deny | authenticated
+	Bundle        string        `yaml:"bundle"`         // a bundle file, directory or http(s) URL, instead of providers + policies
+	BundlePoll    Duration      `yaml:"bundle_poll"`    // how often a bundle URL is polled
+	Watch         *bool         `yaml:"watch"`          // reload when the files change (default true)
+	Trusted       []string      `yaml:"trusted_proxies"`
+	AdminTokenEnv string        `yaml:"admin_token_env"` // the variable holding the introspection credential
+	LogLevel      string        `yaml:"log_level"`
+	OIDC          OIDCConfig    `yaml:"oidc"`
+	RateLimits    RateLimits    `yaml:"rate_limits"`
+	Limits        Limits        `yaml:"limits"`
+	Timeouts      TimeoutConfig `yaml:"timeouts"`
+}
+
+// RedisConfig selects the Redis deployment: a URL, a Cluster (addrs) or a
+// Sentinel group (addrs + master_name).
+type RedisConfig struct {
+	URL         string   `yaml:"url"`
+	Addrs       []string `yaml:"addrs"`
+	MasterName  string   `yaml:"master_name"`
+	Username    string   `yaml:"username"`
+	PasswordEnv string   `yaml:"password_env"`
+	TLS         bool     `yaml:"tls"`
+	KeyPrefix   string   `yaml:"key_prefix"`
+	Timeout     Duration `yaml:"timeout"`
+	PoolSize    int      `yaml:"pool_size"`
+}
+
+// OIDCConfig tunes token verification.
+type OIDCConfig struct {
+	Leeway          Duration `yaml:"leeway"`
+	RefreshCooldown Duration `yaml:"refresh_cooldown"`
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	FetchTimeout    Duration `yaml:"fetch_timeout"`
+}
+
+// RateLimits are fixed-window limits on exchanges.
+type RateLimits struct {
+	PerIP       int      `yaml:"per_ip"`
+	PerProvider int      `yaml:"per_provider"`
+	Window      Duration `yaml:"window"`
+}
+
+// Limits cap request sizes.
+type Limits struct {
+	MaxHeaderBytes   int   `yaml:"max_header_bytes"`
+	MaxExchangeBytes int64 `yaml:"max_exchange_bytes"`
+}
+
+// TimeoutConfig are the HTTP server timeouts.
+type TimeoutConfig struct {
+	ReadHeader Duration `yaml:"read_header"`
+	Read       Duration `yaml:"read"`
+	Write      Duration `yaml:"write"`
+	Idle       Duration `yaml:"idle"`
+	Shutdown   Duration `yaml:"shutdown"`
+}
+
+// Defaults returns the configuration every file starts from.
+func Defaults() Config {
+	var c Config
+	c.Listen = "127.0.0.1:8080"
+	c.AdminListen = "127.0.0.1:9090"
+	c.Upstream.TokenEnv = "BUDDY_TOKEN"
+	c.Upstream.Timeout = Duration(30 * time.Second)
+	c.UnknownRoutes = "deny"
+	c.BundlePoll = Duration(30 * time.Second)
+	c.AdminTokenEnv = "OIDC_SIDECAR_ADMIN_TOKEN"
+	c.LogLevel = "info"
+	c.OIDC = OIDCConfig{
+		Leeway:          Duration(60 * time.Second),
+		RefreshCooldown: Duration(30 * time.Second),
+		RefreshInterval: Duration(time.Hour),
+		FetchTimeout:    Duration(5 * time.Second),
+	}
+	c.RateLimits = RateLimits{PerIP: 120, PerProvider: 1200, Window: Duration(time.Minute)}
+	c.Limits = Limits{MaxHeaderBytes: 64 << 10, MaxExchangeBytes: 64 << 10}
+	c.Timeouts = TimeoutConfig{
+		ReadHeader: Duration(10 * time.Second),
+		Read:       Duration(5 * time.Minute),
+		Write:      0,
+		Idle:       Duration(2 * time.Minute),
+		Shutdown:   Duration(30 * time.Second),
+	}
+	return c
+}
+
+// WatchEnabled reports whether file changes trigger a reload.
+func (c *Config) WatchEnabled() bool { return c.Watch == nil || *c.Watch }
+
+// LoadConfig reads path, applies OIDC_SIDECAR_* environment overrides from
+// getenv, and validates the result. Every problem is reported at once.
+// Relative file paths in the config are resolved against the config file's
+// directory.
+func LoadConfig(path string, getenv func(string) string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(path, data, getenv)
+	if err != nil {
+		return nil, err
+	}
+	c.resolvePaths(dirOf(path))
+	return c, nil
+}
+
+// ParseConfig is LoadConfig on bytes (paths are left as written).
+func ParseConfig(name string, data []byte, getenv func(string) string) (*Config, error) {
+	c := Defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // an empty file is all defaults
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	var errs []string
+	applyEnv(reflect.ValueOf(&c).Elem(), EnvPrefix, getenv, &errs)
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %d problem(s):\n  - %s", name, len(errs), strings.Join(errs, "\n  - "))
+	}
+	return &c, nil
+}
+
+func dirOf(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "."
+	}
+	return p[:i]
+}
+
+func (c *Config) resolvePaths(dir string) {
+	rel := func(p string) string {
+		if p == "" || strings.HasPrefix(p, "/") || strings.Contains(p, "://") || dir == "." {
+			return p
+		}
+		return dir + "/" + p
+	}
+	c.Providers = rel(c.Providers)
+	c.Routes = rel(c.Routes)
+	c.Bundle = rel(c.Bundle)
+	for i := range c.Policies {
+		c.Policies[i] = rel(c.Policies[i])
+	}
+}
+
+func (c *Config) validate() []string {
+	var errs []string
+	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	checkAddr := func(key, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			add("%s: %q is not host:port (e.g. 127.0.0.1:8080)", key, v)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin_listen", c.AdminListen)
+	if c.Listen == c.AdminListen {
+		add("listen and admin_listen are both %q; the admin listener needs its own address", c.Listen)
+	}
+	if c.Upstream.URL == "" {
+		add("upstream.url is required (e.g. https://api.buddy.works)")
+	} else if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("upstream.url %q must be an absolute http(s) URL", c.Upstream.URL)
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		add("upstream.url %q must not have a query or fragment", c.Upstream.URL)
+	}
+	if c.Upstream.TokenEnv == "" {
+		add("upstream.token_env is required: the name of the variable holding the upstream credential")
+	}
+	if c.Bundle != "" && (c.Providers != "" || len(c.Policies) > 0 || c.Routes != "") {
+		add("bundle is set together with providers/policies/routes; a bundle already contains them — use one or the other")
+	}
+	if c.Bundle == "" && c.Providers == "" {
+		add("providers is required (a providers.yaml file), unless bundle is set")
+	}
+	if c.Bundle != "" && strings.Contains(c.Bundle, "://") {
+		if u, err := url.Parse(c.Bundle); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
+			add("bundle %q: a bundle URL must be http(s)", c.Bundle)
+		}
+	}
+	switch c.UnknownRoutes {
+	case "deny", "authenticated":
+	default:
+		add("unknown_routes is %q; use deny or authenticated", c.UnknownRoutes)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level is %q; use debug, info, warn or error", c.LogLevel)
+	}
+	for _, t := range c.Trusted {
+		if _, err := clientip.New([]string{t}); err != nil {
+			add("trusted_proxies: %q is neither an IP address nor a CIDR", t)
+		}
+	}
+	if r := c.Redis; r != nil {
+		switch {
+		case r.URL != "" && len(r.Addrs) > 0:
+			add("redis: set url or addrs, not both")
+		case r.URL == "" && len(r.Addrs) == 0:
+			add("redis: set url (redis:// or rediss://) or addrs (Cluster, or Sentinel with master_name); omit the whole redis block for the embedded store")
+		case r.URL != "":
+			if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+				add("redis.url %q must start with redis://, rediss:// or unix://", r.URL)
+			}
+		}
+		if r.Timeout != 0 && r.Timeout.D() < time.Millisecond {
+			add("redis.timeout %s is too small", r.Timeout.D())
+		}
+	}
+	if c.OIDC.Leeway.D() < 0 || c.OIDC.Leeway.D() > 5*time.Minute {
+		add("oidc.leeway %s must be between 0s and 5m", c.OIDC.Leeway.D())
+	}
+	if c.OIDC.RefreshCooldown.D() < time.Second {
+		add("oidc.refresh_cooldown %s must be at least 1s (it guards the issuer against kid floods)", c.OIDC.RefreshCooldown.D())
+	}
+	if c.RateLimits.PerIP < 0 || c.RateLimits.PerProvider < 0 {
+		add("rate_limits: per_ip and per_provider must be 0 (off) or positive")
+	}
+	if (c.RateLimits.PerIP > 0 || c.RateLimits.PerProvider > 0) && c.RateLimits.Window.D() < time.Second {
+		add("rate_limits.window %s must be at least 1s", c.RateLimits.Window.D())
+	}
+	if c.Limits.MaxHeaderBytes < 4096 {
+		add("limits.max_header_bytes %d is below 4096", c.Limits.MaxHeaderBytes)
+	}
+	if c.Limits.MaxExchangeBytes < 20<<10 {
+		add("limits.max_exchange_bytes %d is below 20480 (an OIDC token may be up to 16 KiB)", c.Limits.MaxExchangeBytes)
+	}
+	if c.BundlePoll.D() < time.Second {
+		add("bundle_poll %s must be at least 1s", c.BundlePoll.D())
+	}
+	return errs
+}
+
+// applyEnv overrides struct fields from OIDC_SIDECAR_<PATH> variables,
+// where PATH is the yaml key path upper-cased and joined with "_". Lists
+// are comma-separated. A variable for the redis block creates it.
+func applyEnv(v reflect.Value, prefix string, getenv func(string) string, errs *[]string) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if key == "" || key == "-" {
+			continue
+		}
+		name := prefix + strings.ToUpper(key)
+		fv := v.Field(i)
+		switch {
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)):
+			applyEnv(fv, name+"_", getenv, errs)
+			continue
+		case f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct:
+			if anyEnvWithPrefix(name+"_", f.Type.Elem(), getenv) {
+				if fv.IsNil() {
+					fv.Set(reflect.New(f.Type.Elem()))
+				}
+				applyEnv(fv.Elem(), name+"_", getenv, errs)
+			}
+			continue
+		}
+		s := getenv(name)
+		if s == "" {
+			continue
+		}
+		if err := setFromString(fv, s); err != nil {
+			*errs = append(*errs, fmt.Sprintf("%s=%q: %v", name, s, err))
+		}
+	}
+}
+
+func anyEnvWithPrefix(prefix string, t reflect.Type, getenv func(string) string) bool {
+	for i := 0; i < t.NumField(); i++ {
+		key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if key != "" && getenv(prefix+strings.ToUpper(key)) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func setFromString(fv reflect.Value, s string) error {
+	switch fv.Interface().(type) {
+	case Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("not a duration (e.g. 30s)")
+		}
+		fv.Set(reflect.ValueOf(Duration(d)))
+		return nil
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("not a boolean (true or false)")
+		}
+		fv.Set(reflect.ValueOf(&b))
+		return nil
+	}
+	switch fv.Kind() {
+	case reflect.String:
+		fv.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("not a boolean (true or false)")
+		}
+		fv.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		fv.SetInt(n)
+	case reflect.Slice:
+		var items []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				items = append(items, p)
+			}
+		}
+		fv.Set(reflect.ValueOf(items))
+	default:
+		return fmt.Errorf("cannot be set from the environment")
+	}
+	return nil
+}
+
+// EnvKeys lists every environment variable that overrides a key, sorted
+// (for documentation and `serve --help`).
+func EnvKeys() []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			key := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if key == "" {
+				continue
+			}
+			name := prefix + strings.ToUpper(key)
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration(0)) {
+				walk(ft, name+"_")
+				continue
+			}
+			out = append(out, name)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), EnvPrefix)
+	sort.Strings(out)
+	return out
+}

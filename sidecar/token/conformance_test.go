@@ -1,0 +1,531 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+)
+
+// fakeClock is a manually advanced clock, safe for concurrent use.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	// Mid-window for any window that divides a minute, so tests never start on a boundary.
+	return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 30, 500_000_000, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// storeEnv is one Store under test plus what the conformance suite needs to
+// observe it.
+type storeEnv struct {
+	Store
+	// clock drives the store's notion of "now" (rate-limit windows, ExpiresAt
+	// checks; for memory also native expiry).
+	clock *fakeClock
+	// raw is a direct client to the Redis behind the store; nil for memory.
+	raw    *redis.Client
+	prefix string
+	// elapse lets d pass for the store's native expiry and then waits, with a
+	// bounded poll, until cond holds. Memory advances the fake clock; Redis
+	// waits in real time (the server owns the TTL).
+	elapse func(t *testing.T, d time.Duration, cond func() bool)
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually polls cond every few ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func sampleRecord(now time.Time) *Record {
+	return &Record{
+		ProviderID:   "550e8400-e29b-41d4-a716-446655440000",
+		ProviderName: "GHA - octo-repo:deploy",
+		Subject:      "repo:octo-org/octo-repo:ref:refs/heads/main",
+		Issuer:       "https://token.actions.githubusercontent.com",
+		Claims: map[string]string{
+			"repository": "octo-org/octo-repo",
+			"ref":        "refs/heads/main",
+			"workflow":   "deploy",
+			"actor":      "octocat",
+		},
+		Scopes:         []string{"WORKSPACE", "EXECUTION_RUN"},
+		Workspaces:     []string{"my-company"},
+		IPRestrictions: []string{"203.0.113.0/24"},
+		IssuedAt:       now.Unix(),
+		ExpiresAt:      now.Add(10 * time.Minute).Unix(),
+		DecisionID:     "4ca636c1-55e4-417a-b1d8-4aceb67960d1",
+	}
+}
+
+func mustNew(t testing.TB) (string, string) {
+	t.Helper()
+	tok, h, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, h
+}
+
+// runStoreConformance is the behaviour every Store must have. newEnv returns a
+// fresh, empty store for each subtest.
+func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
+	t.Run("Kind and Ping", func(t *testing.T) {
+		e := newEnv(t)
+		if k := e.Kind(); k != "redis" && k != "memory" {
+			t.Errorf("Kind = %q", k)
+		}
+		if err := e.Ping(testCtx(t)); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+	})
+
+	t.Run("Save and Get", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		_, h := mustNew(t)
+		rec := sampleRecord(e.clock.Now())
+		const ttl = 10 * time.Minute
+		if err := e.Save(ctx, h, rec, ttl); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		got, err := e.Get(ctx, h)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		if !reflect.DeepEqual(got, rec) {
+			t.Fatalf("Get = %+v\nwant  %+v", got, rec)
+		}
+		// Callers own the returned record.
+		got.Scopes[0] = "CHANGED"
+		got.Claims["ref"] = "CHANGED"
+		again, _ := e.Get(ctx, h)
+		if again.Scopes[0] != "WORKSPACE" || again.Claims["ref"] != "refs/heads/main" {
+			t.Fatal("mutating a returned record changed the stored one")
+		}
+		if e.raw != nil {
+			key := e.prefix + "tok:" + h
+			pttl, err := e.raw.PTTL(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pttl <= 0 || pttl > ttl {
+				t.Fatalf("PTTL %s = %s, want native expiry in (0, %s]", key, pttl, ttl)
+			}
+			val, err := e.raw.Get(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := `{"provider_id":"550e8400-e29b-41d4-a716-446655440000",`; val[:len(want)] != want {
+				t.Fatalf("stored value is not compact JSON: %s", val)
+			}
+		}
+	})
+
+	t.Run("Save overwrites", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		_, h := mustNew(t)
+		rec := sampleRecord(e.clock.Now())
+		if err := e.Save(ctx, h, rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		rec2 := sampleRecord(e.clock.Now())
+		rec2.Subject = "other"
+		if err := e.Save(ctx, h, rec2, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.Get(ctx, h); err != nil || got.Subject != "other" {
+			t.Fatalf("Get after overwrite = %v, %v", got, err)
+		}
+	})
+
+	t.Run("native expiry", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		_, h := mustNew(t)
+		rec := sampleRecord(e.clock.Now())
+		rec.ExpiresAt = e.clock.Now().Add(24 * time.Hour).Unix() // only the store TTL applies
+		const ttl = 300 * time.Millisecond
+		if err := e.Save(ctx, h, rec, ttl); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Get(ctx, h); err != nil {
+			t.Fatalf("Get before expiry: %v", err)
+		}
+		e.elapse(t, ttl, func() bool {
+			_, err := e.Get(ctx, h)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Get while expiring: %v", err)
+			}
+			return errors.Is(err, ErrNotFound)
+		})
+		if e.raw != nil {
+			if n, err := e.raw.Exists(ctx, e.prefix+"tok:"+h).Result(); err != nil || n != 0 {
+				t.Fatalf("key still exists after expiry: n=%d err=%v", n, err)
+			}
+		}
+		if ok, err := e.Revoke(ctx, h); err != nil || ok {
+			t.Fatalf("Revoke of an expired token = %v, %v; want false, nil", ok, err)
+		}
+	})
+
+	t.Run("ExpiresAt is checked on read", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		now := e.clock.Now()
+
+		_, past := mustNew(t)
+		rec := sampleRecord(now)
+		rec.ExpiresAt = now.Unix() - 1
+		if err := e.Save(ctx, past, rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Get(ctx, past); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get of record past exp = %v, want ErrNotFound", err)
+		}
+
+		_, future := mustNew(t)
+		rec = sampleRecord(now)
+		rec.ExpiresAt = now.Unix() + 60
+		if err := e.Save(ctx, future, rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Get(ctx, future); err != nil {
+			t.Fatalf("Get before exp: %v", err)
+		}
+		e.clock.Advance(60 * time.Second) // now == exp: no longer valid (JWT semantics)
+		if _, err := e.Get(ctx, future); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get at exp = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("unknown and malformed hashes", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		_, h := mustNew(t)
+		for _, hash := range []string{h, "", "not-a-hash", "*", h[:63]} {
+			_, err := e.Get(ctx, hash)
+			if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) {
+				t.Errorf("Get(%q) = %v, want ErrNotFound", hash, err)
+			}
+			if ok, err := e.Revoke(ctx, hash); ok || err != nil {
+				t.Errorf("Revoke(%q) = %v, %v", hash, ok, err)
+			}
+		}
+	})
+
+	t.Run("Revoke", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		_, h := mustNew(t)
+		_, other := mustNew(t)
+		for _, x := range []string{h, other} {
+			if err := e.Save(ctx, x, sampleRecord(e.clock.Now()), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ok, err := e.Revoke(ctx, h)
+		if err != nil || !ok {
+			t.Fatalf("Revoke = %v, %v; want true", ok, err)
+		}
+		if _, err := e.Get(ctx, h); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get after Revoke = %v", err)
+		}
+		if ok, err := e.Revoke(ctx, h); err != nil || ok {
+			t.Fatalf("second Revoke = %v, %v; want false", ok, err)
+		}
+		if _, err := e.Get(ctx, other); err != nil {
+			t.Fatalf("Revoke removed another token: %v", err)
+		}
+	})
+
+	t.Run("ClaimOnce and Unclaim", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		const key = "jti:https://issuer.example:abc-123"
+		for i, want := range []bool{true, false, false} {
+			got, err := e.ClaimOnce(ctx, key, time.Hour)
+			if err != nil || got != want {
+				t.Fatalf("ClaimOnce #%d = %v, %v; want %v", i+1, got, err, want)
+			}
+		}
+		if got, _ := e.ClaimOnce(ctx, key+"-other", time.Hour); !got {
+			t.Fatal("ClaimOnce of a different key = false")
+		}
+		if err := e.Unclaim(ctx, key); err != nil {
+			t.Fatalf("Unclaim: %v", err)
+		}
+		if err := e.Unclaim(ctx, "never-claimed"); err != nil {
+			t.Fatalf("Unclaim of a missing key: %v", err)
+		}
+		if got, err := e.ClaimOnce(ctx, key, time.Hour); err != nil || !got {
+			t.Fatalf("ClaimOnce after Unclaim = %v, %v; want true", got, err)
+		}
+		if e.raw != nil {
+			pttl, err := e.raw.PTTL(ctx, e.prefix+"once:"+key).Result()
+			if err != nil || pttl <= 0 || pttl > time.Hour {
+				t.Fatalf("PTTL of claim = %s, %v", pttl, err)
+			}
+		}
+	})
+
+	t.Run("ClaimOnce expires", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		const ttl = 200 * time.Millisecond
+		if got, err := e.ClaimOnce(ctx, "k", ttl); err != nil || !got {
+			t.Fatalf("ClaimOnce = %v, %v", got, err)
+		}
+		e.elapse(t, ttl, func() bool {
+			got, err := e.ClaimOnce(ctx, "k", ttl)
+			if err != nil {
+				t.Fatalf("ClaimOnce: %v", err)
+			}
+			return got
+		})
+	})
+
+	t.Run("ClaimOnce concurrent", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		const n = 50
+		var wins, fails atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range n {
+			wg.Go(func() {
+				<-start
+				ok, err := e.ClaimOnce(ctx, "race", time.Minute)
+				if err != nil {
+					fails.Add(1)
+					t.Errorf("ClaimOnce: %v", err)
+				}
+				if ok {
+					wins.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if wins.Load() != 1 || fails.Load() != 0 {
+			t.Fatalf("%d of %d concurrent claims won (%d errors), want exactly 1", wins.Load(), n, fails.Load())
+		}
+	})
+
+	t.Run("Allow fixed window", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		l := Limit{Key: "exchange:provider-1", Max: 3, Window: time.Minute}
+		for i := range 3 {
+			res, err := e.Allow(ctx, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := LimitResult{Allowed: true, Remaining: 2 - i}
+			if len(res) != 1 || res[0] != want {
+				t.Fatalf("hit %d: %+v, want %+v", i+1, res, want)
+			}
+		}
+		res, err := e.Allow(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The fake clock is at :30.5 in the minute, so 29.5s remain.
+		if res[0].Allowed || res[0].Remaining != 0 || res[0].RetryAfter != 29500*time.Millisecond {
+			t.Fatalf("hit 4: %+v, want denied with RetryAfter 29.5s", res[0])
+		}
+		e.clock.Advance(29 * time.Second)
+		res, _ = e.Allow(ctx, l)
+		if res[0].Allowed || res[0].RetryAfter != 500*time.Millisecond {
+			t.Fatalf("same window later: %+v", res[0])
+		}
+		e.clock.Advance(500 * time.Millisecond) // next window
+		res, _ = e.Allow(ctx, l)
+		if want := (LimitResult{Allowed: true, Remaining: 2}); res[0] != want {
+			t.Fatalf("next window: %+v, want %+v", res[0], want)
+		}
+		if e.raw != nil {
+			idx, _ := window(e.clock.Now(), time.Minute)
+			key := fmt.Sprintf("%srl:%s:%d", e.prefix, l.Key, idx)
+			pttl, err := e.raw.PTTL(ctx, key).Result()
+			if err != nil || pttl <= 0 || pttl > time.Minute {
+				t.Fatalf("PTTL %s = %s, %v; want in (0, 1m]", key, pttl, err)
+			}
+		}
+	})
+
+	t.Run("Allow several limits", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		perProvider := Limit{Key: "p:1", Max: 5, Window: time.Minute}
+		perIP := Limit{Key: "ip:203.0.113.7", Max: 1, Window: time.Second}
+		res, err := e.Allow(ctx, perProvider, perIP)
+		if err != nil || len(res) != 2 {
+			t.Fatalf("Allow = %v, %v", res, err)
+		}
+		if !res[0].Allowed || res[0].Remaining != 4 || !res[1].Allowed || res[1].Remaining != 0 {
+			t.Fatalf("first: %+v", res)
+		}
+		res, _ = e.Allow(ctx, perProvider, perIP)
+		if !res[0].Allowed || res[0].Remaining != 3 || res[1].Allowed || res[1].RetryAfter != 500*time.Millisecond {
+			t.Fatalf("second: %+v", res)
+		}
+		if res, err := e.Allow(ctx); err != nil || len(res) != 0 {
+			t.Fatalf("Allow() = %v, %v", res, err)
+		}
+	})
+
+	t.Run("Allow rejects bad limits", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		for _, l := range []Limit{{Key: "", Max: 1, Window: time.Second}, {Key: "k", Max: 0, Window: time.Second}, {Key: "k", Max: 1, Window: 0}} {
+			if _, err := e.Allow(ctx, l); err == nil || errors.Is(err, ErrUnavailable) {
+				t.Errorf("Allow(%+v) = %v, want a validation error", l, err)
+			}
+		}
+	})
+
+	t.Run("nil vs empty slices round-trip", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		now := e.clock.Now()
+		cases := map[string]*Record{
+			"nil workspaces (all)":  {Scopes: []string{"WORKSPACE"}, Workspaces: nil, ExpiresAt: now.Unix() + 60},
+			"empty workspaces":      {Scopes: []string{"WORKSPACE"}, Workspaces: []string{}, ExpiresAt: now.Unix() + 60},
+			"nil scopes and claims": {ExpiresAt: now.Unix() + 60},
+		}
+		for name, rec := range cases {
+			_, h := mustNew(t)
+			if err := e.Save(ctx, h, rec, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.Get(ctx, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got.Workspaces == nil) != (rec.Workspaces == nil) || len(got.Workspaces) != len(rec.Workspaces) {
+				t.Errorf("%s: Workspaces %#v, want %#v", name, got.Workspaces, rec.Workspaces)
+			}
+			if !reflect.DeepEqual(got, rec) {
+				t.Errorf("%s: got %+v, want %+v", name, got, rec)
+			}
+		}
+	})
+
+	t.Run("input validation", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		_, h := mustNew(t)
+		rec := sampleRecord(e.clock.Now())
+		bad := map[string]error{
+			"bad hash": e.Save(ctx, "tok", rec, time.Hour),
+			"nil rec":  e.Save(ctx, h, nil, time.Hour),
+			"ttl 0":    e.Save(ctx, h, rec, 0),
+			"ttl < 0":  e.Save(ctx, h, rec, -time.Second),
+		}
+		_, err := e.ClaimOnce(ctx, "", time.Hour)
+		bad["claim empty key"] = err
+		_, err = e.ClaimOnce(ctx, "k", 0)
+		bad["claim ttl 0"] = err
+		_, err = e.ClaimOnce(ctx, string(make([]byte, maxKeyLen+1)), time.Hour)
+		bad["claim huge key"] = err
+		bad["unclaim empty key"] = e.Unclaim(ctx, "")
+		for name, err := range bad {
+			if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
+				t.Errorf("%s: err = %v, want a validation error", name, err)
+			}
+		}
+	})
+}
+
+func TestMemoryStoreConformance(t *testing.T) {
+	runStoreConformance(t, func(t *testing.T) *storeEnv {
+		clock := newFakeClock()
+		m := NewMemory(clock.Now)
+		t.Cleanup(func() { m.Close() })
+		return &storeEnv{
+			Store: m,
+			clock: clock,
+			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
+				t.Helper()
+				clock.Advance(d)
+				if !cond() {
+					t.Fatalf("condition does not hold after %s", d)
+				}
+			},
+		}
+	})
+}
+
+// newTestRedis builds a RedisStore on srv with a fake clock and a unique prefix.
+func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisStore, *fakeClock) {
+	t.Helper()
+	if o.URL == "" && len(o.Addrs) == 0 {
+		o.URL = srv.URL()
+	}
+	s, err := NewRedis(o)
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	clock := newFakeClock()
+	s.now = clock.Now
+	t.Cleanup(func() { s.Close() })
+	return s, clock
+}
+
+var prefixSeq atomic.Int64
+
+func TestRedisStoreConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	runStoreConformance(t, func(t *testing.T) *storeEnv {
+		prefix := fmt.Sprintf("conf%d:", prefixSeq.Add(1))
+		s, clock := newTestRedis(t, srv, RedisOptions{KeyPrefix: prefix})
+		return &storeEnv{
+			Store:  s,
+			clock:  clock,
+			raw:    srv.Client(),
+			prefix: prefix,
+			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
+				t.Helper()
+				clock.Advance(d) // keep the store's clock in step; Redis expires on its own clock
+				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+			},
+		}
+	})
+}

@@ -1,0 +1,412 @@
+package token
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// DefaultTimeout bounds every Redis operation unless RedisOptions.Timeout says otherwise.
+const DefaultTimeout = 250 * time.Millisecond
+
+// RedisOptions configures NewRedis. Exactly one of URL and Addrs must be set.
+type RedisOptions struct {
+	// URL of a single Redis server: redis://[user:password@]host[:port][/db] or
+	// rediss://... for TLS. Query parameters are not accepted; use the fields below.
+	URL string
+	// Addrs are cluster seed addresses (host:port). With MasterName they are the
+	// Sentinel addresses instead. A single address without MasterName is still
+	// treated as a cluster seed (the client discovers the other nodes).
+	Addrs []string
+	// MasterName selects Sentinel mode: the name of the monitored master.
+	MasterName string
+	// Password and Username (Redis ACL) override the ones in URL when set.
+	Password, Username string
+	// DB selects the database (single server and Sentinel only; must be 0 for a
+	// cluster). Overrides the URL's path when non-zero.
+	DB int
+	// TLS enables TLS (implied by a rediss:// URL).
+	TLS bool
+	// TLSConfig is an optional TLS configuration (custom CA, client certificates).
+	// Setting it implies TLS.
+	TLSConfig *tls.Config
+	// KeyPrefix namespaces every key; default DefaultKeyPrefix ("oidc-sidecar:").
+	KeyPrefix string
+	// Timeout bounds each operation (dial, read, write, and a context deadline
+	// added on top of the caller's); default DefaultTimeout (250ms).
+	Timeout time.Duration
+	// PoolSize is the maximum number of connections per node; 0 = go-redis default
+	// (10 × GOMAXPROCS).
+	PoolSize int
+}
+
+// RedisStore is a Store backed by Redis (single server, Sentinel or Cluster).
+//
+// Keys (below KeyPrefix): tok:<sha256 hex> holds the compact JSON Record with
+// native expiry; once:<key> holds "1" (replay guard); rl:<key>:<window index>
+// holds a counter. Redis never sees a raw token, only its SHA-256.
+//
+// Cluster: every command touches exactly one key. Allow pipelines one
+// single-key script call per limit, so keys of one operation never need to
+// share a hash slot; do not put hash tags ({...}) in KeyPrefix.
+type RedisStore struct {
+	client  redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	now     func() time.Time // wall clock for window indexes and ExpiresAt checks; replaced in tests
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// rateScript increments one fixed-window counter and gives it an expiry on
+// first use (or if it somehow lost it). One key per call: cluster safe.
+var rateScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+`)
+
+// NewRedis validates o and builds a RedisStore on redis.NewUniversalClient.
+// It does not contact Redis; call Ping to check connectivity.
+//
+// The client is tuned to fail fast: ContextTimeoutEnabled, Dial/Read/Write
+// timeouts = Timeout, MaxRetries 1, DialerRetries 1, so a dead or hung Redis
+// makes each operation fail within about Timeout rather than go-redis's
+// multi-second defaults.
+func NewRedis(o RedisOptions) (*RedisStore, error) {
+	uo, err := o.universal()
+	if err != nil {
+		return nil, err
+	}
+	prefix := o.KeyPrefix
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	return &RedisStore{
+		client:  redis.NewUniversalClient(uo),
+		prefix:  prefix,
+		timeout: uo.ReadTimeout,
+		now:     time.Now,
+	}, nil
+}
+
+// universal validates o and translates it to go-redis options.
+func (o RedisOptions) universal() (*redis.UniversalOptions, error) {
+	const p = "token: redis options: "
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf(p+"Timeout must not be negative, got %s", o.Timeout)
+	}
+	if o.PoolSize < 0 {
+		return nil, fmt.Errorf(p+"PoolSize must not be negative, got %d", o.PoolSize)
+	}
+	if o.DB < 0 {
+		return nil, fmt.Errorf(p+"DB must not be negative, got %d", o.DB)
+	}
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	uo := &redis.UniversalOptions{
+		Username: o.Username,
+		Password: o.Password,
+		DB:       o.DB,
+
+		ContextTimeoutEnabled: true,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		PoolTimeout:           timeout,
+		MaxRetries:            1,
+		DialerRetries:         1,
+		PoolSize:              o.PoolSize,
+		// CLIENT MAINT_NOTIFICATIONS is a Redis Enterprise/Cloud feature; skip the
+		// extra handshake command (and its error) on every new connection.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+
+	switch {
+	case o.URL != "" && len(o.Addrs) > 0:
+		return nil, errors.New(p + "set either URL (single server) or Addrs (cluster/sentinel), not both")
+	case o.URL == "" && len(o.Addrs) == 0:
+		return nil, errors.New(p + "one of URL (single server) or Addrs (cluster/sentinel) is required")
+	case o.URL != "":
+		if o.MasterName != "" {
+			return nil, errors.New(p + "MasterName (sentinel) needs Addrs with the sentinel addresses, not URL")
+		}
+		ro, err := parseRedisURL(o.URL)
+		if err != nil {
+			return nil, err
+		}
+		uo.Addrs = []string{ro.Addr}
+		if uo.Username == "" {
+			uo.Username = ro.Username
+		}
+		if uo.Password == "" {
+			uo.Password = ro.Password
+		}
+		if uo.DB == 0 {
+			uo.DB = ro.DB
+		}
+		uo.TLSConfig = ro.TLSConfig
+	default:
+		for _, a := range o.Addrs {
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return nil, fmt.Errorf(p+"Addrs: %q is not host:port", a)
+			}
+		}
+		uo.Addrs = append([]string(nil), o.Addrs...)
+		uo.MasterName = o.MasterName
+		if o.MasterName == "" {
+			if o.DB != 0 {
+				return nil, fmt.Errorf(p+"DB %d: Redis Cluster has only database 0", o.DB)
+			}
+			// Addrs without MasterName are cluster seeds, even a single one:
+			// otherwise go-redis would silently make a plain client.
+			uo.IsClusterMode = true
+		}
+	}
+
+	switch {
+	case o.TLSConfig != nil:
+		uo.TLSConfig = o.TLSConfig.Clone()
+	case o.TLS && uo.TLSConfig == nil:
+		// ServerName is inferred from each node's address by crypto/tls.
+		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return uo, nil
+}
+
+// parseRedisURL parses a redis:// or rediss:// URL without ever echoing it
+// (it may contain a password) in an error.
+func parseRedisURL(raw string) (*redis.Options, error) {
+	const p = "token: redis options: URL: "
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf(p+"cannot parse (value not shown, it may hold a password): %v", err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+	default:
+		return nil, fmt.Errorf(p+"scheme %q is not supported; use redis:// or rediss:// (TLS)", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, errors.New(p + "missing host (want redis://host:port/db)")
+	}
+	if u.RawQuery != "" {
+		return nil, errors.New(p + "query parameters are not supported; set RedisOptions fields instead")
+	}
+	ro, err := redis.ParseURL(u.String())
+	if err != nil {
+		// go-redis errors name the offending part (db, port), not the whole URL.
+		return nil, fmt.Errorf(p+"%v", err)
+	}
+	return ro, nil
+}
+
+// Client returns the underlying go-redis client (for health checks and metrics).
+func (s *RedisStore) Client() redis.UniversalClient { return s.client }
+
+// PoolStats returns connection pool statistics for metrics.
+func (s *RedisStore) PoolStats() *redis.PoolStats { return s.client.PoolStats() }
+
+// Kind returns "redis".
+func (s *RedisStore) Kind() string { return "redis" }
+
+// Timeout returns the per-operation timeout.
+func (s *RedisStore) Timeout() time.Duration { return s.timeout }
+
+// Close closes the client. It is safe to call more than once.
+func (s *RedisStore) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.client.Close() })
+	return s.closeErr
+}
+
+func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// unavailable wraps a backend error so that errors.Is(err, ErrUnavailable)
+// holds and the message names the failed command.
+func (s *RedisStore) unavailable(cmd string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: redis %s: %w (timeout %s)", ErrUnavailable, cmd, err, s.timeout)
+	}
+	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, cmd, err)
+}
+
+// Save stores rec under tok:<hash> with SET ... PX ttl.
+func (s *RedisStore) Save(ctx context.Context, hash string, rec *Record, ttl time.Duration) error {
+	if err := checkSave(hash, rec, ttl); err != nil {
+		return err
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("token: encoding record: %w", err)
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.client.Set(ctx, s.prefix+tokKeyPart+hash, val, ttl).Err(); err != nil {
+		return s.unavailable("SET", err)
+	}
+	return nil
+}
+
+// Get loads the record stored under tok:<hash>.
+func (s *RedisStore) Get(ctx context.Context, hash string) (*Record, error) {
+	if !validHash(hash) {
+		return nil, ErrNotFound
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	val, err := s.client.Get(ctx, s.prefix+tokKeyPart+hash).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, s.unavailable("GET", err)
+	}
+	return decodeRecord(val, s.now())
+}
+
+// decodeRecord parses a stored record and applies the ExpiresAt check.
+func decodeRecord(val []byte, now time.Time) (*Record, error) {
+	rec := new(Record)
+	if err := json.Unmarshal(val, rec); err != nil {
+		// Fail closed, but do not call it "not found": a corrupt entry is a bug.
+		return nil, fmt.Errorf("token: stored record is corrupt: %w", err)
+	}
+	if rec.Expired(now) {
+		return nil, ErrNotFound
+	}
+	return rec, nil
+}
+
+// Revoke deletes tok:<hash>.
+func (s *RedisStore) Revoke(ctx context.Context, hash string) (bool, error) {
+	if !validHash(hash) {
+		return false, nil
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	n, err := s.client.Del(ctx, s.prefix+tokKeyPart+hash).Result()
+	if err != nil {
+		return false, s.unavailable("DEL", err)
+	}
+	return n > 0, nil
+}
+
+// ClaimOnce runs SET once:<key> 1 NX PX ttl.
+func (s *RedisStore) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if err := checkKey("ClaimOnce", key); err != nil {
+		return false, err
+	}
+	if err := checkTTL("ClaimOnce", ttl); err != nil {
+		return false, err
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	ok, err := s.client.SetNX(ctx, s.prefix+onceKeyPart+key, 1, ttl).Result()
+	if err != nil {
+		// A failed claim is never "first use": callers must fail closed.
+		return false, s.unavailable("SET NX", err)
+	}
+	return ok, nil
+}
+
+// Unclaim deletes once:<key>.
+func (s *RedisStore) Unclaim(ctx context.Context, key string) error {
+	if err := checkKey("Unclaim", key); err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.client.Del(ctx, s.prefix+onceKeyPart+key).Err(); err != nil {
+		return s.unavailable("DEL", err)
+	}
+	return nil
+}
+
+// Allow pipelines one EVALSHA of a single-key INCR+PEXPIRE script per limit:
+// one round trip (per cluster node), atomic per counter, cluster safe. If the
+// server does not have the script cached (NOSCRIPT, e.g. after a restart) the
+// pipeline is repeated once with EVAL, which also caches it.
+func (s *RedisStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult, error) {
+	if len(limits) == 0 {
+		return nil, nil
+	}
+	if err := checkLimits(limits); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	keys := make([]string, len(limits))
+	lefts := make([]time.Duration, len(limits))
+	for i, l := range limits {
+		idx, left := window(now, l.Window)
+		keys[i] = s.prefix + rlKeyPart + l.Key + ":" + strconv.FormatInt(idx, 10)
+		lefts[i] = left
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+
+	run := func(evalsha bool) ([]*redis.Cmd, error) {
+		cmds := make([]*redis.Cmd, len(limits))
+		_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, l := range limits {
+				ms := l.Window.Milliseconds()
+				if evalsha {
+					cmds[i] = rateScript.EvalSha(ctx, p, keys[i:i+1], ms)
+				} else {
+					cmds[i] = rateScript.Eval(ctx, p, keys[i:i+1], ms)
+				}
+			}
+			return nil
+		})
+		return cmds, err
+	}
+	cmds, err := run(true)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmds, err = run(false)
+	}
+	cmdName := "EVALSHA (rate limit)"
+	if err != nil {
+		return nil, s.unavailable(cmdName, err)
+	}
+	res := make([]LimitResult, len(limits))
+	for i, c := range cmds {
+		n, err := c.Int64()
+		if err != nil {
+			return nil, s.unavailable(cmdName, err)
+		}
+		res[i] = limitResult(limits[i], n, lefts[i])
+	}
+	return res, nil
+}
+
+// Ping sends PING (in cluster mode go-redis sends it to one, random, node).
+func (s *RedisStore) Ping(ctx context.Context) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return s.unavailable("PING", err)
+	}
+	return nil
+}

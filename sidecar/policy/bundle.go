@@ -89,25 +89,19 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 		return nil
 	}
 
-	libPath, libSrc := trust.Library()
-	if err := add(libPath, libSrc); err != nil {
-		return nil, fmt.Errorf("trust library: %w", err)
+	generated, err := CompileProviders(s.Providers)
+	if err != nil {
+		return nil, err
 	}
+	for _, f := range generated {
+		if err := add(f.Path, f.Src); err != nil {
+			return nil, fmt.Errorf("%s: generated Rego does not parse (a bug; please report it): %w", f.Path, err)
+		}
+	}
+	libPath, _ := trust.Library()
 	provData := map[string]any{}
 	for _, p := range s.Providers {
 		provData[p.ID] = p.Metadata()
-		if p.Conditions == nil || len(p.Conditions.Conditions) == 0 {
-			continue
-		}
-		gp, src, err := trust.Generate(trust.Module{
-			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.String(), Expr: p.Conditions,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("provider %s (%s): %w", p.ID, p.Source, err)
-		}
-		if err := add(gp, src); err != nil {
-			return nil, fmt.Errorf("provider %s (%s): generated Rego does not parse (a bug; please report it): %w", p.ID, p.Source, err)
-		}
 	}
 	for _, f := range pols {
 		if strings.HasPrefix(f.Path, "sidecar/conditions/") || f.Path == libPath {
@@ -119,7 +113,7 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 	}
 	b.Data[Root] = map[string]any{
 		"providers": provData,
-		"scopes":    scope.Data(),
+		"scopes":    scopeData(),
 		"routes":    routes.Data(rts),
 		"settings":  map[string]any{"unknown_routes": settings.UnknownRoutes},
 	}
@@ -141,6 +135,44 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// scopeData is scope.Data() with every known scope as a key of "implies"
+// (leaves map to []), which graph.reachable needs to follow an edge to it.
+func scopeData() map[string]any {
+	d := scope.Data()
+	implies, _ := d["implies"].(map[string]any)
+	if implies == nil {
+		implies = map[string]any{}
+		d["implies"] = implies
+	}
+	for _, s := range scope.All() {
+		if _, ok := implies[s]; !ok {
+			implies[s] = []any{}
+		}
+	}
+	return d
+}
+
+// CompileProviders generates the Rego for providers: the trust helper
+// library, then one module per provider that has trust conditions, in
+// provider order. This is what `oidc-sidecar policy compile` prints.
+func CompileProviders(ps []*provider.Provider) ([]File, error) {
+	libPath, libSrc := trust.Library()
+	out := []File{{Path: libPath, Src: libSrc}}
+	for _, p := range ps {
+		if p.Conditions == nil || len(p.Conditions.Conditions) == 0 {
+			continue
+		}
+		gp, src, err := trust.Generate(trust.Module{
+			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.String(), Expr: p.Conditions,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provider %s (%s): %w", p.ID, p.Source, err)
+		}
+		out = append(out, File{Path: gp, Src: src})
+	}
+	return out, nil
 }
 
 // contentRevision is a short hash of the bundle's modules and data, so the

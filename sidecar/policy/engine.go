@@ -85,11 +85,16 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 		modules[m.Path] = m.Parsed
 	}
 	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false))
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
 	compiler := ast.NewCompiler().
 		SetErrorLimit(0).
 		WithUnsafeBuiltins(unsafeBuiltins).
-		WithPathConflictsCheck(storage.NonEmpty(ctx, store, nil))
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn))
 	compiler.Compile(modules)
+	store.Abort(ctx, txn)
 	if compiler.Failed() {
 		return nil, errorList(compiler.Errors)
 	}

@@ -5,8 +5,8 @@
 package routes
 
 import (
-	_ "embed"
 	"bytes"
+	_ "embed"
 	"encoding/csv"
 	"errors"
 	"fmt"

@@ -61,7 +61,8 @@ type Sources struct {
 // Build compiles sources into a bundle: one generated module per provider
 // with trust conditions, the trust helper library, the hand-written
 // policies, and the data documents (providers, scopes, routes, settings).
-// It checks that the result compiles.
+// Every module is parsed; Compile checks the whole and prepares it (callers
+// always compile the result, so Build does not compile it twice).
 func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 	pols := s.Policies
 	if pols == nil {
@@ -128,11 +129,6 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 			return nil, err
 		}
 		b.Manifest.Revision = rev
-	}
-	// Compile now, so that a bad source is reported at build time with its
-	// file and line, not when the bundle is served.
-	if _, err := Compile(ctx, b); err != nil {
-		return nil, err
 	}
 	return b, nil
 }

@@ -73,6 +73,14 @@ func snapshot(t testing.TB, ps []*provider.Provider) *Snapshot {
 	return s
 }
 
+func buildAndCompile(ctx context.Context, s Sources) (*Snapshot, error) {
+	b, err := Build(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(ctx, b)
+}
+
 func exchange(t *testing.T, s *Snapshot, id string, claims map[string]any, ip string) *ExchangeDecision {
 	t.Helper()
 	d, err := s.Exchange(context.Background(), ExchangeInput{ProviderID: id, Claims: claims, ClientIP: ip, Time: time.Unix(1795000001, 0)})
@@ -205,7 +213,7 @@ func TestCompileErrorsKeepTheOldSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := append(append([]File(nil), pols...), File{Path: "broken.rego", Src: []byte("package sidecar.guardrails\n\ndeny contains x if {\n\tx := undefined_fn(1)\n}\n")})
-	_, err = Build(ctx, Sources{Providers: exampleProviders(t), Policies: bad})
+	_, err = buildAndCompile(ctx, Sources{Providers: exampleProviders(t), Policies: bad})
 	if err == nil || !strings.Contains(err.Error(), "broken.rego:4:") || !strings.Contains(err.Error(), "undefined function") {
 		t.Fatalf("want a located compile error, got %v", err)
 	}
@@ -214,7 +222,7 @@ func TestCompileErrorsKeepTheOldSnapshot(t *testing.T) {
 	}
 
 	// Policies without the entry points.
-	_, err = Build(ctx, Sources{Providers: exampleProviders(t), Policies: []File{{Path: "g.rego", Src: []byte("package sidecar.guardrails\n")}}})
+	_, err = buildAndCompile(ctx, Sources{Providers: exampleProviders(t), Policies: []File{{Path: "g.rego", Src: []byte("package sidecar.guardrails\n")}}})
 	if err == nil || !strings.Contains(err.Error(), "data.sidecar.exchange.decision") {
 		t.Fatalf("missing entry point: %v", err)
 	}
@@ -222,13 +230,13 @@ func TestCompileErrorsKeepTheOldSnapshot(t *testing.T) {
 	// A provider naming a hand-written policy that does not exist.
 	ps := exampleProviders(t)
 	ps[0].Policy = "nosuch"
-	if _, err := Build(ctx, Sources{Providers: ps}); err == nil || !strings.Contains(err.Error(), `names policy "nosuch"`) {
+	if _, err := buildAndCompile(ctx, Sources{Providers: ps}); err == nil || !strings.Contains(err.Error(), `names policy "nosuch"`) {
 		t.Fatalf("missing custom policy: %v", err)
 	}
 
 	// A network builtin in a policy.
 	net := append(append([]File(nil), pols...), File{Path: "net.rego", Src: []byte("package sidecar.guardrails\n\ndeny contains x if {\n\tx := http.send({\"method\": \"GET\", \"url\": \"http://x\"})\n}\n")})
-	if _, err := Build(ctx, Sources{Providers: exampleProviders(t), Policies: net}); err == nil || !strings.Contains(err.Error(), "http.send") {
+	if _, err := buildAndCompile(ctx, Sources{Providers: exampleProviders(t), Policies: net}); err == nil || !strings.Contains(err.Error(), "http.send") {
 		t.Fatalf("http.send must be refused: %v", err)
 	}
 }

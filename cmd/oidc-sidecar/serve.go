@@ -1,0 +1,40 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/server"
+)
+
+func newServe() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "serve --config sidecar.yaml",
+		Short: "Run the sidecar: token exchange and proxy on listen, health/metrics on admin_listen",
+		Long: `Runs the sidecar with the given configuration file (see examples/sidecar.yaml
+and docs/configuration.md). Every key can be overridden by an environment
+variable, e.g. OIDC_SIDECAR_REDIS_URL or OIDC_SIDECAR_RATE_LIMITS_PER_IP; lists
+are comma-separated. The configuration is validated at start and every problem
+is listed. Without a redis block, tokens live in process memory (one instance
+only; a warning says so).
+
+Environment overrides:
+  ` + strings.Join(server.EnvKeys(), "\n  "),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := server.LoadConfig(config, nil)
+			if err != nil {
+				return err
+			}
+			s, err := server.New(cmd.Context(), cfg, server.Options{})
+			if err != nil {
+				return err
+			}
+			return s.Serve(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&config, "config", "c", "sidecar.yaml", "configuration file")
+	return cmd
+}

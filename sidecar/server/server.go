@@ -234,15 +234,23 @@ func (s *Server) MainHandler() http.Handler {
 	return r
 }
 
+// Admin endpoint paths (deployment files' probes reference them).
+const (
+	HealthPath  = "/healthz"
+	ReadyPath   = "/readyz"
+	MetricsPath = "/metrics"
+	ReloadPath  = "/_sidecar/reload"
+)
+
 // AdminHandler serves /healthz, /readyz, /metrics and introspection.
 func (s *Server) AdminHandler() http.Handler {
 	r := mux.NewRouter()
-	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	r.HandleFunc(HealthPath, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	}).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
-	r.HandleFunc("/_sidecar/reload", s.reloadHandler).Methods(http.MethodPost)
+	r.HandleFunc(ReadyPath, s.readyz).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(MetricsPath, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc(ReloadPath, s.reloadHandler).Methods(http.MethodPost)
 	s.exchange.RegisterAdmin(r)
 	return r
 }

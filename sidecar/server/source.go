@@ -17,9 +17,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
 )
 
 // A source produces the policy bundle to serve: from files (providers,
@@ -73,31 +70,8 @@ func (s *filesSource) Describe() string {
 }
 
 func (s *filesSource) Load(ctx context.Context) (*bundle.Bundle, bool, error) {
-	b, err := BuildFromFiles(ctx, s.providers, s.policies, s.routes, s.settings, "")
+	b, err := policy.BuildFromFiles(ctx, s.providers, s.policies, s.routes, s.settings, "")
 	return b, false, err
-}
-
-// BuildFromFiles builds a bundle from a providers file, policy paths (nil:
-// the embedded policies), a route table CSV ("": Buddy's) and settings.
-// revision "" means a content hash. It is what `serve` and `bundle build` do.
-func BuildFromFiles(ctx context.Context, providersPath string, policyPaths []string, routesPath string, settings policy.Settings, revision string) (*bundle.Bundle, error) {
-	pf, err := provider.Load(providersPath)
-	if err != nil {
-		return nil, err
-	}
-	var pols []policy.File
-	if len(policyPaths) > 0 {
-		if pols, err = policy.LoadPolicies(policyPaths, false); err != nil {
-			return nil, err
-		}
-	}
-	var rts []routes.Route
-	if routesPath != "" {
-		if rts, err = routes.Load(routesPath, scope.Known); err != nil {
-			return nil, err
-		}
-	}
-	return policy.Build(ctx, policy.Sources{Providers: pf.Providers, Policies: pols, Routes: rts, Settings: settings, Revision: revision})
 }
 
 func (s *filesSource) Watch(ctx context.Context, changed func()) error {

@@ -1,0 +1,157 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../../examples/sidecar.yaml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8080" || c.AdminListen != "127.0.0.1:9090" || c.Upstream.URL != "https://api.buddy.works" {
+		t.Fatalf("%+v", c)
+	}
+	if c.Redis == nil || c.Redis.URL != "redis://127.0.0.1:6379/0" {
+		t.Fatalf("redis: %+v", c.Redis)
+	}
+	if c.Providers != "../../examples/providers.yaml" {
+		t.Fatalf("providers path not resolved against the config's directory: %q", c.Providers)
+	}
+	if c.OIDC.Leeway.D() != 60*time.Second || c.RateLimits.PerIP != 120 {
+		t.Fatalf("%+v %+v", c.OIDC, c.RateLimits)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	src := "upstream:\n  url: https://api.buddy.works\nproviders: p.yaml\n"
+	c, err := ParseConfig("c.yaml", []byte(src), env(map[string]string{
+		"OIDC_SIDECAR_LISTEN":                    "0.0.0.0:8000",
+		"OIDC_SIDECAR_UPSTREAM_URL":              "https://api.eu.buddy.works",
+		"OIDC_SIDECAR_REDIS_URL":                 "redis://redis:6379/1",
+		"OIDC_SIDECAR_RATE_LIMITS_PER_IP":        "7",
+		"OIDC_SIDECAR_OIDC_LEEWAY":               "30s",
+		"OIDC_SIDECAR_TRUSTED_PROXIES":           "10.0.0.0/8, 192.0.2.1",
+		"OIDC_SIDECAR_WATCH":                     "false",
+		"OIDC_SIDECAR_UPSTREAM_IDENTITY_HEADERS": "true",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:8000" || c.Upstream.URL != "https://api.eu.buddy.works" || c.RateLimits.PerIP != 7 ||
+		c.OIDC.Leeway.D() != 30*time.Second || len(c.Trusted) != 2 || c.Trusted[1] != "192.0.2.1" || c.WatchEnabled() ||
+		!c.Upstream.IdentityHeaders {
+		t.Fatalf("%+v", c)
+	}
+	if c.Redis == nil || c.Redis.URL != "redis://redis:6379/1" {
+		t.Fatalf("OIDC_SIDECAR_REDIS_URL must create the redis block: %+v", c.Redis)
+	}
+}
+
+func TestEveryProblemIsListed(t *testing.T) {
+	src := `listen: nope
+admin_listen: nope
+upstream:
+  url: ftp://x
+  token_env: ""
+unknown_routes: maybe
+log_level: loud
+trusted_proxies: [bad]
+redis:
+  url: http://x
+oidc:
+  leeway: 10m
+  refresh_cooldown: 0s
+rate_limits:
+  per_ip: -1
+limits:
+  max_header_bytes: 10
+`
+	_, err := ParseConfig("bad.yaml", []byte(src), env(map[string]string{"OIDC_SIDECAR_RATE_LIMITS_PER_PROVIDER": "many"}))
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{
+		`listen: "nope" is not host:port`,
+		`listen and admin_listen are both "nope"`,
+		`upstream.url "ftp://x" must be an absolute http(s) URL`,
+		`upstream.token_env is required`,
+		`providers is required`,
+		`unknown_routes is "maybe"`,
+		`log_level is "loud"`,
+		`trusted_proxies: "bad"`,
+		`redis.url "http://x" must start with redis://`,
+		`oidc.leeway 10m0s must be between`,
+		`oidc.refresh_cooldown 0s must be at least 1s`,
+		`rate_limits: per_ip and per_provider must be 0 (off) or positive`,
+		`limits.max_header_bytes 10 is below 4096`,
+		`OIDC_SIDECAR_RATE_LIMITS_PER_PROVIDER="many": not an integer`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestUnknownKeyAndBadDuration(t *testing.T) {
+	_, err := ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nproviders: p\nlisten_addr: x\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "c.yaml") || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "listen_addr") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	_, err = ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\n  timeout: soon\nproviders: p\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), `"soon" is not a duration`) {
+		t.Fatalf("bad duration: %v", err)
+	}
+}
+
+func TestBundleExcludesFiles(t *testing.T) {
+	_, err := ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nproviders: p.yaml\nbundle: b.tar.gz\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "use one or the other") {
+		t.Fatalf("%v", err)
+	}
+	c, err := ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nbundle: https://bundles.example.com/prod.tar.gz\n"), env(nil))
+	if err != nil || c.Bundle == "" {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestEmptyFileIsDefaultsPlusRequired(t *testing.T) {
+	_, err := ParseConfig("empty.yaml", nil, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "upstream.url is required") {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestEnvKeysCoverNestedFields(t *testing.T) {
+	keys := strings.Join(EnvKeys(), " ")
+	for _, k := range []string{"OIDC_SIDECAR_REDIS_URL", "OIDC_SIDECAR_OIDC_LEEWAY", "OIDC_SIDECAR_TIMEOUTS_SHUTDOWN", "OIDC_SIDECAR_UPSTREAM_TOKEN_ENV"} {
+		if !strings.Contains(keys, k) {
+			t.Errorf("EnvKeys lacks %s", k)
+		}
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"), env(nil))
+	if err == nil || !os.IsNotExist(unwrapAll(err)) {
+		t.Fatalf("%v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}

@@ -499,6 +499,11 @@ func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisSt
 	if o.URL == "" && len(o.Addrs) == 0 {
 		o.URL = srv.URL()
 	}
+	if o.Timeout == 0 {
+		// Generous unless a test is about failure timing: tests that check
+		// semantics must not flake on a loaded CI box under -race.
+		o.Timeout = 2 * time.Second
+	}
 	s, err := NewRedis(o)
 	if err != nil {
 		t.Fatalf("NewRedis: %v", err)
@@ -512,6 +517,7 @@ func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisSt
 var prefixSeq atomic.Int64
 
 func TestRedisStoreConformance(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	runStoreConformance(t, func(t *testing.T) *storeEnv {
 		prefix := fmt.Sprintf("conf%d:", prefixSeq.Add(1))

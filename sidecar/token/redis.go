@@ -247,7 +247,8 @@ func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFu
 // unavailable wraps a backend error so that errors.Is(err, ErrUnavailable)
 // holds and the message names the failed command.
 func (s *RedisStore) unavailable(cmd string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Errorf("%w: redis %s: %w (timeout %s)", ErrUnavailable, cmd, err, s.timeout)
 	}
 	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, cmd, err)

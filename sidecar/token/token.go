@@ -65,15 +65,24 @@ func format(raw *[RandomBytes]byte) string {
 	copy(buf[:], Prefix)
 	body := buf[len(Prefix) : len(Prefix)+randomLen]
 	encodeBase62_256(raw, body)
-	putChecksum(buf[len(Prefix)+randomLen:], crc32.ChecksumIEEE(body))
+	putChecksum(buf[len(Prefix)+randomLen:], checksum(body))
 	return string(buf[:])
 }
 
 // Hash returns the lowercase hex SHA-256 of the whole token string. This is the
 // only form in which a token is stored or logged.
 func Hash(tok string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(sum[:])
+	var sum [sha256.Size]byte
+	if len(tok) <= Len {
+		var buf [Len]byte // token-sized input: hash from the stack, no copy on the heap
+		n := copy(buf[:], tok)
+		sum = sha256.Sum256(buf[:n])
+	} else {
+		sum = sha256.Sum256([]byte(tok))
+	}
+	var out [HashLen]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // WellFormed reports whether tok has the shape of a token minted by New: prefix,
@@ -91,7 +100,7 @@ func WellFormed(tok string) bool {
 		}
 	}
 	var want [checksumLen]byte
-	putChecksum(want[:], crc32.ChecksumIEEE([]byte(rest[:randomLen])))
+	putChecksum(want[:], checksum([]byte(rest[:randomLen])))
 	return string(want[:]) == rest[randomLen:]
 }
 
@@ -108,6 +117,9 @@ func validHash(h string) bool {
 	}
 	return true
 }
+
+// checksum is the CRC-32 (IEEE) of the random part.
+func checksum(p []byte) uint32 { return crc32.ChecksumIEEE(p) }
 
 // putChecksum writes c as exactly len(dst) base62 digits, most significant first.
 func putChecksum(dst []byte, c uint32) {

@@ -123,8 +123,8 @@ func renderItem(id string, o NewOptions) (string, error) {
 		add(k, s)
 	}
 	add("id", str(id))
-	add("name", str(o.Name))
-	add("type", str(string(o.Type)))
+	opt("name", o.Name)
+	opt("type", string(o.Type))
 	opt("organization_id", o.OrganizationID)
 	opt("issuer", o.Issuer)
 	opt("audience", o.Audience)
@@ -238,7 +238,10 @@ func insertItem(path string, src []byte, item string) ([]byte, error) {
 			}
 			ps := &parser{src: src, lines: lines}
 			start := ps.offset(v.Line, v.Column)
-			end := start + len(v.Value)
+			if start < 0 {
+				return nil, refuse("cannot locate the providers value")
+			}
+			end := min(start+len(v.Value), len(src))
 			if v.Kind == yaml.SequenceNode {
 				close := bytes.IndexByte(src[start:lineEnd(v.Line)], ']')
 				if close < 0 {
@@ -246,10 +249,16 @@ func insertItem(path string, src []byte, item string) ([]byte, error) {
 				}
 				end = start + close + 1
 			}
-			if start < 0 || end > len(src) {
-				return nil, refuse("cannot locate the providers value")
+			// Drop the spaces before the placeholder too, but keep a
+			// comment after it apart from the colon.
+			for start > 0 && (src[start-1] == ' ' || src[start-1] == '\t') {
+				start--
 			}
-			out = append(slices.Clone(src[:start]), src[end:]...)
+			rest := src[end:]
+			if len(rest) > 0 && rest[0] == '#' {
+				rest = append([]byte(" "), rest...)
+			}
+			out = append(slices.Clone(src[:start]), rest...)
 			lines = lineStarts(out)
 		}
 		at := len(out)
@@ -269,10 +278,31 @@ func insertItem(path string, src []byte, item string) ([]byte, error) {
 	// list's column; anything indented deeper belongs to an item; blank
 	// lines and comments at or left of the dash may follow the list, so the
 	// new item goes after the last line that is neither.
-	dash := v.Column - 1
-	last := v.Line
+	// The node's position is that of its anchor or tag if it has one, so
+	// find the first dash from there.
+	ps := &parser{src: src, lines: lines}
+	first, dash := 0, 0
+	if off := ps.offset(v.Line, v.Column); off >= 0 && off < len(src) && src[off] == '-' {
+		first, dash = v.Line, v.Column-1
+	} else {
+		for l := v.Line + 1; l <= len(lines) && first == 0; l++ {
+			text := strings.TrimRight(string(src[lines[l-1]:lineEnd(l)]), "\r\n")
+			trimmed := strings.TrimLeft(text, " ")
+			switch {
+			case trimmed == "" || strings.HasPrefix(trimmed, "#"):
+			case strings.HasPrefix(trimmed, "-"):
+				first, dash = l, len(text)-len(trimmed)
+			default:
+				return nil, refuse("cannot find the first item of providers:")
+			}
+		}
+		if first == 0 {
+			return nil, refuse("cannot find the first item of providers:")
+		}
+	}
+	last := first
 scan:
-	for l := v.Line + 1; l <= len(lines); l++ {
+	for l := first + 1; l <= len(lines); l++ {
 		text := string(src[lines[l-1]:lineEnd(l)])
 		text = strings.TrimRight(text, "\r\n")
 		trimmed := strings.TrimLeft(text, " ")

@@ -26,8 +26,10 @@ const (
 	// maxDiagnostics caps the report for pathological files.
 	maxDiagnostics = 1000
 	// nodeBudget caps the YAML nodes visited, aliases expanded, so that a
-	// small file of nested aliases cannot make validation slow.
-	nodeBudget = 4_000_000
+	// small file of nested aliases cannot make validation slow. The size of
+	// the file is added to it: without aliases a file has fewer nodes than
+	// bytes, so only alias expansion can exceed it.
+	nodeBudget = 1_000_000
 	// maxMergeDepth caps nested "<<" merge keys (and catches cycles).
 	maxMergeDepth = 8
 )
@@ -101,14 +103,16 @@ func (r *result) hasErrors() bool {
 }
 
 type parser struct {
-	file   string
-	src    []byte
-	lines  []int // byte offset of each line start
-	diags  []Diagnostic
-	budget int
-	full   bool // maxDiagnostics reached
-	over   bool // nodeBudget exceeded
-	ids    map[string]idUse
+	file         string
+	src          []byte
+	lines        []int // byte offset of each line start
+	diags        []Diagnostic
+	budget       int
+	full         bool // maxDiagnostics errors reached: stop
+	nerr, nwarn  int
+	moreWarnings int  // warnings dropped after maxDiagnostics
+	over         bool // nodeBudget exceeded
+	ids          map[string]idUse
 	// seen holds the diagnostics reported so far by position and message:
 	// a mapping merged into several providers (<<: *anchor) has its
 	// problems reported once, under the first provider that uses it.
@@ -121,7 +125,7 @@ type idUse struct {
 }
 
 func parse(filename string, data []byte) (r *result) {
-	ps := &parser{file: filename, src: data, budget: nodeBudget, ids: map[string]idUse{}, seen: map[string]bool{}}
+	ps := &parser{file: filename, src: data, budget: nodeBudget + len(data), ids: map[string]idUse{}, seen: map[string]bool{}}
 	r = &result{}
 	defer func() {
 		// yaml.v3 is not known to panic on any input, but a providers file
@@ -137,6 +141,12 @@ func parse(filename string, data []byte) (r *result) {
 			}
 			return a.Col < b.Col
 		})
+		if ps.full {
+			ps.diags = append(ps.diags, Diagnostic{File: ps.file, Message: fmt.Sprintf("too many errors; stopped after %d", maxDiagnostics)})
+		}
+		if ps.moreWarnings > 0 {
+			ps.diags = append(ps.diags, Diagnostic{File: ps.file, Warning: true, Message: fmt.Sprintf("%d more warnings not shown", ps.moreWarnings)})
+		}
 		r.diags = ps.diags
 	}()
 	if len(data) > MaxFileSize {
@@ -248,9 +258,18 @@ func (ps *parser) add(d Diagnostic) {
 		}
 		ps.seen[k] = true
 	}
-	if len(ps.diags) >= maxDiagnostics {
-		ps.full = true
-		d = Diagnostic{Line: d.Line, Message: fmt.Sprintf("too many problems; stopping after %d", maxDiagnostics)}
+	if d.Warning {
+		if ps.nwarn >= maxDiagnostics {
+			ps.moreWarnings++
+			return
+		}
+		ps.nwarn++
+	} else {
+		if ps.nerr >= maxDiagnostics {
+			ps.full = true
+			return
+		}
+		ps.nerr++
 	}
 	d.File = ps.file
 	ps.diags = append(ps.diags, d)
@@ -338,15 +357,23 @@ type entry struct{ key, val *yaml.Node }
 // fields collects the keys of provider mapping n into out, following "<<"
 // merge keys (explicit keys win over merged ones, earlier merges over later
 // ones). Unknown and duplicate keys are reported.
-func (ps *parser) fields(n *yaml.Node, path string, depth int, out map[string]entry) {
+func (ps *parser) fields(n *yaml.Node, path string, depth int, out map[string]entry, merged map[*yaml.Node]bool) {
+	if ps.over || merged[n] {
+		return // merging a mapping twice changes nothing
+	}
+	merged[n] = true
 	if depth > maxMergeDepth {
-		ps.errorf(n, path, "merge keys (<<) nested too deeply, or an anchor merged into itself")
+		ps.errorf(n, path, "merge keys (<<) nested more than %d deep; flatten them", maxMergeDepth)
 		return
 	}
 	var merges []*yaml.Node
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if ps.budget--; ps.budget < 0 {
+			ps.resolve(k) // reports the exhausted budget
+			return
+		}
 		if k.Kind != yaml.ScalarNode {
 			ps.errorf(k, path, "keys must be plain names, found %s", describe(k))
 			continue
@@ -391,7 +418,7 @@ func (ps *parser) fields(n *yaml.Node, path string, depth int, out map[string]en
 				ps.errorf(mm, path, "a merge key (<<) needs a mapping or a list of mappings, found %s", describe(mm))
 				continue
 			}
-			ps.fields(mm, path, depth+1, out)
+			ps.fields(mm, path, depth+1, out, merged)
 		}
 	}
 }
@@ -516,6 +543,9 @@ func (pp *provParser) list(key string) (items []*yaml.Node, n *yaml.Node, presen
 func (pp *provParser) stringItems(key string, items []*yaml.Node, check func(i int, s string, n *yaml.Node)) {
 	seen := map[string]int{}
 	for i, it := range items {
+		if pp.ps.over {
+			return
+		}
 		sub := fmt.Sprintf("%s[%d]", key, i)
 		if it.Kind != yaml.ScalarNode || isNull(it) {
 			pp.errorf(it, sub, "must be a single value, found %s", describe(it))
@@ -535,6 +565,9 @@ func (pp *provParser) stringItems(key string, items []*yaml.Node, check func(i i
 }
 
 func (ps *parser) provider(i int, item *yaml.Node) *Provider {
+	if ps.over {
+		return nil
+	}
 	path := fmt.Sprintf("providers[%d]", i)
 	n := ps.resolve(item)
 	if n.Kind != yaml.MappingNode {
@@ -547,7 +580,7 @@ func (ps *parser) provider(i int, item *yaml.Node) *Provider {
 		at = item
 	}
 	pp := &provParser{ps: ps, path: path, node: at, fields: map[string]entry{}, bad: map[string]bool{}}
-	ps.fields(n, path, 0, pp.fields)
+	ps.fields(n, path, 0, pp.fields, map[*yaml.Node]bool{})
 	p := &Provider{Source: Pos{File: ps.file, Line: at.Line}}
 	missing := func(key, msg string) { pp.errorf(at, key, "missing; %s", msg) }
 

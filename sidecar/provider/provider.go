@@ -60,7 +60,7 @@ const (
 // DenialDetails returns every denial_detail value, the default first.
 func DenialDetails() []DenialDetail { return []DenialDetail{DenialConditions, DenialGeneric} }
 
-// Lifetimes are Buddy's token lifetime presets, the only lifetimes a
+// lifetimes are Buddy's token lifetime presets, the only lifetimes a
 // provider may have.
 var lifetimes = []time.Duration{
 	10 * time.Minute, 30 * time.Minute, time.Hour, 90 * time.Minute, 3 * time.Hour, 8 * time.Hour,

@@ -103,7 +103,7 @@ func (e *fetchError) Error() string { return e.kind + ": " + e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
 // get fetches u with the per-fetch timeout and body cap.
-func (v *Verifier) get(ctx context.Context, kind, u string) ([]byte, error) {
+func (v *Verifier) get(ctx context.Context, u string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.opts.FetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -167,7 +167,7 @@ func (v *Verifier) fetchKeys(ctx context.Context, issuer string) (*keySet, error
 }
 
 func (v *Verifier) fetchKeysInner(ctx context.Context, issuer string) (*keySet, string, error) {
-	body, err := v.get(ctx, kindDiscovery, discoveryURL(issuer))
+	body, err := v.get(ctx, discoveryURL(issuer))
 	if err != nil {
 		return nil, kindDiscovery, err
 	}
@@ -194,7 +194,7 @@ func (v *Verifier) fetchKeysInner(ctx context.Context, issuer string) (*keySet, 
 		return nil, kindDiscovery, fmt.Errorf("jwks_uri %w", err)
 	}
 	fetchedAt := v.now()
-	body, err = v.get(ctx, kindJWKS, jwksURI)
+	body, err = v.get(ctx, jwksURI)
 	if err != nil {
 		return nil, kindJWKS, err
 	}

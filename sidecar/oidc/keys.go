@@ -43,8 +43,11 @@ var algFamilies = map[string]keyFamily{
 	"ES256": famP256, "ES384": famP384, "ES512": famP521,
 }
 
-// DefaultAlgorithms is the default algorithm allow-list.
-var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+// DefaultAlgorithms returns the default algorithm allow-list: RS256, RS384,
+// RS512, ES256, ES384, PS256.
+func DefaultAlgorithms() []string {
+	return []string{"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+}
 
 // minRSABits is the smallest RSA modulus accepted from a JWKS.
 const minRSABits = 2048

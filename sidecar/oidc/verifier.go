@@ -93,7 +93,7 @@ func NewVerifier(o Options) (*Verifier, error) {
 		o.Now = time.Now
 	}
 	if len(o.Algorithms) == 0 {
-		o.Algorithms = DefaultAlgorithms
+		o.Algorithms = DefaultAlgorithms()
 	}
 	v := &Verifier{opts: o, algs: make(map[string]jwa.SignatureAlgorithm, len(o.Algorithms))}
 	for _, a := range o.Algorithms {
@@ -284,6 +284,11 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 
 	kp := &fixedKeyProvider{alg: jalg, kid: c.kid, hasKID: c.hasKID, key: key.key}
 	if _, verr := jws.Verify([]byte(raw), jws.WithKeyProvider(kp)); verr != nil {
+		if !kp.called {
+			// jwx rejected what our decoder accepted (e.g. a registered
+			// header of the wrong type) before asking for a key.
+			return nil, &Error{Code: CodeMalformed, Message: "token is not a JWS jwx can process", Err: verr}
+		}
 		if kp.err != nil {
 			// The header jwx parsed disagrees with ours: never expected.
 			return nil, &Error{Code: CodeMalformed, Message: "token header: " + kp.err.Error(), Err: verr}
@@ -329,7 +334,16 @@ func (v *Verifier) selectKey(ctx context.Context, st *issuerState, ks *keySet, c
 			st.mu.Lock()
 			last, lastErr := st.lastKIDRefetch, st.lastErr
 			st.mu.Unlock()
-			return nil, v.unknownKID(c.kid, last, lastErr, v.opts.RefreshCooldown-v.now().Sub(last))
+			wait := time.Duration(0)
+			if !last.IsZero() {
+				wait = v.opts.RefreshCooldown - v.now().Sub(last)
+			}
+			if nks.fetchedAt.After(last) {
+				// Another refresh replaced the set meanwhile; that is the
+				// latest fetch.
+				last = nks.fetchedAt
+			}
+			return nil, v.unknownKID(c.kid, last, lastErr, wait)
 		}
 	}
 	for _, k := range cands {
@@ -347,10 +361,12 @@ type fixedKeyProvider struct {
 	kid    string
 	hasKID bool
 	key    any
+	called bool
 	err    error
 }
 
 func (p *fixedKeyProvider) FetchKeys(_ context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
+	p.called = true
 	h := sig.ProtectedHeaders()
 	if a, ok := h.Algorithm(); !ok || a.String() != p.alg.String() {
 		p.err = errors.New("alg mismatch between decoders")

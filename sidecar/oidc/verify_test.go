@@ -148,7 +148,7 @@ func TestKeyRotation(t *testing.T) {
 	start := time.Now()
 	_, err = v.Verify(ctx, tok3, expect(iss))
 	e := wantCode(t, err, oidc.CodeUnknownKID)
-	if el := time.Since(start); el > 100*time.Millisecond {
+	if el := time.Since(start); el > time.Second {
 		t.Errorf("unknown kid within cooldown took %v", el)
 	}
 	if iss.Requests() != reqs {

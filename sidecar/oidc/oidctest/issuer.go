@@ -13,10 +13,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -222,27 +224,35 @@ func (i *Issuer) algsLocked() []string {
 	return out
 }
 
-func (i *Issuer) publicJWK(k *issuerKey) (jwk.Key, error) {
-	pub, err := jwk.Import(k.signer.Public())
-	if err != nil {
-		return nil, err
-	}
-	if err := pub.Set(jwk.KeyIDKey, k.kid); err != nil {
-		return nil, err
-	}
-	if err := pub.Set(jwk.KeyUsageKey, "sig"); err != nil {
-		return nil, err
-	}
-	if !i.omitAlg {
-		ja, ok := jwa.LookupSignatureAlgorithm(k.alg)
-		if !ok {
-			return nil, fmt.Errorf("unknown alg %q", k.alg)
+func (i *Issuer) publicJWK(k *issuerKey) (map[string]any, error) {
+	var m map[string]any
+	if pub, ok := k.signer.Public().(*rsa.PublicKey); ok {
+		// Built by hand so that keys jwx refuses to import (RSA < 2048
+		// bits) can still be published for negative tests.
+		m = map[string]any{
+			"kty": "RSA",
+			"n":   base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+			"e":   base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
 		}
-		if err := pub.Set(jwk.AlgorithmKey, ja); err != nil {
+	} else {
+		key, err := jwk.Import(k.signer.Public())
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(key)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
 			return nil, err
 		}
 	}
-	return pub, nil
+	m["kid"] = k.kid
+	m["use"] = "sig"
+	if !i.omitAlg {
+		m["alg"] = k.alg
+	}
+	return m, nil
 }
 
 // SignOption configures Sign.

@@ -1,0 +1,126 @@
+package exchange
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
+)
+
+// signMany signs n distinct GitHub Actions tokens (distinct jti) in parallel.
+func signMany(b *testing.B, r *rig, n int) []string {
+	b.Helper()
+	out := make([]string, n)
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				out[i] = r.ghToken("octo-org/octo-repo", "refs/heads/main")
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// BenchmarkExchange is the whole Buddy-compatible exchange, in process,
+// against a real Redis: request parsing, RS256 verification (keys cached),
+// the OPA exchange decision, the replay claim (SET NX), minting and SET of
+// the record, the audit event and the response. Every iteration exchanges a
+// distinct pre-signed token, so the replay guard is exercised, not tripped.
+// Rate limits are off (they add one pipelined round trip).
+func BenchmarkExchange(b *testing.B) {
+	r := newRig(b, "redis")
+	r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))) // warm the key cache
+	jwts := signMany(b, r, b.N)
+	bodies := make([][]byte, b.N)
+	for i, j := range jwts {
+		bodies[i], _ = json.Marshal(map[string]string{"provider_id": idDeploy, "web_identity_token": j})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		req := httptest.NewRequest(http.MethodPost, BuddyPath, bytes.NewReader(bodies[i]))
+		req.RemoteAddr = "192.0.2.10:40000"
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		r.main.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkFloor is the least work an exchange must do: jwx v3 RS256 parse
+// and verify of the same kind of token with a static key set, one prepared
+// OPA evaluation of the exchange decision, and one Redis SET of a record.
+func BenchmarkFloor(b *testing.B) {
+	r := newRig(b, "redis")
+	ctx := context.Background()
+	raw := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+	key, err := jwk.Import(r.w.gh.Key(r.w.gh.KID()).Public())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Set(jwk.KeyIDKey, r.w.gh.KID()); err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Set(jwk.AlgorithmKey, jwa.RS256()); err != nil {
+		b.Fatal(err)
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(key); err != nil {
+		b.Fatal(err)
+	}
+	// The claims as the verifier hands them to the policy.
+	v, err := oidc.NewVerifier(oidc.Options{HTTPClient: &http.Client{Transport: r.w.transport}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	vt, err := v.Verify(ctx, raw, oidc.Expect{Issuer: provider.GitHubIssuer, Audience: "Buddy"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	claims := vt.Claims
+	snap := r.w.snap
+	rec, _ := json.Marshal(&token.Record{
+		ProviderID: idDeploy, ProviderName: "GHA - deploy", Subject: vt.Subject, Issuer: vt.Issuer,
+		Claims: selectClaims(claims), Scopes: []string{"WORKSPACE", "EXECUTION_RUN"}, Workspaces: []string{"my-company"},
+		IssuedAt: time.Now().Unix(), ExpiresAt: time.Now().Unix() + 5400, DecisionID: newDecisionID(time.Now()),
+	})
+	client := r.redis.Client()
+	key0 := token.DefaultKeyPrefix + "tok:" + token.Hash("floor")
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := jwt.Parse([]byte(raw), jwt.WithKeySet(set),
+			jwt.WithIssuer(provider.GitHubIssuer), jwt.WithAudience("Buddy")); err != nil {
+			b.Fatal(err)
+		}
+		d, err := snap.Exchange(ctx, policy.ExchangeInput{ProviderID: idDeploy, Claims: claims, ClientIP: "192.0.2.10", Time: time.Now()})
+		if err != nil || !d.Allow {
+			b.Fatalf("decision %+v, %v", d, err)
+		}
+		if err := client.Set(ctx, key0, rec, 90*time.Minute).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

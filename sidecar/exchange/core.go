@@ -1,0 +1,460 @@
+package exchange
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
+)
+
+// kind classifies a failed exchange; each endpoint maps it to its status
+// and error code, and the audit log to an outcome.
+type kind int
+
+const (
+	kindBadRequest      kind = iota + 1 // malformed request
+	kindTooLarge                        // body over the limit
+	kindMethod                          // not POST
+	kindUnsupportedType                 // RFC 8693 unsupported_grant_type
+	kindUnknownProvider                 // no provider with that id
+	kindInvalidToken                    // the OIDC token failed verification
+	kindDenied                          // the policy denied the exchange
+	kindIPNotAllowed                    // the only reasons are ip_not_allowed
+	kindInvalidScope                    // requested scopes the provider does not grant
+	kindReplayed                        // the OIDC token was exchanged before
+	kindRateLimited                     // a rate limit is exhausted
+	kindUnavailable                     // store, policy or issuer unavailable
+)
+
+// Audit outcomes.
+const (
+	outcomeIssued       = "issued"
+	outcomeDenied       = "denied"
+	outcomeInvalidToken = "invalid_token"
+	outcomeBadRequest   = "bad_request"
+	outcomeRateLimited  = "rate_limited"
+	outcomeUnavailable  = "unavailable"
+	outcomeReplayed     = "replayed"
+)
+
+func (k kind) outcome() string {
+	switch k {
+	case kindBadRequest, kindTooLarge, kindMethod, kindUnsupportedType:
+		return outcomeBadRequest
+	case kindUnknownProvider, kindDenied, kindIPNotAllowed, kindInvalidScope:
+		return outcomeDenied
+	case kindInvalidToken:
+		return outcomeInvalidToken
+	case kindReplayed:
+		return outcomeReplayed
+	case kindRateLimited:
+		return outcomeRateLimited
+	}
+	return outcomeUnavailable
+}
+
+// failure is a refused exchange. msg is safe to send to the caller: it never
+// holds a claim value of a generic-detail provider, the OIDC token, or a
+// sidecar token.
+type failure struct {
+	kind       kind
+	msg        string
+	retryAfter time.Duration // rate limits
+}
+
+func fail(k kind, format string, args ...any) *failure {
+	return &failure{kind: k, msg: fmt.Sprintf(format, args...)}
+}
+
+// request is an exchange request after endpoint-specific parsing.
+type request struct {
+	providerID   string   // a canonical lower-case UUID
+	subjectToken string   // the raw OIDC token
+	scopes       []string // requested scopes; nil = none requested
+}
+
+// grant is an issued token.
+type grant struct {
+	token    string // the sidecar token; sent to the caller once, never logged
+	rec      *token.Record
+	lifetime time.Duration
+}
+
+// replayMessage is the 401 message of a second exchange of one OIDC token.
+const replayMessage = "this OIDC token was already exchanged; request a fresh one from your CI provider"
+
+// exchange runs the shared exchange core and fills ev for the audit log.
+// It returns either a grant or a failure.
+func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant, *failure) {
+	ev.providerID = req.providerID
+
+	// 1. The policy snapshot, taken once for the whole request.
+	snap := h.engine.Current()
+	if snap == nil {
+		ev.err = "no policy snapshot loaded"
+		return nil, fail(kindUnavailable, "no policy is loaded yet, so no token can be issued; retry in a few seconds (operators: see the sidecar's /readyz and logs) (decision %s)", ev.decisionID)
+	}
+	ev.revision = snap.Revision
+
+	// 2. Rate limits: one store round trip, before any crypto work.
+	if f := h.rateLimit(ctx, req.providerID, ev); f != nil {
+		return nil, f
+	}
+
+	// 3. The provider.
+	p := snap.Providers[req.providerID]
+	if p == nil {
+		ev.reasons = []policy.Reason{{Code: "unknown_provider", Message: fmt.Sprintf("no OIDC provider has the id %q", req.providerID)}}
+		return nil, fail(kindUnknownProvider, "no OIDC provider has the id %s; check provider_id: it must be the id of a provider configured in the sidecar's providers file (decision %s)", req.providerID, ev.decisionID)
+	}
+	ev.providerName = p.Name
+
+	// 4. Verify the OIDC token against the provider's own issuer.
+	tok, err := h.verifier.Verify(ctx, req.subjectToken, oidc.Expect{Issuer: p.Issuer, Audience: p.Audience, MaxAge: p.MaxTokenAge})
+	if err != nil {
+		return nil, h.verifyFailure(p, err, ev)
+	}
+	ev.setClaims(tok)
+
+	// 5. The exchange decision.
+	now := h.now()
+	start := time.Now()
+	d, err := snap.Exchange(ctx, policy.ExchangeInput{
+		ProviderID:      p.ID,
+		Claims:          tok.Claims,
+		ClientIP:        ev.clientIP,
+		Time:            now,
+		RequestedScopes: req.scopes,
+	})
+	h.metrics.PolicyEval("exchange", time.Since(start))
+	if err != nil {
+		h.log.Error("exchange decision failed; refusing the exchange", "decision_id", ev.decisionID, "provider_id", p.ID, "revision", snap.Revision, "error", err.Error())
+		ev.err = "policy evaluation: " + err.Error()
+		return nil, fail(kindUnavailable, "the exchange policy could not be evaluated, so no token was issued; retry later, and if it persists tell the sidecar's operators (decision %s)", ev.decisionID)
+	}
+	if d.Revision != "" {
+		ev.revision = d.Revision
+	}
+	if d.ProviderName != "" {
+		ev.providerName = d.ProviderName
+	}
+	if !d.Allow {
+		ev.reasons = d.Reasons
+		return nil, denial(p, ev.providerName, ev.clientIP, d.Reasons, ev.decisionID)
+	}
+	if len(d.InvalidScopes) > 0 {
+		ev.reasons = []policy.Reason{{Code: "invalid_scope", Message: "requested scopes not granted by the provider: " + strings.Join(d.InvalidScopes, " ")}}
+		return nil, fail(kindInvalidScope, "provider %q does not grant the requested scope %s; request only scopes among %s (decision %s)",
+			ev.providerName, strings.Join(d.InvalidScopes, ", "), strings.Join(p.Scopes, " "), ev.decisionID)
+	}
+
+	// 6. The replay guard: one exchange per OIDC token.
+	claimKey := ""
+	if !p.AllowTokenReuse {
+		claimKey = replayKey(tok)
+		ttl := max(tok.ExpiresAt.Add(h.leeway).Sub(now), time.Second)
+		first, err := h.store.ClaimOnce(ctx, claimKey, ttl)
+		if err != nil {
+			return nil, h.storeFailure("claim", err, ev)
+		}
+		if !first {
+			return nil, fail(kindReplayed, "%s", replayMessage)
+		}
+	}
+
+	// 7. Mint and save.
+	lifetime := time.Duration(d.LifetimeSeconds) * time.Second
+	raw, hash, err := token.New()
+	if err != nil {
+		h.unclaim(ctx, claimKey, ev)
+		h.log.Error("minting a token failed", "decision_id", ev.decisionID, "error", err.Error())
+		ev.err = err.Error()
+		return nil, fail(kindUnavailable, "the sidecar could not mint a token; retry later (decision %s)", ev.decisionID)
+	}
+	rec := &token.Record{
+		ProviderID:     p.ID,
+		ProviderName:   ev.providerName,
+		Subject:        tok.Subject,
+		Issuer:         tok.Issuer,
+		Claims:         selectClaims(tok.Claims),
+		Scopes:         d.Scopes,
+		Workspaces:     d.Workspaces,
+		IPRestrictions: d.IPRestrictions,
+		IssuedAt:       now.Unix(),
+		ExpiresAt:      now.Add(lifetime).Unix(),
+		DecisionID:     ev.decisionID,
+	}
+	if rec.Scopes == nil {
+		rec.Scopes = []string{}
+	}
+	if err := h.store.Save(ctx, hash, rec, lifetime); err != nil {
+		h.unclaim(ctx, claimKey, ev)
+		return nil, h.storeFailure("save", err, ev)
+	}
+	ev.tokenHash = hash
+	ev.scopes = rec.Scopes
+	ev.expiresAt = rec.ExpiresAt
+	return &grant{token: raw, rec: rec, lifetime: lifetime}, nil
+}
+
+// rateLimit applies the per-address and per-provider limits in one
+// Store.Allow call.
+func (h *Handler) rateLimit(ctx context.Context, providerID string, ev *event) *failure {
+	var limits []token.Limit
+	var what []string
+	if h.limits.PerIP > 0 {
+		limits = append(limits, token.Limit{Key: "exchange:ip:" + ev.clientIP, Max: h.limits.PerIP, Window: h.limits.Window})
+		what = append(what, fmt.Sprintf("from %s: at most %d per %s", ev.clientIP, h.limits.PerIP, fmtDur(h.limits.Window)))
+	}
+	if h.limits.PerProvider > 0 {
+		limits = append(limits, token.Limit{Key: "exchange:provider:" + providerID, Max: h.limits.PerProvider, Window: h.limits.Window})
+		what = append(what, fmt.Sprintf("for provider %s: at most %d per %s", providerID, h.limits.PerProvider, fmtDur(h.limits.Window)))
+	}
+	if len(limits) == 0 {
+		return nil
+	}
+	res, err := h.store.Allow(ctx, limits...)
+	if err != nil {
+		return h.storeFailure("rate_limit", err, ev)
+	}
+	if len(res) != len(limits) {
+		ev.err = fmt.Sprintf("rate limit: store returned %d results for %d limits", len(res), len(limits))
+		h.log.Error("token store returned a wrong number of rate-limit results", "decision_id", ev.decisionID, "want", len(limits), "got", len(res))
+		return fail(kindUnavailable, "the token store answered the rate-limit check incorrectly, so no token was issued; retry later (decision %s)", ev.decisionID)
+	}
+	var hit []string
+	var retry time.Duration
+	for i, r := range res {
+		if !r.Allowed {
+			hit = append(hit, what[i])
+			retry = max(retry, r.RetryAfter)
+		}
+	}
+	if len(hit) == 0 {
+		return nil
+	}
+	retry = max(ceilSecond(retry), time.Second)
+	ev.err = "rate limited: " + strings.Join(hit, "; ")
+	f := fail(kindRateLimited, "too many token exchanges %s; retry in %s", strings.Join(hit, " and "), fmtDur(retry))
+	f.retryAfter = retry
+	return f
+}
+
+// ceilSecond rounds d up to whole seconds.
+func ceilSecond(d time.Duration) time.Duration {
+	return (d + time.Second - 1) / time.Second * time.Second
+}
+
+// storeFailure logs a store error and returns the 503.
+func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
+	h.metrics.StoreError(op)
+	h.log.Error("token store failed during an exchange; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
+	ev.err = "token store (" + op + "): " + err.Error()
+	return fail(kindUnavailable, "the token store is unavailable, so no token was issued; retry in a few seconds (decision %s)", ev.decisionID)
+}
+
+// unclaim releases a replay claim after a failure to mint or save, so the
+// OIDC token is not burned. It outlives the request's cancellation.
+func (h *Handler) unclaim(ctx context.Context, key string, ev *event) {
+	if key == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := h.store.Unclaim(ctx, key); err != nil {
+		h.metrics.StoreError("unclaim")
+		h.log.Error("could not release the replay claim of an OIDC token whose exchange failed; it cannot be exchanged again until it expires",
+			"decision_id", ev.decisionID, "error", err.Error())
+	}
+}
+
+// replayKey is the replay-guard key of a verified token: the issuer and jti,
+// hashed (they are caller-controlled), or the token's own hash without jti.
+func replayKey(t *oidc.Token) string {
+	if t.JTI == "" {
+		return "tok:" + t.Hash
+	}
+	sum := sha256.Sum256([]byte(t.Issuer + "\x00" + t.JTI))
+	return "jti:" + hex.EncodeToString(sum[:])
+}
+
+// verifyFailure maps a verification error to a failure.
+func (h *Handler) verifyFailure(p *provider.Provider, err error, ev *event) *failure {
+	var oe *oidc.Error
+	if !errors.As(err, &oe) {
+		// Not a verdict on the token (e.g. the request was cancelled).
+		ev.err = "verification: " + err.Error()
+		return fail(kindUnavailable, "the OIDC token could not be verified right now; retry in a few seconds (decision %s)", ev.decisionID)
+	}
+	ev.oidcError = oe.Code
+	ev.err = oe.Message
+	if oe.Temporary {
+		h.log.Warn("OIDC issuer unavailable during an exchange", "issuer", p.Issuer, "provider_id", p.ID, "error", oe.Message)
+		return fail(kindUnavailable, "the keys of the OIDC issuer %s could not be fetched (%s), so the token cannot be verified; retry in a few seconds (decision %s)", p.Issuer, oe.Message, ev.decisionID)
+	}
+	msg := oe.Message
+	generic := p.DenialDetail == provider.DenialGeneric
+	switch oe.Code {
+	case oidc.CodeWrongIssuer:
+		if generic {
+			msg = "its iss claim is not the provider's issuer"
+		}
+		msg += "; the token comes from another OIDC provider than this provider_id expects: check provider_id"
+	case oidc.CodeWrongAudience:
+		if generic {
+			msg = "its aud claim does not contain the provider's audience"
+		} else {
+			msg += fmt.Sprintf("; request the OIDC token with audience %q", p.Audience)
+		}
+	case oidc.CodeMissingClaim:
+		if generic && strings.HasPrefix(msg, "token has no aud") {
+			msg = "token has no aud claim"
+		}
+	case oidc.CodeExpired, oidc.CodeTooOld:
+		msg += "; request a fresh token from your CI provider right before the exchange"
+	case oidc.CodeNotYetValid, oidc.CodeIssuedInFuture:
+		msg += "; check the clocks of the CI runner and the sidecar"
+	case oidc.CodeUnknownKID, oidc.CodeBadSignature, oidc.CodeMissingKID, oidc.CodeUnsupportedAlgorithm, oidc.CodeForbiddenHeader:
+		msg += fmt.Sprintf("; the token was not signed by a key of %s", p.Issuer)
+	case oidc.CodeMalformed, oidc.CodeTooLarge:
+		msg += "; send the raw JWT your CI provider issued, without quotes or a \"Bearer \" prefix"
+	}
+	return fail(kindInvalidToken, "OIDC token rejected: %s", msg)
+}
+
+// denial builds the failure for a policy denial. With denial_detail
+// "conditions" it names the failed conditions (never the actual claim
+// values); with "generic" it names none. Actual values go to the audit log.
+func denial(p *provider.Provider, name, clientIP string, reasons []policy.Reason, decisionID string) *failure {
+	onlyIP := len(reasons) > 0
+	for _, r := range reasons {
+		if r.Code != "ip_not_allowed" {
+			onlyIP = false
+		}
+	}
+	generic := p.DenialDetail == provider.DenialGeneric
+	if onlyIP {
+		if generic {
+			return fail(kindIPNotAllowed, "OIDC token rejected by provider %q: requests from %s are not allowed by the provider's IP restrictions; exchange from an allowed network (decision %s)", name, clientIP, decisionID)
+		}
+		return fail(kindIPNotAllowed, "OIDC token rejected by provider %q: %s; exchange from an allowed network (decision %s)", name, reasons[0].Message, decisionID)
+	}
+	if generic {
+		return fail(kindDenied, "OIDC token rejected by provider %q: the token did not satisfy the provider's trust conditions (decision %s)", name, decisionID)
+	}
+	var conds, others []string
+	for _, r := range reasons {
+		switch {
+		case r.Condition != "":
+			c := r.Condition
+			if r.Missing {
+				c += " (claim missing)"
+			}
+			conds = append(conds, c)
+		case r.Message != "":
+			others = append(others, r.Message)
+		default:
+			others = append(others, r.Code)
+		}
+	}
+	var parts []string
+	if len(conds) == 1 {
+		parts = append(parts, "this trust condition failed: "+conds[0])
+	} else if len(conds) > 1 {
+		parts = append(parts, "these trust conditions failed: "+strings.Join(conds, "; "))
+	}
+	parts = append(parts, others...)
+	return fail(kindDenied, "OIDC token rejected by provider %q: %s (decision %s)", name, strings.Join(parts, "; "), decisionID)
+}
+
+// selectedClaims are copied into the token record (string values only).
+var selectedClaims = []string{
+	"repository", "repository_owner", "ref", "workflow", "job_workflow_ref", "actor",
+	"environment", "event_name", "run_id", "sha",
+	"oidc.circleci.com/project-id", "oidc.circleci.com/vcs-ref", "oidc.circleci.com/vcs-origin",
+}
+
+// maxClaimLen bounds a copied claim value.
+const maxClaimLen = 1024
+
+func selectClaims(c map[string]any) map[string]string {
+	var out map[string]string
+	for _, k := range selectedClaims {
+		s, ok := c[k].(string)
+		if !ok || s == "" || len(s) > maxClaimLen {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(selectedClaims))
+		}
+		out[k] = s
+	}
+	return out
+}
+
+// isUUID reports whether s has the 8-4-4-4-12 hex shape of a UUID.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// quote returns s as an ASCII Go string literal, truncated: for echoing
+// caller input in messages.
+func quote(s string) string {
+	const maxQuoted = 64
+	if len(s) > maxQuoted {
+		return strconv.QuoteToASCII(s[:maxQuoted]) + "..."
+	}
+	return strconv.QuoteToASCII(s)
+}
+
+// fmtDur formats whole-second durations compactly: 60s, 1m, 1h30m.
+func fmtDur(d time.Duration) string {
+	if d < time.Minute || d%time.Minute != 0 {
+		return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10) + "s"
+	}
+	return provider.FormatLifetime(d)
+}
+
+// retryAfterHeader sets Retry-After in whole seconds.
+func retryAfterHeader(w http.ResponseWriter, d time.Duration) {
+	if d > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+	}
+}
+
+// splitScopes splits an RFC 6749 scope parameter and drops duplicates.
+func splitScopes(s string) []string {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return nil
+	}
+	slices.Sort(f)
+	return slices.Compact(f)
+}

@@ -1,0 +1,230 @@
+// Package exchange serves the sidecar's token-exchange HTTP path: a CI job
+// sends the OIDC token its CI system issued and gets a short-lived opaque
+// sidecar token for Buddy's API.
+//
+// Endpoints (see docs/exchange.md for every status and message):
+//
+//	POST /user/oidc/tokens          Buddy-compatible: JSON in, a bare JSON string out
+//	POST /_sidecar/oauth2/token     RFC 8693 token exchange (form in, JSON out)
+//	POST /_sidecar/oauth2/revoke    RFC 7009 revocation (bearer possession is the authority)
+//	POST /_sidecar/oauth2/introspect  RFC 7662 introspection, admin listener only
+//
+// Both exchange endpoints run one core (Handler.exchange): validate the
+// request, take the current policy snapshot, apply the rate limits (one store
+// round trip, before any crypto), verify the OIDC token against the
+// provider's issuer, evaluate the exchange decision in OPA, claim the OIDC
+// token once (replay guard), mint a token and save its record with the
+// provider's lifetime. Every request writes exactly one audit event. A store
+// or policy failure is always a 503, never an allow.
+package exchange
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
+)
+
+// Paths served by Register and RegisterAdmin.
+const (
+	BuddyPath      = "/user/oidc/tokens"
+	TokenPath      = "/_sidecar/oauth2/token"
+	RevokePath     = "/_sidecar/oauth2/revoke"
+	IntrospectPath = "/_sidecar/oauth2/introspect"
+)
+
+// DefaultMaxBodyBytes caps request bodies when Options.MaxBodyBytes is 0.
+const DefaultMaxBodyBytes = 64 << 10
+
+// DefaultRateWindow is the rate-limit window when RateLimits.Window is 0.
+const DefaultRateWindow = time.Minute
+
+// RateLimits are fixed-window limits on exchange requests, counted in the
+// token store (so every replica shares them). 0 turns a limit off.
+type RateLimits struct {
+	// PerIP is the number of exchanges one client address may make per Window.
+	PerIP int
+	// PerProvider is the number of exchanges per Window for one provider_id.
+	PerProvider int
+	// Window is the length of a window; DefaultRateWindow when 0.
+	Window time.Duration
+}
+
+// Options configures a Handler. Engine, Verifier and Store are required.
+type Options struct {
+	// Engine serves the current policy snapshot; no snapshot means 503.
+	Engine *policy.Engine
+	// Verifier verifies the OIDC tokens.
+	Verifier *oidc.Verifier
+	// Store keeps issued tokens, replay claims and rate-limit counters.
+	Store token.Store
+	// Clients resolves the client address (X-Forwarded-For only from trusted
+	// proxies). nil trusts no proxy.
+	Clients *clientip.Resolver
+	// Metrics, if set, records exchanges, store errors and policy latency.
+	Metrics *metrics.Metrics
+	// Audit receives one JSON event per exchange request (event=exchange).
+	// nil discards the events.
+	Audit *slog.Logger
+	// Logger receives operational errors (store and policy failures).
+	// nil means slog.Default().
+	Logger *slog.Logger
+	// Leeway is the verifier's clock leeway, used for the replay-claim
+	// expiry (exp + leeway). Same convention as oidc.Options.Leeway: 0 means
+	// 60s, negative means none.
+	Leeway time.Duration
+	// RateLimits limits exchanges per client address and per provider.
+	RateLimits RateLimits
+	// AdminToken is the bearer credential introspection requires; "" turns
+	// introspection off (404).
+	AdminToken string
+	// Now is the clock for policy input, token lifetimes and replay claims.
+	// Default time.Now. Give the verifier the same clock.
+	Now func() time.Time
+	// MaxBodyBytes caps request bodies (413 above it); DefaultMaxBodyBytes
+	// when 0.
+	MaxBodyBytes int64
+}
+
+// Handler serves the exchange, revocation and introspection endpoints. It
+// is safe for concurrent use.
+type Handler struct {
+	engine   *policy.Engine
+	verifier *oidc.Verifier
+	store    token.Store
+	clients  *clientip.Resolver
+	metrics  *metrics.Metrics
+	audit    *slog.Logger
+	log      *slog.Logger
+	leeway   time.Duration
+	limits   RateLimits
+	admin    []byte // SHA-256 of AdminToken, nil when introspection is off
+	now      func() time.Time
+	maxBody  int64
+}
+
+// New checks o and returns a Handler.
+func New(o Options) (*Handler, error) {
+	var missing []string
+	if o.Engine == nil {
+		missing = append(missing, "Engine")
+	}
+	if o.Verifier == nil {
+		missing = append(missing, "Verifier")
+	}
+	if o.Store == nil {
+		missing = append(missing, "Store")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("exchange: Options.%s must be set", strings.Join(missing, ", Options."))
+	}
+	rl := o.RateLimits
+	if rl.PerIP < 0 || rl.PerProvider < 0 || rl.Window < 0 {
+		return nil, fmt.Errorf("exchange: rate limits must not be negative (per_ip %d, per_provider %d, window %s)", rl.PerIP, rl.PerProvider, rl.Window)
+	}
+	if rl.Window == 0 {
+		rl.Window = DefaultRateWindow
+	}
+	if (rl.PerIP > 0 || rl.PerProvider > 0) && rl.Window < time.Second {
+		return nil, fmt.Errorf("exchange: rate-limit window %s is shorter than 1s", rl.Window)
+	}
+	if o.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("exchange: MaxBodyBytes %d is negative", o.MaxBodyBytes)
+	}
+	h := &Handler{
+		engine:   o.Engine,
+		verifier: o.Verifier,
+		store:    o.Store,
+		clients:  o.Clients,
+		metrics:  o.Metrics,
+		audit:    o.Audit,
+		log:      o.Logger,
+		leeway:   o.Leeway,
+		limits:   rl,
+		now:      o.Now,
+		maxBody:  o.MaxBodyBytes,
+	}
+	if h.clients == nil {
+		h.clients = &clientip.Resolver{}
+	}
+	if h.audit == nil {
+		h.audit = slog.New(slog.DiscardHandler)
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	switch {
+	case h.leeway == 0:
+		h.leeway = 60 * time.Second
+	case h.leeway < 0:
+		h.leeway = 0
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	if o.AdminToken != "" {
+		h.admin = digest(o.AdminToken)
+	}
+	return h, nil
+}
+
+// Register adds the endpoints of the main listener to r: the Buddy-compatible
+// exchange, the RFC 8693 token endpoint and RFC 7009 revocation. They answer
+// every method (405 for all but POST) so that no other route of r — such as
+// the proxy's catch-all — ever sees a request for these paths.
+func (h *Handler) Register(r *mux.Router) {
+	r.HandleFunc(BuddyPath, h.serveBuddy)
+	r.HandleFunc(TokenPath, h.serveToken)
+	r.HandleFunc(RevokePath, h.serveRevoke)
+}
+
+// RegisterAdmin adds RFC 7662 introspection to the admin listener's router.
+// It answers 404 when Options.AdminToken is "".
+func (h *Handler) RegisterAdmin(r *mux.Router) {
+	r.HandleFunc(IntrospectPath, h.serveIntrospect)
+}
+
+// ServeHTTP serves the main-listener endpoints without a router (tests,
+// embedding); other paths get 404.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case BuddyPath:
+		h.serveBuddy(w, r)
+	case TokenPath:
+		h.serveToken(w, r)
+	case RevokePath:
+		h.serveRevoke(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// errTooLarge reports a body over the limit.
+var errTooLarge = errors.New("request body too large")
+
+// readBody reads the whole request body up to h.maxBody bytes.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.maxBody {
+		return nil, errTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, errTooLarge
+	}
+	return body, err
+}

@@ -19,11 +19,14 @@ provider := data.sidecar.providers[input.provider_id]
 
 default allow := false
 
+# allow is proven positively, clause by clause; it is never derived from
+# "there are no reasons", so a rule that fails to evaluate can only deny.
 allow if {
 	provider
 	conditions_allow
 	custom_allow
-	count(reasons) == 0
+	not guardrail_denies
+	ip_allowed
 }
 
 # --- the provider's own trust ---------------------------------------------
@@ -36,57 +39,70 @@ custom_allow if provider.policy == ""
 
 custom_allow if data.sidecar.custom[provider.policy].allow == true
 
-# --- reasons for a denial -------------------------------------------------
+guardrail_denies if {
+	some _ in data.sidecar.guardrails.deny
+}
+
+ip_allowed if count(provider.ip_restrictions) == 0
+
+ip_allowed if {
+	some cidr in provider.ip_restrictions
+	net.cidr_contains(cidr, input.client_ip)
+}
+
+# --- reasons for a denial (evaluated only when allow does not hold) -------
 
 reasons contains r if {
+	not allow
 	not provider
 	r := {"code": "unknown_provider", "message": sprintf("no OIDC provider has the id %q", [input.provider_id])}
 }
 
 reasons contains r if {
-	provider.has_conditions
+	not allow
+	not conditions_allow
 	some r in data.sidecar.conditions[input.provider_id].deny
 }
 
 # A conditions module that neither allows nor explains itself still denies.
 reasons contains r if {
+	not allow
 	provider.has_conditions
-	not data.sidecar.conditions[input.provider_id].allow == true
+	not conditions_allow
 	not conditions_explained
 	r := {"code": "condition_failed", "message": "the provider's trust conditions did not allow this token"}
 }
 
 reasons contains r if {
+	not allow
 	provider.policy != ""
 	some x in data.sidecar.custom[provider.policy].deny
 	r := normalize(x, "custom_policy")
 }
 
 reasons contains r if {
+	not allow
 	provider.policy != ""
-	not data.sidecar.custom[provider.policy].allow == true
+	not custom_allow
 	not custom_explained
 	r := {"code": "custom_policy", "message": sprintf("the provider's policy %q did not allow this token", [provider.policy])}
 }
 
 reasons contains r if {
+	not allow
 	provider
 	some x in data.sidecar.guardrails.deny
 	r := normalize(x, "guardrail")
 }
 
 reasons contains r if {
-	count(provider.ip_restrictions) > 0
+	not allow
+	provider
 	not ip_allowed
 	r := {
 		"code": "ip_not_allowed",
 		"message": sprintf("requests from %s are not allowed for this provider (IP restrictions: %s)", [input.client_ip, concat(", ", provider.ip_restrictions)]),
 	}
-}
-
-ip_allowed if {
-	some cidr in provider.ip_restrictions
-	net.cidr_contains(cidr, input.client_ip)
 }
 
 conditions_explained if {
@@ -121,10 +137,10 @@ decision := {
 	"reasons": [r | some r in reasons],
 	"scopes": scopes,
 	"invalid_scopes": sort(invalid_scopes),
-	"workspaces": object.get(provider, "workspaces", null),
-	"ip_restrictions": object.get(provider, "ip_restrictions", []),
-	"lifetime_seconds": object.get(provider, "lifetime_seconds", 0),
-	"provider_name": object.get(provider, "name", ""),
+	"workspaces": provider.workspaces,
+	"ip_restrictions": provider.ip_restrictions,
+	"lifetime_seconds": provider.lifetime_seconds,
+	"provider_name": provider.name,
 } if provider
 
 decision := {

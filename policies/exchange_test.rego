@@ -74,12 +74,15 @@ test_conditions_module_missing_denies if {
 	d.reasons[0].code == "condition_failed"
 }
 
-test_conditions_allow_but_deny_nonempty_still_denies if {
+# A module's allow decides; its deny only explains a denial (it is not even
+# evaluated when the module allows).
+test_module_allow_decides_and_deny_only_explains if {
 	d := exchange.decision with input as req(data.testdata.claims.github_push_main)
 		with data.sidecar.providers as {"p1": gha}
 		with data.sidecar.conditions as {"p1": {"allow": true, "deny": {ref_reason}}}
 		with data.sidecar.scopes as scopes
-	not d.allow
+	d.allow
+	d.reasons == []
 }
 
 test_unknown_provider_is_denied if {

@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,9 @@ type Metrics struct {
 	reloads          *prometheus.CounterVec
 	revision         *prometheus.GaugeVec
 	policyEval       *prometheus.HistogramVec
+
+	mu             sync.Mutex // guards activeRevision
+	activeRevision string
 }
 
 const ns = "oidc_sidecar"
@@ -132,8 +136,15 @@ func (m *Metrics) Reload(rev string, err error) {
 		return
 	}
 	m.reloads.WithLabelValues("ok").Inc()
-	m.revision.Reset()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Set the new series before deleting the old one, so that a scrape in
+	// between never sees no revision at all.
 	m.revision.WithLabelValues(rev).Set(1)
+	if m.activeRevision != "" && m.activeRevision != rev {
+		m.revision.DeleteLabelValues(m.activeRevision)
+	}
+	m.activeRevision = rev
 }
 
 // PolicyEval records an OPA evaluation's duration.

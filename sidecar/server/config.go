@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -207,7 +208,7 @@ func (c *Config) resolvePaths(dir string) {
 		if p == "" || strings.HasPrefix(p, "/") || strings.Contains(p, "://") || dir == "." {
 			return p
 		}
-		return dir + "/" + p
+		return filepath.Clean(dir + "/" + p)
 	}
 	c.Providers = rel(c.Providers)
 	c.Routes = rel(c.Routes)
@@ -236,6 +237,8 @@ func (c *Config) validate() []string {
 		add("upstream.url %q must be an absolute http(s) URL", c.Upstream.URL)
 	} else if u.RawQuery != "" || u.Fragment != "" {
 		add("upstream.url %q must not have a query or fragment", c.Upstream.URL)
+	} else if u.User != nil {
+		add("upstream.url must not carry credentials; put the API token in the variable upstream.token_env names")
 	}
 	if c.Upstream.TokenEnv == "" {
 		add("upstream.token_env is required: the name of the variable holding the upstream credential")
@@ -248,7 +251,7 @@ func (c *Config) validate() []string {
 	}
 	if c.Bundle != "" && strings.Contains(c.Bundle, "://") {
 		if u, err := url.Parse(c.Bundle); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
-			add("bundle %q: a bundle URL must be http(s)", c.Bundle)
+			add("bundle %q: a bundle URL must be http(s)", redactURL(c.Bundle))
 		}
 	}
 	switch c.UnknownRoutes {
@@ -274,8 +277,19 @@ func (c *Config) validate() []string {
 			add("redis: set url (redis:// or rediss://) or addrs (Cluster, or Sentinel with master_name); omit the whole redis block for the embedded store")
 		case r.URL != "":
 			if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-				add("redis.url %q must start with redis://, rediss:// or unix://", r.URL)
+				add("redis.url %q must start with redis://, rediss:// or unix://", redactURL(r.URL)) // it may hold a password
 			}
+			if r.MasterName != "" {
+				add("redis.master_name (Sentinel) needs addrs with the Sentinel addresses, not url")
+			}
+		}
+		for _, a := range r.Addrs {
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				add("redis.addrs: %q is not host:port", a)
+			}
+		}
+		if r.PoolSize < 0 {
+			add("redis.pool_size %d must be 0 (the client's default) or positive", r.PoolSize)
 		}
 		if r.Timeout != 0 && r.Timeout.D() < time.Millisecond {
 			add("redis.timeout %s is too small", r.Timeout.D())
@@ -286,6 +300,12 @@ func (c *Config) validate() []string {
 	}
 	if c.OIDC.RefreshCooldown.D() < time.Second {
 		add("oidc.refresh_cooldown %s must be at least 1s (it guards the issuer against kid floods)", c.OIDC.RefreshCooldown.D())
+	}
+	if c.OIDC.RefreshInterval.D() < c.OIDC.RefreshCooldown.D() {
+		add("oidc.refresh_interval %s must be at least oidc.refresh_cooldown (%s)", c.OIDC.RefreshInterval.D(), c.OIDC.RefreshCooldown.D())
+	}
+	if c.OIDC.FetchTimeout.D() < 100*time.Millisecond || c.OIDC.FetchTimeout.D() > time.Minute {
+		add("oidc.fetch_timeout %s must be between 100ms and 1m", c.OIDC.FetchTimeout.D())
 	}
 	if c.RateLimits.PerIP < 0 || c.RateLimits.PerProvider < 0 {
 		add("rate_limits: per_ip and per_provider must be 0 (off) or positive")
@@ -298,6 +318,16 @@ func (c *Config) validate() []string {
 	}
 	if c.Limits.MaxExchangeBytes < 20<<10 {
 		add("limits.max_exchange_bytes %d is below 20480 (an OIDC token may be up to 16 KiB)", c.Limits.MaxExchangeBytes)
+	}
+	t := c.Timeouts
+	if t.ReadHeader.D() <= 0 {
+		add("timeouts.read_header must be positive (without it a client can hold a connection open forever)")
+	}
+	if t.Read.D() < 0 || t.Write.D() < 0 || t.Idle.D() < 0 || t.Shutdown.D() < 0 {
+		add("timeouts must not be negative (0 means none, except read_header)")
+	}
+	if c.Upstream.Timeout.D() <= 0 {
+		add("upstream.timeout %s must be positive", c.Upstream.Timeout.D())
 	}
 	if c.BundlePoll.D() < time.Second {
 		add("bundle_poll %s must be at least 1s", c.BundlePoll.D())

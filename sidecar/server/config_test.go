@@ -155,3 +155,78 @@ func unwrapAll(err error) error {
 		err = u.Unwrap()
 	}
 }
+
+func TestMoreValidations(t *testing.T) {
+	src := `upstream:
+  url: https://user:hunter2@api.buddy.works
+  timeout: 0s
+providers: p.yaml
+redis:
+  url: http://admin:s3cret@redis:6379
+  master_name: mymaster
+  pool_size: -1
+timeouts:
+  read_header: 0s
+  shutdown: -1s
+oidc:
+  refresh_interval: 10s
+  fetch_timeout: 0s
+`
+	_, err := ParseConfig("c.yaml", []byte(src), env(nil))
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{
+		"upstream.url must not carry credentials",
+		"upstream.timeout 0s must be positive",
+		"redis.master_name (Sentinel) needs addrs",
+		"redis.pool_size -1",
+		"timeouts.read_header must be positive",
+		"timeouts must not be negative",
+		"oidc.refresh_interval 10s must be at least oidc.refresh_cooldown (30s)",
+		"oidc.fetch_timeout 0s must be between 100ms and 1m",
+		`redis.url "http://redacted@redis:6379" must start with redis://`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	for _, secret := range []string{"hunter2", "s3cret"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error echoes a password: %v", err)
+		}
+	}
+	_, err = ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nproviders: p\nredis:\n  addrs: [redis-1:6379, nope]\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), `redis.addrs: "nope" is not host:port`) {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestRelativePathsAreCleaned(t *testing.T) {
+	c, err := LoadConfig("../../bundles/example/sidecar.yaml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bundle != "../../bundles/example.tar.gz" {
+		t.Fatalf("bundle path %q", c.Bundle)
+	}
+	// Paths from the environment are relative to the config file too.
+	c, err = LoadConfig("../../bundles/example/sidecar.yaml", env(map[string]string{"OIDC_SIDECAR_BUNDLE": "other.tar.gz"}))
+	if err != nil || c.Bundle != "../../bundles/example/other.tar.gz" {
+		t.Fatalf("%v %q", err, c.Bundle)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://bundles.example.com/prod.tar.gz":                  "https://bundles.example.com/prod.tar.gz",
+		"https://user:pw@bundles.example.com/b.tar.gz":             "https://redacted@bundles.example.com/b.tar.gz",
+		"https://TOKEN@bundles.example.com/b.tar.gz":               "https://redacted@bundles.example.com/b.tar.gz",
+		"https://s3.example.com/b.tar.gz?X-Amz-Signature=abc#frag": "https://s3.example.com/b.tar.gz?redacted",
+		"redis://:pw@127.0.0.1:6379/0":                             "redis://redacted@127.0.0.1:6379/0",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/proxy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
@@ -54,15 +56,29 @@ type Server struct {
 	mainSrv, adminSrv *http.Server
 	mainLn, adminLn   net.Listener
 
-	reloadMu   sync.Mutex
-	lastErr    atomic.Pointer[string]
-	adminToken string
+	// bg bounds background work (issuer warm-ups); cancelled when Serve ends.
+	bg     context.Context
+	stopBg context.CancelFunc
+
+	reloadMu sync.Mutex  // serializes Reload; requests never take it
+	seen     seenContent // the content the last completed load processed (guarded by reloadMu)
+	served   string      // the version of the content being served (guarded by reloadMu)
+	lastErr  atomic.Pointer[string]
+
+	adminDigest []byte // SHA-256 of the admin credential; nil: none configured
+}
+
+// seenContent is the source content a reload last processed: its version
+// (content hash), its ETag, and why it was rejected (nil if it serves).
+type seenContent struct {
+	version, etag string
+	err           error
 }
 
 // New builds a server from a validated configuration and loads the policy
 // once; it fails when the first load fails (nothing to serve). It does not
 // listen yet: see Listen and Serve.
-func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
+func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
@@ -81,23 +97,37 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 	if upstreamToken == "" {
 		return nil, fmt.Errorf("upstream credential: the variable %s is empty; set it to the API token the sidecar forwards with (upstream.token_env names it)", cfg.Upstream.TokenEnv)
 	}
-	s.adminToken = o.Getenv(cfg.AdminTokenEnv)
-	if s.adminToken == "" {
-		s.log.Warn("introspection is disabled: " + cfg.AdminTokenEnv + " is empty (admin_token_env names the variable holding the admin credential)")
+	adminToken := o.Getenv(cfg.AdminTokenEnv)
+	if adminToken == "" {
+		s.log.Warn("introspection and " + ReloadPath + " are disabled: " + cfg.AdminTokenEnv + " is empty (admin_token_env names the variable holding the admin credential)")
+	} else {
+		d := sha256.Sum256([]byte(adminToken))
+		s.adminDigest = d[:]
 	}
 
-	var err error
 	if s.store = o.Store; s.store == nil {
-		if s.store, err = newStore(cfg, o.Getenv); err != nil {
+		if s.store, err = newStore(cfg, o.Getenv, o.Now); err != nil {
 			return nil, err
 		}
+		// A store New made is closed again if New fails.
+		defer func() {
+			if err != nil {
+				_ = s.store.Close()
+			}
+		}()
 	}
 	if s.store.Kind() == "memory" {
 		s.log.Warn("no redis configured: tokens live in this process's memory; they are neither shared with other instances nor kept across restarts")
 	}
 
+	// oidc.leeway: 0s means none; the oidc and exchange packages read 0 as
+	// "the default" and a negative value as none.
+	leeway := cfg.OIDC.Leeway.D()
+	if leeway == 0 {
+		leeway = -1
+	}
 	s.verifier, err = oidc.NewVerifier(oidc.Options{
-		Leeway:          cfg.OIDC.Leeway.D(),
+		Leeway:          leeway,
 		RefreshCooldown: cfg.OIDC.RefreshCooldown.D(),
 		RefreshInterval: cfg.OIDC.RefreshInterval.D(),
 		FetchTimeout:    cfg.OIDC.FetchTimeout.D(),
@@ -107,15 +137,15 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oidc: %w", err)
 	}
-	clients, err := clientip.New(cfg.Trusted)
-	if err != nil {
+	var clients *clientip.Resolver
+	if clients, err = clientip.New(cfg.Trusted); err != nil {
 		return nil, err
 	}
 	s.exchange, err = exchange.New(exchange.Options{
 		Engine: s.engine, Verifier: s.verifier, Store: s.store, Clients: clients,
-		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: cfg.OIDC.Leeway.D(),
+		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
 		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
-		AdminToken: s.adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
+		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
 	})
 	if err != nil {
 		return nil, err
@@ -130,9 +160,12 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 		return nil, err
 	}
 
-	s.source = newSource(cfg, &http.Client{Timeout: 30 * time.Second})
-	if err := s.Reload(ctx); err != nil {
-		return nil, fmt.Errorf("loading policy from %s: %w", s.source.Describe(), err)
+	s.bg, s.stopBg = context.WithCancel(context.Background())
+	s.source = newSource(cfg, newBundleClient())
+	if err = s.Reload(ctx); err != nil {
+		s.stopBg()
+		err = fmt.Errorf("loading policy from %s: %w", s.source.Describe(), err)
+		return nil, err
 	}
 	s.mainSrv = &http.Server{
 		Handler:           s.MainHandler(),
@@ -147,17 +180,18 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 		Handler:           s.AdminHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       cfg.Timeouts.Idle.D(),
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
 }
 
-func newStore(cfg *Config, getenv func(string) string) (token.Store, error) {
+func newStore(cfg *Config, getenv func(string) string, now func() time.Time) (token.Store, error) {
 	r := cfg.Redis
 	if r == nil {
-		return token.NewMemory(time.Now), nil
+		return token.NewMemory(now), nil
 	}
 	o := token.RedisOptions{
 		URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username,
@@ -176,54 +210,115 @@ func newStore(cfg *Config, getenv func(string) string) (token.Store, error) {
 	return st, nil
 }
 
-// Reload loads the policy source and, if it changed and compiles, swaps it
-// in. On any error the serving policy is unchanged and the error is
-// reported (log, metric, /readyz detail).
+// Reload loads the policy source and, if its content changed and
+// compiles, swaps it in atomically: a request in flight keeps the snapshot
+// it started with, and no request ever sees a half-loaded policy. On any
+// error the serving policy is unchanged and the error is reported (log,
+// policy_reloads_total{result="error"}, /readyz last_reload_error).
+//
+// Content that was already processed is not compiled again: an ETag
+// answered 304, or identical bytes. Reload is safe to call concurrently;
+// calls are serialized.
 func (s *Server) Reload(ctx context.Context) error {
+	_, err := s.reload(ctx)
+	return err
+}
+
+// reload is Reload, also telling whether a new snapshot was swapped in.
+func (s *Server) reload(ctx context.Context) (changed bool, err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	start := time.Now()
-	b, unchanged, err := s.source.Load(ctx)
-	if err == nil && unchanged {
-		return nil
+	cur := s.engine.Current()
+	res, err := s.source.Load(ctx, s.seen.etag)
+	if err != nil && ctx.Err() != nil { // shutdown or a caller's deadline: nothing learnt
+		return false, fmt.Errorf("reload interrupted: %w", err)
+	}
+	if err != nil && res.version == "" {
+		s.reject(cur, "policy source could not be loaded", err)
+		return false, err
+	}
+	unchanged := res.notModified || res.version == s.seen.version
+	if !unchanged && err == nil && cur != nil && res.version == s.served {
+		// Back to the content being served (e.g. a bad edit reverted).
+		s.seen = seenContent{version: res.version, etag: res.etag}
+		unchanged = true
+	}
+	if unchanged {
+		if s.seen.err != nil { // still the content rejected last time; reported then
+			msg := s.seen.err.Error()
+			s.lastErr.Store(&msg)
+			return false, s.seen.err
+		}
+		if s.lastErr.Load() != nil && cur != nil {
+			s.log.Info("policy source is healthy again; the serving revision is current", "source", s.source.Describe(), "revision", cur.Revision)
+		}
+		s.lastErr.Store(nil)
+		return false, nil
+	}
+	for _, w := range res.warnings {
+		s.log.Warn("providers file warning", "warning", w)
 	}
 	var snap *policy.Snapshot
 	if err == nil {
-		snap, err = policy.Compile(ctx, b)
+		snap, err = policy.Compile(ctx, res.bundle)
 	}
 	if err != nil {
-		msg := err.Error()
-		s.lastErr.Store(&msg)
-		s.metrics.Reload("", err)
-		if cur := s.engine.Current(); cur != nil {
-			s.log.Error("policy reload rejected; still serving the previous revision", "source", s.source.Describe(), "revision", cur.Revision, "error", msg)
+		if ctx.Err() != nil { // a cancelled compile says nothing about the content
+			return false, fmt.Errorf("reload interrupted: %w", err)
 		}
-		return err
+		s.seen = seenContent{version: res.version, etag: res.etag, err: err}
+		s.reject(cur, "policy rejected", err)
+		return false, err
 	}
+	s.seen = seenContent{version: res.version, etag: res.etag}
+	s.served = res.version
 	prev := s.engine.Swap(snap)
 	s.lastErr.Store(nil)
 	s.metrics.Reload(snap.Revision, nil)
 	prevRev := ""
+	var prevProviders map[string]*provider.Provider
 	if prev != nil {
-		prevRev = prev.Revision
+		prevRev, prevProviders = prev.Revision, prev.Providers
 	}
 	s.log.Info("policy loaded", "source", s.source.Describe(), "revision", snap.Revision, "previous", prevRev,
 		"providers", len(snap.Providers), "routes", len(snap.Routes), "took_ms", time.Since(start).Milliseconds())
-	// Fetch the issuers' keys now rather than on the first exchange.
+
+	// Fetch the keys of new providers' issuers now rather than on their
+	// first exchange. Known issuers are left alone: their keys are cached
+	// (or their last failure is being retried by exchanges).
 	issuers := map[string]bool{}
-	for _, p := range snap.Providers {
+	for id, p := range snap.Providers {
+		if old, ok := prevProviders[id]; ok && old.Issuer == p.Issuer {
+			continue
+		}
 		issuers[p.Issuer] = true
 	}
 	for iss := range issuers {
-		go func(iss string) {
-			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := s.verifier.Warm(wctx, iss); err != nil {
-				s.log.Warn("could not prefetch the issuer's keys; exchanges will retry", "issuer", iss, "error", err.Error())
-			}
-		}(iss)
+		go s.warm(iss)
 	}
-	return nil
+	return true, nil
+}
+
+// reject reports a failed load. The serving snapshot (cur) is untouched.
+func (s *Server) reject(cur *policy.Snapshot, what string, err error) {
+	msg := err.Error()
+	s.lastErr.Store(&msg)
+	s.metrics.Reload("", err)
+	if cur == nil { // the first load: New returns the error
+		return
+	}
+	s.log.Error(what+"; still serving the previous revision", "source", s.source.Describe(),
+		"revision", cur.Revision, "error", msg)
+}
+
+// warm prefetches an issuer's discovery document and keys.
+func (s *Server) warm(issuer string) {
+	ctx, cancel := context.WithTimeout(s.bg, 2*s.cfg.OIDC.FetchTimeout.D()+time.Second)
+	defer cancel()
+	if err := s.verifier.Warm(ctx, issuer); err != nil && s.bg.Err() == nil {
+		s.log.Warn("could not prefetch the issuer's keys; exchanges will retry", "issuer", issuer, "error", err.Error())
+	}
 }
 
 // MainHandler serves the exchange endpoints and proxies everything else.
@@ -233,6 +328,13 @@ func (s *Server) MainHandler() http.Handler {
 	r.PathPrefix("/").Handler(s.proxy)
 	return r
 }
+
+// Admin listener limits: a reload (a bundle download and a compile) must
+// fit in the write timeout.
+const (
+	reloadTimeout     = 60 * time.Second
+	adminWriteTimeout = reloadTimeout + 10*time.Second
+)
 
 // Admin endpoint paths (deployment files' probes reference them).
 const (
@@ -256,7 +358,7 @@ func (s *Server) AdminHandler() http.Handler {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	body := map[string]any{"store": s.store.Kind()}
+	body := map[string]any{"store": s.store.Kind(), "source": s.source.Describe()}
 	status := http.StatusOK
 	var problems []string
 	if snap := s.engine.Current(); snap == nil {
@@ -285,18 +387,42 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, body)
 }
 
-// reloadHandler triggers a reload (admin credential required).
+// reloadHandler triggers a reload (admin bearer credential required):
+// 200 {"revision", "changed"} when the source's current content serves,
+// 422 {"error", "revision"} when it was rejected (the revision still serving).
 func (s *Server) reloadHandler(w http.ResponseWriter, r *http.Request) {
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if s.adminToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.adminToken)) != 1 {
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "an admin bearer credential is required"})
+	if !s.adminAuthorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar admin"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "an admin bearer credential is required (admin_token_env)"})
 		return
 	}
-	if err := s.Reload(r.Context()); err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error(), "revision": s.engine.Current().Revision})
+	// A client that gives up must not abort a compile half-way (that would
+	// count as a failed reload); bound it instead.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), reloadTimeout)
+	defer cancel()
+	changed, err := s.reload(ctx)
+	rev := ""
+	if cur := s.engine.Current(); cur != nil {
+		rev = cur.Revision
+	}
+	if err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error(), "revision": rev})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"revision": s.engine.Current().Revision})
+	writeJSON(w, http.StatusOK, map[string]any{"revision": rev, "changed": changed})
+}
+
+// adminAuthorized checks Authorization: Bearer <admin credential>.
+func (s *Server) adminAuthorized(r *http.Request) bool {
+	if s.adminDigest == nil {
+		return false
+	}
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	d := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+	return subtle.ConstantTimeCompare(d[:], s.adminDigest) == 1
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -330,46 +456,69 @@ func (s *Server) Engine() *policy.Engine { return s.engine }
 func (s *Server) Store() token.Store { return s.store }
 
 // Serve serves until ctx ends, watching the policy source for changes, then
-// shuts down gracefully: it stops accepting, lets in-flight requests finish
-// (up to timeouts.shutdown), and closes the store.
+// shuts down gracefully: it stops the watch, closes the listeners (new
+// connections are refused), lets in-flight requests finish (up to
+// timeouts.shutdown, after which the remaining connections are closed), and
+// closes the store. It returns nil after a shutdown asked for by ctx.
 func (s *Server) Serve(ctx context.Context) error {
+	defer s.stopBg()
 	if s.mainLn == nil {
 		if err := s.Listen(); err != nil {
 			return err
 		}
 	}
-	s.log.Info("serving", "listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", s.cfg.Upstream.URL,
+	s.log.Info("serving", "listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", redactURL(s.cfg.Upstream.URL),
 		"store", s.store.Kind(), "policy", s.source.Describe())
 	errc := make(chan error, 2)
 	go func() { errc <- s.mainSrv.Serve(s.mainLn) }()
 	go func() { errc <- s.adminSrv.Serve(s.adminLn) }()
+
 	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
+	watchDone := make(chan struct{})
 	go func() {
-		err := s.source.Watch(wctx, func() {
-			if err := s.Reload(wctx); err != nil && wctx.Err() == nil {
-				s.log.Warn("reload failed", "error", err.Error())
-			}
-		})
-		if err != nil {
-			s.log.Error("policy source watch stopped; changes will not be picked up until restart", "error", err.Error())
+		defer close(watchDone)
+		// Reload logs and counts its own failures.
+		err := s.source.Watch(wctx, func() { _ = s.Reload(wctx) }, s.log)
+		if err != nil && wctx.Err() == nil {
+			s.log.Error("policy source watch stopped; changes will not be picked up until a restart or "+ReloadPath, "source", s.source.Describe(), "error", err.Error())
 		}
 	}()
+
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
+		s.log.Error("listener failed; shutting down", "error", serveErr.Error())
 	}
-	s.log.Info("shutting down", "drain_timeout", s.cfg.Timeouts.Shutdown.D().String())
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeouts.Shutdown.D())
+	stopWatch()
+	<-watchDone
+
+	drain := s.cfg.Timeouts.Shutdown.D()
+	s.log.Info("shutting down: refusing new connections, draining in-flight requests", "drain_timeout", drain.String())
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	err1 := s.mainSrv.Shutdown(sctx)
-	err2 := s.adminSrv.Shutdown(sctx)
-	err3 := s.store.Close()
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return serveErr
+	var wg sync.WaitGroup
+	shutdown := func(srv *http.Server, name string) {
+		defer wg.Done()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.log.Warn("in-flight requests did not finish in time; closing their connections", "listener", name,
+				"drain_timeout", drain.String(), "error", err.Error())
+			_ = srv.Close()
+		}
 	}
-	return errors.Join(err1, err2, err3)
+	wg.Add(2)
+	go shutdown(s.mainSrv, "listen")
+	go shutdown(s.adminSrv, "admin_listen")
+	wg.Wait()
+	closeErr := s.store.Close()
+	if closeErr != nil {
+		closeErr = fmt.Errorf("closing the token store: %w", closeErr)
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return errors.Join(serveErr, closeErr)
+	}
+	s.log.Info("stopped")
+	return closeErr
 }
 
 // NewLogger returns a JSON slog logger at level (debug, info, warn, error).

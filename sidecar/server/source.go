@@ -5,11 +5,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,25 +23,48 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
 )
 
 // A source produces the policy bundle to serve: from files (providers,
 // policies, routes), from a bundle file or directory, or from a bundle URL.
+// Its methods are called by one goroutine at a time (Server.Reload holds a
+// mutex; Watch runs in its own goroutine and touches only its own state).
 type source interface {
-	// Load returns the current bundle. unchanged is true when the source
-	// knows nothing changed since the last successful Load (an ETag match).
-	Load(ctx context.Context) (b *bundle.Bundle, unchanged bool, err error)
+	// Load returns the source's current content. etag is the ETag of the
+	// content the server processed last (""  if none); a URL source sends it
+	// as If-None-Match and reports notModified on a 304.
+	//
+	// An error with a zero loadResult.version means the content could not be
+	// obtained (network, missing file): nothing is known about it. An error
+	// with a version means the content was read but is not a valid bundle;
+	// the server remembers that version as rejected and does not report it
+	// again until the content changes.
+	Load(ctx context.Context, etag string) (loadResult, error)
 	// Watch calls changed whenever the source may have changed, until ctx
-	// ends. Sources that cannot watch return at once.
-	Watch(ctx context.Context, changed func()) error
-	// Describe names the source for logs.
+	// ends; it returns nil then. Sources that cannot watch return nil at
+	// once. Problems that do not stop the watch are logged on log.
+	Watch(ctx context.Context, changed func(), log *slog.Logger) error
+	// Describe names the source for logs and /readyz; it never contains a
+	// credential (URLs are redacted).
 	Describe() string
+}
+
+// loadResult is what a source loaded.
+type loadResult struct {
+	bundle      *bundle.Bundle // nil when notModified or on error
+	version     string         // identity of the content (a hash); "" when unknown
+	etag        string         // the response's ETag (URL sources)
+	notModified bool           // the server answered 304 to If-None-Match
+	warnings    []string       // non-fatal problems (providers file warnings)
 }
 
 func newSource(c *Config, client *http.Client) source {
 	switch {
 	case c.Bundle != "" && strings.Contains(c.Bundle, "://"):
-		return &urlSource{url: c.Bundle, client: client, poll: c.BundlePoll.D()}
+		return &urlSource{url: c.Bundle, shown: redactURL(c.Bundle), client: client, poll: c.BundlePoll.D()}
 	case c.Bundle != "":
 		return &bundleFileSource{path: c.Bundle, watch: c.WatchEnabled()}
 	default:
@@ -47,7 +76,7 @@ func newSource(c *Config, client *http.Client) source {
 }
 
 // filesSource builds the bundle from providers.yaml, Rego files and a route
-// table on every load.
+// table on every load (what `oidc-sidecar bundle build` does).
 type filesSource struct {
 	providers string
 	policies  []string
@@ -69,12 +98,38 @@ func (s *filesSource) Describe() string {
 	return d
 }
 
-func (s *filesSource) Load(ctx context.Context) (*bundle.Bundle, bool, error) {
-	b, err := policy.BuildFromFiles(ctx, s.providers, s.policies, s.routes, s.settings, "")
-	return b, false, err
+// Load is policy.BuildFromFiles, keeping the providers file's warnings.
+// Any error is reported as "could not load" (no version): a file caught
+// half-written is simply retried on the next change.
+func (s *filesSource) Load(ctx context.Context, _ string) (loadResult, error) {
+	pf, err := provider.Load(s.providers)
+	if err != nil {
+		return loadResult{}, err
+	}
+	var pols []policy.File
+	if len(s.policies) > 0 {
+		if pols, err = policy.LoadPolicies(s.policies, false); err != nil {
+			return loadResult{}, err
+		}
+	}
+	var rts []routes.Route
+	if s.routes != "" {
+		if rts, err = routes.Load(s.routes, scope.Known); err != nil {
+			return loadResult{}, err
+		}
+	}
+	b, err := policy.Build(ctx, policy.Sources{Providers: pf.Providers, Policies: pols, Routes: rts, Settings: s.settings})
+	if err != nil {
+		return loadResult{}, err
+	}
+	res := loadResult{bundle: b, version: bundleHash(b)}
+	for _, w := range pf.Warnings {
+		res.warnings = append(res.warnings, w.String())
+	}
+	return res, nil
 }
 
-func (s *filesSource) Watch(ctx context.Context, changed func()) error {
+func (s *filesSource) Watch(ctx context.Context, changed func(), log *slog.Logger) error {
 	if !s.watch {
 		return nil
 	}
@@ -82,7 +137,7 @@ func (s *filesSource) Watch(ctx context.Context, changed func()) error {
 	if s.routes != "" {
 		paths = append(paths, s.routes)
 	}
-	return watchPaths(ctx, paths, changed)
+	return watchPaths(ctx, paths, changed, log)
 }
 
 // bundleFileSource reads a bundle tarball or directory.
@@ -93,34 +148,64 @@ type bundleFileSource struct {
 
 func (s *bundleFileSource) Describe() string { return "bundle " + s.path }
 
-func (s *bundleFileSource) Load(context.Context) (*bundle.Bundle, bool, error) {
-	b, err := policy.ReadBundleFile(s.path)
-	return b, false, err
+func (s *bundleFileSource) Load(context.Context, string) (loadResult, error) {
+	st, err := os.Stat(s.path)
+	if err != nil {
+		return loadResult{}, fmt.Errorf("bundle: %w", err)
+	}
+	if st.IsDir() {
+		b, err := policy.ReadBundleFile(s.path)
+		if err != nil {
+			return loadResult{}, err
+		}
+		v := bundleHash(b)
+		defaultRevision(b, v)
+		return loadResult{bundle: b, version: v}, nil
+	}
+	if st.Size() > policy.MaxBundleBytes {
+		return loadResult{}, fmt.Errorf("bundle %s is larger than %d bytes", s.path, policy.MaxBundleBytes)
+	}
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		return loadResult{}, fmt.Errorf("bundle: %w", err)
+	}
+	v := bytesHash(data)
+	b, err := policy.ReadBundle(bytes.NewReader(data))
+	if err != nil {
+		return loadResult{version: v}, fmt.Errorf("bundle %s: %w", s.path, err)
+	}
+	defaultRevision(b, v)
+	return loadResult{bundle: b, version: v}, nil
 }
 
-func (s *bundleFileSource) Watch(ctx context.Context, changed func()) error {
+func (s *bundleFileSource) Watch(ctx context.Context, changed func(), log *slog.Logger) error {
 	if !s.watch {
 		return nil
 	}
-	return watchPaths(ctx, []string{s.path}, changed)
+	return watchPaths(ctx, []string{s.path}, changed, log)
 }
 
-// watchPaths watches the directories holding paths (so that editors that
-// replace files by renaming are seen) and calls changed, debounced, when
-// anything under them changes.
-func watchPaths(ctx context.Context, paths []string, changed func()) error {
+// watchPaths watches the directories holding paths — so that files replaced
+// by a rename (editors, `bundle build`, Kubernetes ConfigMap updates) are
+// seen — and calls changed, debounced, when one of the files or anything
+// under a watched directory changes. It returns nil when ctx ends.
+func watchPaths(ctx context.Context, paths []string, changed func(), log *slog.Logger) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("file watch: %w", err)
 	}
 	defer w.Close()
+	files := map[string]bool{} // cleaned paths of the watched files
+	trees := []string{}        // watched directories (recursively)
 	dirs := map[string]bool{}
 	for _, p := range paths {
+		p = filepath.Clean(p)
 		st, err := os.Stat(p)
 		if err != nil {
 			return fmt.Errorf("file watch: %w", err)
 		}
 		if st.IsDir() {
+			trees = append(trees, p)
 			_ = filepath.WalkDir(p, func(d string, e os.DirEntry, err error) error {
 				if err == nil && e.IsDir() {
 					dirs[d] = true
@@ -128,6 +213,7 @@ func watchPaths(ctx context.Context, paths []string, changed func()) error {
 				return nil
 			})
 		} else {
+			files[p] = true
 			dirs[filepath.Dir(p)] = true
 		}
 	}
@@ -136,102 +222,106 @@ func watchPaths(ctx context.Context, paths []string, changed func()) error {
 			return fmt.Errorf("file watch %s: %w", d, err)
 		}
 	}
+	inTree := func(name string) bool {
+		for _, t := range trees {
+			if name == t || strings.HasPrefix(name, t+string(filepath.Separator)) {
+				return true
+			}
+		}
+		return false
+	}
+	relevant := func(ev fsnotify.Event) bool {
+		name := filepath.Clean(ev.Name)
+		// Kubernetes swaps a ConfigMap volume's "..data" symlink: the files
+		// themselves (symlinks into it) produce no event.
+		return files[name] || inTree(name) || strings.HasPrefix(filepath.Base(name), "..")
+	}
 	const debounce = 250 * time.Millisecond
-	var timer *time.Timer
-	fire := make(chan struct{}, 1)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
 			return nil
 		case ev, ok := <-w.Events:
 			if !ok {
 				return nil
 			}
-			if ev.Op == fsnotify.Chmod {
+			if ev.Op == fsnotify.Chmod || !relevant(ev) {
 				continue
 			}
-			if timer == nil {
-				timer = time.AfterFunc(debounce, func() {
-					select {
-					case fire <- struct{}{}:
-					default:
+			// A directory created inside a watched tree is watched too.
+			if ev.Has(fsnotify.Create) && inTree(filepath.Clean(ev.Name)) {
+				if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
+					if err := w.Add(ev.Name); err != nil {
+						log.Warn("file watch: cannot watch a new directory; changes in it need a reload", "dir", ev.Name, "error", err.Error())
 					}
-				})
-			} else {
-				timer.Reset(debounce)
+				}
 			}
-		case <-fire:
+			timer.Reset(debounce)
+		case <-timer.C:
 			changed()
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
 			}
-			return fmt.Errorf("file watch: %w", err)
+			// An overflow loses events, not the watch: reload to catch up.
+			log.Warn("file watch: "+err.Error()+"; reloading to catch up", "error", err.Error())
+			timer.Reset(debounce)
 		}
 	}
 }
 
-func sum256(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
-
 // urlSource polls a bundle URL with If-None-Match.
 type urlSource struct {
 	url    string
+	shown  string // url without credentials, for logs
 	client *http.Client
 	poll   time.Duration
-	etag   string // of the last bundle loaded
-	hash   string // its content hash, for servers that send no ETag
 }
 
-func (s *urlSource) Describe() string { return "bundle " + s.url }
+func (s *urlSource) Describe() string { return "bundle " + s.shown }
 
-func (s *urlSource) Load(ctx context.Context) (*bundle.Bundle, bool, error) {
+func (s *urlSource) Load(ctx context.Context, etag string) (loadResult, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return nil, false, err
+		return loadResult{}, fmt.Errorf("bundle %s: %w", s.shown, scrubURLError(err))
 	}
-	if s.etag != "" {
-		req.Header.Set("If-None-Match", s.etag)
+	req.Header.Set("Accept", "application/gzip, application/octet-stream, */*")
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, false, fmt.Errorf("bundle %s: %w", s.url, err)
+		return loadResult{}, fmt.Errorf("bundle %s: %w", s.shown, scrubURLError(err))
 	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		return nil, true, nil
-	case http.StatusOK:
+	switch {
+	case resp.StatusCode == http.StatusNotModified && etag != "":
+		return loadResult{notModified: true, etag: etag}, nil
+	case resp.StatusCode == http.StatusOK:
 	default:
-		return nil, false, fmt.Errorf("bundle %s: HTTP %d", s.url, resp.StatusCode)
+		return loadResult{}, fmt.Errorf("bundle %s: HTTP %d", s.shown, resp.StatusCode)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, policy.MaxBundleBytes+1))
 	if err != nil {
-		return nil, false, fmt.Errorf("bundle %s: %w", s.url, err)
+		return loadResult{}, fmt.Errorf("bundle %s: %w", s.shown, scrubURLError(err))
 	}
 	if len(data) > policy.MaxBundleBytes {
-		return nil, false, fmt.Errorf("bundle %s is larger than %d bytes", s.url, policy.MaxBundleBytes)
+		return loadResult{}, fmt.Errorf("bundle %s is larger than %d bytes", s.shown, policy.MaxBundleBytes)
 	}
+	res := loadResult{version: bytesHash(data), etag: resp.Header.Get("ETag")}
 	b, err := policy.ReadBundle(bytes.NewReader(data))
 	if err != nil {
-		return nil, false, fmt.Errorf("bundle %s: %w", s.url, err)
+		return res, fmt.Errorf("bundle %s: %w", s.shown, err)
 	}
-	if b.Manifest.Revision == "" {
-		b.Manifest.Revision = "sha256-" + hex.EncodeToString(sum256(data))[:16]
-	}
-	// Without an ETag, compare content: an unchanged bundle is not reloaded.
-	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
-	if resp.Header.Get("ETag") == "" && hash == s.hash {
-		return nil, true, nil
-	}
-	s.etag, s.hash = resp.Header.Get("ETag"), hash
-	return b, false, nil
+	defaultRevision(b, res.version)
+	res.bundle = b
+	return res, nil
 }
 
-func (s *urlSource) Watch(ctx context.Context, changed func()) error {
+func (s *urlSource) Watch(ctx context.Context, changed func(), _ *slog.Logger) error {
 	t := time.NewTicker(s.poll)
 	defer t.Stop()
 	for {
@@ -242,4 +332,88 @@ func (s *urlSource) Watch(ctx context.Context, changed func()) error {
 			changed()
 		}
 	}
+}
+
+// newBundleClient is the HTTP client that fetches bundle URLs.
+func newBundleClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           dialer.DialContext,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: 15 * time.Second,
+			MaxIdleConnsPerHost:   1,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("too many redirects")
+			}
+			if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+				return errors.New("refusing a redirect from https to " + req.URL.Scheme)
+			}
+			return nil
+		},
+	}
+}
+
+// defaultRevision gives a bundle without a manifest revision one derived
+// from its content.
+func defaultRevision(b *bundle.Bundle, version string) {
+	if b.Manifest.Revision == "" {
+		b.Manifest.Revision = "sha256-" + strings.TrimPrefix(version, "sha256:")[:16]
+	}
+}
+
+func bytesHash(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// bundleHash identifies a bundle's content: manifest, modules and data.
+func bundleHash(b *bundle.Bundle) string {
+	h := sha256.New()
+	m, _ := json.Marshal(b.Manifest)
+	h.Write(m)
+	mods := make([]bundle.ModuleFile, len(b.Modules))
+	copy(mods, b.Modules)
+	sort.Slice(mods, func(i, j int) bool { return mods[i].Path < mods[j].Path })
+	for _, mf := range mods {
+		fmt.Fprintf(h, "\x00%s\x00%d\x00", mf.Path, len(mf.Raw))
+		h.Write(mf.Raw)
+	}
+	d, _ := json.Marshal(b.Data) // map keys are sorted
+	h.Write([]byte{0})
+	h.Write(d)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// redactURL hides a URL's password and query (a presigned URL's signature
+// is a credential) for logs and /readyz.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	if u.User != nil { // a user name alone may be a token (https://TOKEN@host/...)
+		u.User = url.User("redacted")
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	u.Fragment = ""
+	return u.String()
+}
+
+// scrubURLError drops the URL from an *url.Error (it may hold a credential
+// in its query); callers name the redacted URL themselves.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

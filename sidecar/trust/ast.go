@@ -15,6 +15,19 @@
 //
 // Every clause must hold. A missing claim never satisfies a clause, negative
 // ones included.
+//
+// Keywords are case-insensitive. A bare claim name is a run of letters,
+// digits, "_", ".", "/", "-" and ":"; any other name is written as a quoted
+// string. Values are quoted strings with JSON escapes, or bare true, false
+// and JSON numbers, which mean the same as their quoted text: a claim
+// equals a value when it is that string, a boolean or number equal to it
+// (true and "true", 42 and "42.0"), or an array with such an element.
+// Objects and null never equal a value; a null claim counts as missing.
+// Glob patterns are OPA's glob.match with "/" as the separator: "*" and "?"
+// do not cross "/", "**" does.
+//
+// Parse turns the text into an Expr; Generate compiles an Expr to one Rego
+// module per provider, which evaluates it with the helpers in Library.
 package trust
 
 import "fmt"

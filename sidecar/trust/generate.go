@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/format"
 )
 
 //go:embed lib.rego
@@ -15,10 +14,11 @@ var library []byte
 // LibraryPath is the bundle path of the helper module; see Library.
 const LibraryPath = "sidecar/trust/lib.rego"
 
-// Library returns the fixed Rego module, package sidecar.trust, that holds
-// the helper functions every generated module calls (is, is_not, one_of,
-// not_one_of, matches, not_matches, exists, reason), and its bundle path.
-// The returned slice is a copy.
+// Library returns the fixed Rego module, package sidecar.trust, and its
+// bundle path. It holds allow and deny, which every generated module calls
+// with its table of clauses, and the helpers they are built from, which
+// hand-written modules may call too: is, is_not, one_of, not_one_of,
+// matches, not_matches, exists and reason. The returned slice is a copy.
 func Library() (path string, src []byte) {
 	return LibraryPath, append([]byte(nil), library...)
 }
@@ -31,31 +31,36 @@ type Module struct {
 	Expr         *Expr  // the parsed condition
 }
 
-// funcs maps each operator to its helper in the library.
-var funcs = map[Op]string{
-	OpIs:         "is",
-	OpIsNot:      "is_not",
-	OpOneOf:      "one_of",
-	OpNotOneOf:   "not_one_of",
-	OpMatches:    "matches",
-	OpNotMatches: "not_matches",
-	OpExists:     "exists",
-}
-
 // Generate compiles one provider's condition to a Rego v1 module at
 // sidecar/conditions/<provider id>.rego, package
-// sidecar.conditions["<provider id>"], which imports data.sidecar.trust
-// (see Library) and defines:
+// sidecar.conditions["<provider id>"] (the formatter's .<id> form for ids
+// that are Rego identifiers), which imports data.sidecar.trust (see
+// Library) and defines:
 //
-//   - allow: true when every clause holds (false by default; true when
-//     there are no clauses). It states the clauses themselves, so a rule
-//     that fails to evaluate can never turn into an allow.
-//   - deny: a set with one reason object per failed clause:
-//     {"code": "condition_failed", "condition", "claim", "operator",
-//     "expected", "actual", "missing", "message"}.
+//   - conditions: the clauses as a table, one row per clause:
+//     [claim, operator, expected, text], where expected is the value (a
+//     string), the values (an array, for the "one of" operators) or null
+//     (for exists), and text is the clause's canonical text.
+//   - allow := trust.allow(conditions): true when every clause holds for
+//     input.claims, false otherwise. It checks the clauses themselves and
+//     does not depend on deny, so a failure to evaluate deny can never turn
+//     into an allow.
+//   - deny := trust.deny(conditions): a set with one reason object per
+//     clause that does not hold: {"code": "condition_failed", "condition",
+//     "claim", "operator", "expected", "actual", "missing", "message"}.
 //
-// The claims are read from input.claims. The output is formatted with OPA's
-// formatter and is the same bytes for the same Module.
+// With no clauses it defines allow := true and deny := set().
+//
+// A table evaluated by the library, rather than rules per clause, keeps
+// every module to three small rules whatever its number of clauses: the
+// policy engine compiles all providers' modules on every load.
+//
+// The output is written directly in the layout of OPA's formatter (the
+// tests and fuzz targets check that format.Source leaves it unchanged;
+// formatting here would make Generate about ten times slower), and is
+// the same bytes for the same Module. Claim names and values are written as
+// JSON-escaped string literals, so no text in a condition can change the
+// module's structure.
 func Generate(m Module) (path string, src []byte, err error) {
 	if err := checkProviderID(m.ProviderID); err != nil {
 		return "", nil, err
@@ -72,13 +77,7 @@ func Generate(m Module) (path string, src []byte, err error) {
 		}
 	}
 	path = "sidecar/conditions/" + m.ProviderID + ".rego"
-	raw := render(m)
-	src, err = format.SourceWithOpts(path, raw, format.Opts{RegoVersion: ast.RegoV1})
-	if err != nil {
-		// Not reachable with a checked Module: every string is quoted.
-		return "", nil, fmt.Errorf("trust: provider %s: generated Rego does not parse (a bug in oidc-sidecar): %w", m.ProviderID, err)
-	}
-	return path, src, nil
+	return path, render(m), nil
 }
 
 // checkProviderID accepts ids that are safe as a file name and readable in
@@ -95,58 +94,49 @@ func checkProviderID(id string) error {
 	return nil
 }
 
-// render writes the module in (almost) the formatter's layout.
+// render writes the module in the layout of OPA's formatter (the tests
+// check that formatting it changes nothing). Comments are kept few: every
+// comment line of every module stays in the compiler's memory.
 func render(m Module) []byte {
 	var b strings.Builder
 	conds := m.Expr.Conditions
 
-	b.WriteString("# Code generated by oidc-sidecar. DO NOT EDIT.\n#\n")
-	if m.ProviderName != "" {
-		fmt.Fprintf(&b, "# Provider: %s\n", sanitizeComment(m.ProviderName))
-	}
-	fmt.Fprintf(&b, "# ID:       %s\n", m.ProviderID)
+	b.WriteString("# Code generated by oidc-sidecar")
 	if m.Source != "" {
-		fmt.Fprintf(&b, "# Source:   %s\n", sanitizeComment(m.Source))
+		b.WriteString(" from ")
+		b.WriteString(sanitizeComment(m.Source))
 	}
-	b.WriteString("#\n")
-	if len(conds) == 0 {
-		b.WriteString("# Trust conditions: none, so every verified token of this provider passes.\n")
-	} else {
-		b.WriteString("# Trust conditions, as written:\n#\n")
-		text := strings.Trim(m.Expr.Source, "\r\n\t ")
-		if text == "" {
-			text = m.Expr.String()
-		}
-		for line := range strings.SplitSeq(text, "\n") {
-			if line = sanitizeComment(strings.TrimSuffix(line, "\r")); line == "" {
-				b.WriteString("#\n")
-			} else {
-				fmt.Fprintf(&b, "#   %s\n", line)
-			}
+	b.WriteString(". DO NOT EDIT.\n# Provider ")
+	if m.ProviderName != "" {
+		b.WriteString(quote(m.ProviderName))
+		b.WriteString(" ")
+	}
+	fmt.Fprintf(&b, "(%s), trust conditions:\n", m.ProviderID)
+	text := strings.Trim(m.Expr.Source, "\r\n\t ")
+	if text == "" {
+		text = m.Expr.String()
+	}
+	if text == "" {
+		text = "(none)"
+	}
+	for line := range strings.SplitSeq(text, "\n") {
+		if line = sanitizeComment(strings.TrimSuffix(line, "\r")); line == "" {
+			b.WriteString("#\n")
+		} else {
+			fmt.Fprintf(&b, "#   %s\n", line)
 		}
 	}
-	fmt.Fprintf(&b, "package sidecar.conditions[%s]\n\nimport data.sidecar.trust\n\n", quote(m.ProviderID))
+	fmt.Fprintf(&b, "package sidecar.conditions%s\n\n", packageKey(m.ProviderID))
 
 	if len(conds) == 0 {
-		b.WriteString("allow := true\n")
+		b.WriteString("allow := true\n\ndeny := set()\n")
 		return []byte(b.String())
 	}
-
-	b.WriteString("# allow holds when every condition holds.\ndefault allow := false\n\nallow if {\n")
-	for i, c := range conds {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		fmt.Fprintf(&b, "\t# %s\n\t%s\n", c.String(), call(c))
-	}
-	b.WriteString("}\n")
-
-	b.WriteString("\n# deny holds a reason for each condition that does not hold.\n")
-	for i, c := range conds {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		text := c.String()
+	b.WriteString("import data.sidecar.trust\n\n")
+	b.WriteString("allow := trust.allow(conditions)\n\n")
+	b.WriteString("deny := trust.deny(conditions)\n\n")
+	b.WriteString("conditions := [\n")
+	for _, c := range conds {
 		expected := "null"
 		switch c.Op {
 		case OpExists:
@@ -155,23 +145,20 @@ func render(m Module) []byte {
 		default:
 			expected = quote(c.Values[0])
 		}
-		fmt.Fprintf(&b, "# %s\ndeny contains r if {\n\tnot %s\n\tr := trust.reason(input.claims, %s, %s, %s, %s)\n}\n",
-			text, call(c), regoString(text), quote(c.Claim), quote(string(c.Op)), expected)
+		fmt.Fprintf(&b, "\t[%s, %s, %s, %s],\n", quote(c.Claim), quote(string(c.Op)), expected, regoString(c.String()))
 	}
+	b.WriteString("]\n")
 	return []byte(b.String())
 }
 
-// call renders the library call that holds when clause c holds.
-func call(c Condition) string {
-	args := "input.claims, " + quote(c.Claim)
-	switch c.Op {
-	case OpExists:
-	case OpOneOf, OpNotOneOf:
-		args += ", " + list(c.Values)
-	default:
-		args += ", " + quote(c.Values[0])
+// packageKey renders the provider id as the last element of the package
+// path the way OPA's formatter does: ["<id>"], or .<id> for an id that is a
+// valid Rego variable name and not a keyword.
+func packageKey(id string) string {
+	if ast.IsVarCompatibleString(id) && !ast.IsKeywordInRegoVersion(id, ast.RegoV1) {
+		return "." + id
 	}
-	return "trust." + funcs[c.Op] + "(" + args + ")"
+	return "[" + quote(id) + "]"
 }
 
 // list renders values as a Rego array of strings.

@@ -4,9 +4,18 @@
 # This file is embedded in oidc-sidecar (sidecar/trust/lib.rego) and shipped
 # in every bundle as sidecar/trust/lib.rego. Edit it there, not in a bundle.
 #
-# Every function takes the claims object first (input.claims) and the claim
-# name second, and holds (is true) or is undefined; none of them can raise a
-# runtime error, whatever the claims hold.
+# A generated module holds its provider's clauses as a table of rows
+# [claim, operator, expected, text] and defines
+#
+#   allow := trust.allow(conditions)
+#   deny := trust.deny(conditions)
+#
+# allow and deny read the claims from input.claims. The functions below
+# them take the claims object first and the claim name second, so that
+# hand-written modules can call them too, e.g.
+# trust.is(input.claims, "repository_owner", "octo-org"). They hold (are
+# true) or are undefined, and none of them raises a runtime error, whatever
+# the claims hold.
 #
 # Rules of comparison:
 #   - A claim is missing when it is absent or null. A missing claim
@@ -20,6 +29,62 @@
 #   - Glob patterns use glob.match with "/" as the separator: "*" and "?"
 #     do not cross "/", "**" does.
 package sidecar.trust
+
+# allow(conditions): true when every condition row holds for input.claims;
+# false (never undefined) otherwise. It states the conditions themselves and
+# does not depend on deny.
+allow(conditions) if {
+	claims := input.claims
+	every row in conditions {
+		holds(claims, row)
+	}
+} else := false
+
+# deny(conditions): a set with one denial reason (see reason) for each
+# condition row that does not hold for input.claims.
+deny(conditions) := {reason(claims, text, name, op, expected) |
+	claims := input_claims
+	some row in conditions
+	not holds(claims, row)
+	[name, op, expected, text] := row
+}
+
+# input_claims is input.claims; an empty object (every claim missing) when
+# the input has no claims object, so that deny still explains.
+input_claims := input.claims if {
+	is_object(input.claims)
+} else := {}
+
+# holds(claims, [claim, operator, expected, text]): the condition row holds.
+# An unknown operator never holds. OPA indexes the operator, so only its
+# definitions run. The "is" and "is one of" cases are spelled out here
+# (string claim first) because they are by far the most common.
+holds(claims, [name, "is", want, _]) if claims[name] == want
+
+holds(claims, [name, "is", want, _]) if {
+	value := claims[name]
+	not is_string(value)
+	equals(value, want)
+}
+
+holds(claims, [name, "is not", want, _]) if is_not(claims, name, want)
+
+holds(claims, [name, "is one of", wants, _]) if claims[name] in wants
+
+holds(claims, [name, "is one of", wants, _]) if {
+	value := claims[name]
+	not is_string(value)
+	some want in wants
+	equals(value, want)
+}
+
+holds(claims, [name, "is not one of", wants, _]) if not_one_of(claims, name, wants)
+
+holds(claims, [name, "matches", pattern, _]) if matches(claims, name, pattern)
+
+holds(claims, [name, "does not match", pattern, _]) if not_matches(claims, name, pattern)
+
+holds(claims, [name, "exists", _, _]) if exists(claims, name)
 
 # is(claims, name, want): claim `name` equals `want`, or, for an array
 # claim, contains an element that does.
@@ -57,10 +122,14 @@ not_one_of(claims, name, wants) if {
 
 # matches(claims, name, pattern): claim `name` (a string, or the JSON text of
 # a boolean or number), or an element of an array claim, matches the glob
-# `pattern`.
-matches(claims, name, pattern) if glob.match(pattern, ["/"], text(claims[name]))
+# `pattern` (a valid glob; the generator checks it).
+matches(claims, name, pattern) if {
+	is_string(pattern)
+	glob.match(pattern, ["/"], text(claims[name]))
+}
 
 matches(claims, name, pattern) if {
+	is_string(pattern)
 	value := claims[name]
 	is_array(value)
 	some element in value
@@ -96,6 +165,7 @@ scalar_equals(x, want) if {
 
 scalar_equals(x, want) if {
 	is_number(x)
+	is_string(want)
 	regex.match(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`, want)
 	to_number(want) == x
 }

@@ -81,7 +81,7 @@ func isClaimChar(r rune) bool {
 
 // isSpace reports whether r separates tokens.
 func isSpace(r rune) bool {
-	return r == ' ' || r == '\n' || r == '\t' || r == '\r' || r > utf8.RuneSelf && unicode.IsSpace(r)
+	return r == ' ' || r == '\n' || r == '\t' || r == '\r' || r >= utf8.RuneSelf && unicode.IsSpace(r)
 }
 
 // isKeyword reports whether w is a keyword, in any ASCII case.
@@ -347,6 +347,7 @@ func (p *parser) value(t token, where string) (string, error) {
 			}
 			return "", p.errorf(t.off, "invalid number %s (numbers use JSON syntax; to compare text, quote it: %s)", bad, quote(bad))
 		}
+		w = p.bareRun(t.off)
 		return "", p.errorf(t.off, "expected a quoted value %s, found unquoted %s (write %s)", where, w, quote(w))
 	}
 	return "", p.errorf(t.off, "expected a quoted value %s, found %s", where, p.describe(t))
@@ -361,8 +362,9 @@ func (p *parser) pattern(c *Condition, after string) error {
 	}
 	if t.kind != tString {
 		msg := fmt.Sprintf("expected a quoted glob pattern after %q, found %s", after, p.describe(t))
-		if t.kind == tWord {
-			msg += fmt.Sprintf(" (write %s)", quote(p.text(t)))
+		if t.kind == tWord && !isKeyword(p.text(t)) {
+			w := p.bareRun(t.off)
+			msg = fmt.Sprintf("expected a quoted glob pattern after %q, found unquoted %s (write %s)", after, w, quote(w))
 		}
 		return p.errorf(t.off, "%s", msg)
 	}
@@ -372,7 +374,7 @@ func (p *parser) pattern(c *Condition, after string) error {
 		if errors.As(err, &se) {
 			off = p.sourceOffset(t, se.Offset)
 		}
-		return p.errorf(off, "invalid glob pattern: %s (escape a literal *, ?, [, ], {, } or , with \\\\)", globReason(err))
+		return p.errorf(off, "invalid glob pattern: %s (to match one of * ? [ ] { } , \\ literally, put a backslash before it, written \\\\ inside the quotes)", globReason(err))
 	}
 	c.Values = []string{t.val}
 	return nil
@@ -408,6 +410,20 @@ func (p *parser) expectWord(w, after string) error {
 		return p.errorf(t.off, "expected %q after %q, found %s", w, after, p.describe(t))
 	}
 	return nil
+}
+
+// bareRun returns the text from off up to the next space, quote, bracket
+// or comma: what the user probably meant as one unquoted value.
+func (p *parser) bareRun(off int) string {
+	end := off
+	for end < len(p.src) {
+		r, size := utf8.DecodeRuneInString(p.src[end:])
+		if isSpace(r) || strings.ContainsRune(`"[],`, r) {
+			break
+		}
+		end += size
+	}
+	return truncate(p.src[off:end], 40)
 }
 
 // startsOperator reports whether the next token is a word that starts an

@@ -1,0 +1,344 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
+)
+
+// benchTargets starts, on loopback: a small upstream API; a bare
+// httputil.ReverseProxy in front of it (same tuned transport, pooled
+// buffers); and the sidecar proxy in front of it with a real Redis token
+// store, the real compiled policy, metrics and a JSON audit log (to
+// io.Discard). It returns the three base URLs and the token to send.
+func benchTargets(tb testing.TB) (targets map[string]string, tok string) {
+	return benchTargetsWith(tb, defaultSnapshot(tb))
+}
+
+func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]string, tok string) {
+	tb.Helper()
+	body := []byte(`{"url":"https://api.buddy.works/workspaces/acme/projects/web/pipelines/7/executions","page":1,"page_size":20,"executions":[]}`)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}))
+	tb.Cleanup(up.Close)
+	upURL, _ := url.Parse(up.URL)
+
+	bareTr := NewTransport()
+	tb.Cleanup(bareTr.CloseIdleConnections)
+	bare := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upURL)
+			pr.SetXForwarded()
+		},
+		Transport:     bareTr,
+		FlushInterval: -1,
+		BufferPool:    &bufferPool{},
+	})
+	tb.Cleanup(bare.Close)
+
+	rs := redistest.Start(tb)
+	store, err := token.NewRedis(token.RedisOptions{URL: rs.URL(), Timeout: time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	rec := record("EXECUTION_INFO")
+	rec.ExpiresAt = time.Now().Add(24 * time.Hour).Unix()
+	tok, hash, _ := token.New()
+	if err := store.Save(context.Background(), hash, &rec, 24*time.Hour); err != nil {
+		tb.Fatal(err)
+	}
+	sideTr := NewTransport()
+	tb.Cleanup(sideTr.CloseIdleConnections)
+	p, err := New(Options{
+		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
+		Transport: sideTr, Metrics: benchMetrics,
+		Audit: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	side := httptest.NewServer(p)
+	tb.Cleanup(side.Close)
+	return map[string]string{"direct": up.URL, "bare": bare.URL, "sidecar": side.URL}, tok
+}
+
+// benchMetrics records the sidecar target's metrics (policy evaluation and
+// authorization time), read back by TestFixedRateLatency.
+var benchMetrics = metrics.New()
+
+func benchClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second, DisableCompression: true,
+	}}
+}
+
+func get(c *http.Client, base, tok string) error {
+	req, _ := http.NewRequest("GET", base+runExecutions+"?page=1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("User-Agent", "bench/1.0")
+	res, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return fmt.Errorf("status %d", res.StatusCode)
+	}
+	return nil
+}
+
+// BenchmarkProxy compares, in one run and over real loopback HTTP with
+// keep-alive clients: the upstream directly, a bare ReverseProxy, and the
+// sidecar (token lookup in Redis, OPA decision, forwarding). Concurrency is
+// 4×GOMAXPROCS goroutines. Besides ns/op it reports req/s and p50/p99
+// latency in µs.
+//
+//	go test -run '^$' -bench BenchmarkProxy -benchtime 5s ./sidecar/proxy
+func BenchmarkProxy(b *testing.B) {
+	targets, tok := benchTargets(b)
+	for _, name := range []string{"direct", "bare", "sidecar"} {
+		base := targets[name]
+		b.Run(name, func(b *testing.B) {
+			c := benchClient()
+			defer c.CloseIdleConnections()
+			for range 64 { // warm connections, caches and the route table
+				if err := get(c, base, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var mu sync.Mutex
+			var all []time.Duration
+			b.SetParallelism(4)
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := processCPU()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				lat := make([]time.Duration, 0, 1024)
+				for pb.Next() {
+					t0 := time.Now()
+					if err := get(c, base, tok); err != nil {
+						b.Error(err)
+						return
+					}
+					lat = append(lat, time.Since(t0))
+				}
+				mu.Lock()
+				all = append(all, lat...)
+				mu.Unlock()
+			})
+			elapsed := time.Since(start)
+			cpu := processCPU() - cpu0
+			b.StopTimer()
+			// CPU time of this process (client, proxy and upstream; not
+			// redis-server) per request: less sensitive to other load on
+			// the machine than wall-clock throughput.
+			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(len(all)), "cpu-µs/op")
+			p50, p99 := percentiles(all)
+			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
+			b.ReportMetric(float64(p50.Nanoseconds())/1e3, "p50-µs")
+			b.ReportMetric(float64(p99.Nanoseconds())/1e3, "p99-µs")
+		})
+	}
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)*50/100], d[min(len(d)-1, len(d)*99/100)]
+}
+
+// TestFixedRateLatency is an open-loop load run: requests are sent at a
+// fixed rate whatever the response times (latency counted from each
+// request's scheduled time, so stalls are not hidden), against the three
+// targets of BenchmarkProxy in turn. Set PROXY_FIXED_RATE (req/s) to run it;
+// PROXY_FIXED_SECONDS sets the duration per target (default 10).
+//
+//	PROXY_FIXED_RATE=1000 go test -run TestFixedRateLatency -v ./sidecar/proxy
+func TestFixedRateLatency(t *testing.T) {
+	rate, _ := strconv.Atoi(os.Getenv("PROXY_FIXED_RATE"))
+	if rate <= 0 {
+		t.Skip("set PROXY_FIXED_RATE=<requests per second> to run the fixed-rate load test")
+	}
+	secs, _ := strconv.Atoi(os.Getenv("PROXY_FIXED_SECONDS"))
+	if secs <= 0 {
+		secs = 10
+	}
+	targets, tok := benchTargets(t)
+	for round := 1; round <= 2; round++ { // interleave: direct, bare, sidecar, twice
+		for _, name := range []string{"direct", "bare", "sidecar"} {
+			r := fixedRate(t, targets[name], tok, rate, time.Duration(secs)*time.Second)
+			t.Logf("round %d %-8s %d/s × %ds: sent %d, errors %d | service p50 %5.0f p90 %5.0f p99 %6.0f max %6.0f µs | from schedule p50 %5.0f p99 %6.0f µs",
+				round, name, rate, secs, r.n, r.errors, us(r.svc[0]), us(r.svc[1]), us(r.svc[2]), us(r.svc[3]), us(r.sched[0]), us(r.sched[2]))
+			if name == "sidecar" {
+				t.Logf("         sidecar internals (mean over the run so far): %s", meanDurations(t,
+					"oidc_sidecar_policy_eval_duration_seconds", "oidc_sidecar_proxy_authorization_duration_seconds", "oidc_sidecar_upstream_duration_seconds"))
+			}
+		}
+	}
+}
+
+// loadResult holds p50, p90, p99 and max of the service time (from the
+// moment the request was sent) and of the time from its scheduled start
+// (which adds any lag of the generator, so stalls are not hidden).
+// meanDurations reads histograms from benchMetrics and formats their means.
+func meanDurations(t *testing.T, names ...string) string {
+	mfs, err := benchMetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, name := range names {
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			var sum float64
+			var n uint64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+				n += m.GetHistogram().GetSampleCount()
+			}
+			if n > 0 {
+				out = append(out, fmt.Sprintf("%s %.0f µs", strings.TrimPrefix(name, "oidc_sidecar_"), sum/float64(n)*1e6))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+type loadResult struct {
+	n, errors  int
+	svc, sched [4]time.Duration
+}
+
+func quantiles(d []time.Duration) [4]time.Duration {
+	slices.Sort(d)
+	n := len(d)
+	return [4]time.Duration{d[n*50/100], d[n*90/100], d[n*99/100], d[n-1]}
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+func fixedRate(t *testing.T, base, tok string, rate int, d time.Duration) loadResult {
+	c := benchClient()
+	defer c.CloseIdleConnections()
+	for range 200 {
+		if err := get(c, base, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	interval := time.Second / time.Duration(rate)
+	total := int(d / interval)
+	lat := make([]time.Duration, total)
+	svc := make([]time.Duration, total)
+	errs := make([]error, total)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range total {
+		due := start.Add(time.Duration(i) * interval)
+		if w := time.Until(due); w > 0 {
+			time.Sleep(w)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			errs[i] = get(c, base, tok)
+			svc[i] = time.Since(t0)
+			lat[i] = time.Since(due)
+		}()
+	}
+	wg.Wait()
+	r := loadResult{n: total}
+	kinds := map[string]int{}
+	for _, e := range errs {
+		if e != nil {
+			r.errors++
+			kinds[e.Error()]++
+		}
+	}
+	for k, n := range kinds {
+		t.Logf("  %d× %s", n, k)
+	}
+	r.svc, r.sched = quantiles(svc), quantiles(lat)
+	return r
+}
+
+// BenchmarkParts measures the per-request pieces in isolation (no HTTP).
+func BenchmarkParts(b *testing.B) {
+	snap := defaultSnapshot(b)
+	tbl := newTable(snap)
+	rec := record("EXECUTION_INFO")
+	b.Run("checkPath", func(b *testing.B) {
+		req := httptest.NewRequest("GET", runExecutions+"?page=1", nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = checkPath(req)
+		}
+	})
+	b.Run("match", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = tbl.match("GET", runExecutions)
+		}
+	})
+	b.Run("tokenValue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = tokenValue(&rec)
+		}
+	})
+	b.Run("authorize", func(b *testing.B) {
+		m := tbl.match("GET", runExecutions)
+		in := policyInput(m, tokenValue(&rec))
+		b.ReportAllocs()
+		for b.Loop() {
+			d, err := snap.Authorize(context.Background(), in)
+			if err != nil || !d.Allow {
+				b.Fatal(d, err)
+			}
+		}
+	})
+	b.Run("requestID", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = requestID("")
+		}
+	})
+}

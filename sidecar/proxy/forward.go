@@ -1,0 +1,293 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
+)
+
+// Identity headers (Options.IdentityHeaders). Any request header starting
+// with IdentityHeaderPrefix is removed before forwarding, so a client cannot
+// forge them.
+const (
+	IdentityHeaderPrefix = "X-Oidc-Sidecar-"
+	HeaderProvider       = "X-Oidc-Sidecar-Provider"   // the token's provider ID
+	HeaderSubject        = "X-Oidc-Sidecar-Subject"    // the OIDC token's sub
+	HeaderRepository     = "X-Oidc-Sidecar-Repository" // the repository claim, when the token has one
+	HeaderScopes         = "X-Oidc-Sidecar-Scopes"     // the token's scopes, comma-separated
+)
+
+// errUpstreamTimeout: no response headers within Options.Timeout.
+var errUpstreamTimeout = errors.New("upstream response headers timed out")
+
+// NewTransport returns the transport the proxy uses when Options.Transport
+// is nil: keep-alive with up to 256 idle connections per host (Go's default
+// of 2 makes a busy proxy open and close a connection for most requests),
+// HTTP/2 when the upstream offers it, and no transparent compression, so
+// Accept-Encoding and compressed bodies pass through untouched. The
+// response-header timeout is applied by the proxy itself, so a custom
+// transport gets it too.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// reverseProxy builds the forwarding half: Rewrite sets the URL, headers
+// and credential; bodies stream both ways (FlushInterval -1) with pooled
+// 32 KiB copy buffers; errors become Buddy-shaped 502/504.
+func (p *Proxy) reverseProxy(tr http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      tr,
+		FlushInterval:  -1,
+		BufferPool:     &bufferPool{},
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+	}
+}
+
+func exchangeOf(ctx context.Context) *exchange {
+	x, _ := ctx.Value(exchangeKey{}).(*exchange)
+	if x == nil {
+		x = &exchange{} // not reached: ServeHTTP always sets it
+	}
+	return x
+}
+
+// rewrite turns the client's request into the upstream request.
+// ReverseProxy has already removed hop-by-hop headers (Connection and what
+// it lists, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade),
+// Forwarded and X-Forwarded-*.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeOf(pr.In.Context())
+	out := pr.Out
+	u := out.URL
+	u.Scheme, u.Host, u.User, u.Opaque = p.upstream.Scheme, p.upstream.Host, nil, ""
+	// Exactly the authorized path, after the upstream's base path.
+	u.Path = p.basePath + x.rawPath
+	u.RawPath = p.baseRawPath + x.path
+	u.RawQuery = stripAccessToken(u.RawQuery)
+	u.ForceQuery, u.Fragment, u.RawFragment = false, "", ""
+	out.Host = p.upstream.Host
+
+	h := out.Header
+	for k := range h {
+		if len(k) >= len(IdentityHeaderPrefix) && strings.EqualFold(k[:len(IdentityHeaderPrefix)], IdentityHeaderPrefix) {
+			delete(h, k)
+		}
+	}
+	// No protocol upgrades: ReverseProxy would re-add them after its
+	// hop-by-hop cleanup, and the API has no use for them.
+	delete(h, "Upgrade")
+	delete(h, "Connection")
+
+	if p.upstreamAuth != "" {
+		h["Authorization"] = []string{p.upstreamAuth}
+	} else {
+		delete(h, "Authorization")
+	}
+	h["X-Request-Id"] = []string{x.id}
+	p.setForwarded(pr, x.clientIP)
+
+	if p.identity && x.rec != nil {
+		setIdentity(h, HeaderProvider, x.rec.ProviderID)
+		setIdentity(h, HeaderSubject, x.rec.Subject)
+		setIdentity(h, HeaderRepository, x.rec.Claims["repository"])
+		setIdentity(h, HeaderScopes, strings.Join(x.rec.Scopes, ","))
+	}
+	x.upStart = time.Now()
+}
+
+// setForwarded sets X-Forwarded-For/-Host/-Proto. When the peer is a
+// trusted proxy (the resolved client differs from the peer), the incoming
+// chain is kept and the peer appended, as every proxy on the way does;
+// otherwise whatever the client claimed is dropped and the chain starts at
+// the client. -Host and -Proto come from a trusted proxy's headers when it
+// sent them, else from this request.
+func (p *Proxy) setForwarded(pr *httputil.ProxyRequest, client netip.Addr) {
+	in, h := pr.In, pr.Out.Header
+	peer := peerOf(in.RemoteAddr)
+	viaTrusted := peer.IsValid() && client != peer
+	xff := addrString(client)
+	if viaTrusted {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + peer.String()
+		}
+	}
+	if xff != "" {
+		h["X-Forwarded-For"] = []string{xff}
+	}
+	host, proto := in.Host, "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	if viaTrusted {
+		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+			host = v
+		}
+		if v := in.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+			proto = v
+		}
+	}
+	h["X-Forwarded-Host"] = []string{host}
+	h["X-Forwarded-Proto"] = []string{proto}
+}
+
+func peerOf(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		a, _ := netip.ParseAddr(remote)
+		return a.Unmap()
+	}
+	return ap.Addr().Unmap()
+}
+
+// setIdentity sets an identity header when the value is non-empty and
+// legal in a header (no control characters); otherwise it leaves it out.
+func setIdentity(h http.Header, k, v string) {
+	if v == "" {
+		return
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return
+		}
+	}
+	h[k] = []string{v}
+}
+
+// modifyResponse records the upstream's status and timing and drops its
+// X-Request-Id (the client gets the proxy's, set before forwarding).
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	x := exchangeOf(res.Request.Context())
+	x.status = res.StatusCode
+	p.metrics.Upstream(res.StatusCode, time.Since(x.upStart))
+	res.Header.Del("X-Request-Id")
+	if res.StatusCode == http.StatusUnauthorized {
+		p.warnUpstream401(x.id)
+	}
+	return nil
+}
+
+// warnUpstream401 logs, at most once a minute, that the upstream refused a
+// request the policy allowed: the client sees a 401 it cannot fix, and the
+// usual cause is a wrong or expired upstream credential.
+func (p *Proxy) warnUpstream401(requestID string) {
+	now := time.Now().UnixNano()
+	last := p.last401.Load()
+	if now-last < int64(time.Minute) || !p.last401.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn("the upstream answered 401 to an authorized request; check the upstream credential (upstream.token_env)",
+		"request_id", requestID)
+}
+
+// errorHandler answers when the upstream could not be reached or did not
+// send response headers in time: 504 "upstream timed out" or 502 "upstream
+// unreachable", in Buddy's shape. Details go to the log only.
+func (p *Proxy) errorHandler(w http.ResponseWriter, req *http.Request, err error) {
+	x := exchangeOf(req.Context())
+	status, code, msg := http.StatusBadGateway, CodeUpstreamUnreachable, "upstream unreachable"
+	switch {
+	case errors.Is(err, errUpstreamTimeout):
+		status, code, msg = http.StatusGatewayTimeout, CodeUpstreamTimeout, "upstream timed out"
+	case req.Context().Err() != nil:
+		code = CodeClientClosed
+	}
+	if !x.upStart.IsZero() {
+		p.metrics.Upstream(0, time.Since(x.upStart))
+	}
+	if code == CodeClientClosed {
+		p.log.Debug("client went away before the upstream answered", "request_id", x.id)
+		x.status, x.code = 499, code // nginx's "client closed request", for the audit line only
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	p.log.Warn("upstream request failed", "request_id", x.id, "code", code, "error", err.Error())
+	x.status, x.code = status, code
+	apierr.Write(w, status, msg)
+}
+
+// headerTimeout bounds the time until the upstream's response headers
+// (dial and request body upload included) without limiting how long the
+// response body may stream.
+type headerTimeout struct {
+	rt http.RoundTripper
+	d  time.Duration
+}
+
+func (t *headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	timer := time.AfterFunc(t.d, func() { cancel(errUpstreamTimeout) })
+	res, err := t.rt.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() {
+		// The timer fired: whatever RoundTrip returned raced with it.
+		if err == nil {
+			res.Body.Close()
+		}
+		cancel(nil)
+		return nil, fmt.Errorf("%w after %s", errUpstreamTimeout, t.d)
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	res.Body = &cancelOnClose{ReadCloser: res.Body, cancel: cancel}
+	return res, nil
+}
+
+// cancelOnClose releases the request context when the body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel(nil)
+	return err
+}
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+const copyBufferSize = 32 << 10
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != copyBufferSize {
+		return
+	}
+	buf = buf[:copyBufferSize]
+	b.p.Put(&buf)
+}

@@ -1,0 +1,499 @@
+// Package proxy is the sidecar's proxy path: every request that is not one
+// of the sidecar's own endpoints is authenticated with the sidecar token it
+// carries, matched against the route table, authorized by the policy's
+// proxy decision (data.sidecar.proxy.decision) and, when allowed, forwarded
+// to the upstream API with the upstream credential in place of the token.
+//
+// Per request:
+//
+//  1. the path is checked (checkPath): rejected with 400/414, or accepted in
+//     exactly the escaped form that will be matched, authorized and forwarded;
+//  2. the bearer token (Authorization header or legacy ?access_token=) is
+//     looked up in the token store — one round trip at most, none for a
+//     string that is not a well-formed sidecar token;
+//  3. the route is matched with a gorilla/mux router compiled once per
+//     policy snapshot;
+//  4. the policy decides, from an input built directly as an OPA value; Go
+//     does not check scopes, workspaces or IP restrictions itself;
+//  5. an allowed request goes through httputil.ReverseProxy, streamed both
+//     ways; anything else is answered in Buddy's error shape.
+//
+// One audit line is written per request. The sidecar token and the
+// upstream credential are never logged or forwarded. See docs/proxy.md.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
+)
+
+// DefaultTimeout is how long the proxy waits for the upstream's response
+// headers when Options.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// Codes in audit lines for outcomes the policy does not decide. Policy
+// denials carry the policy's own code (unauthenticated, insufficient_scopes,
+// workspace_not_allowed, ip_not_allowed, route_not_allowed, ...); a request
+// forwarded to the upstream has code "allowed" and the upstream's status.
+const (
+	CodeAllowed             = "allowed"
+	CodeInvalidPath         = "invalid_path"
+	CodeConflictingTokens   = "conflicting_tokens"
+	CodePolicyUnavailable   = "policy_unavailable"
+	CodePolicyError         = "policy_error"
+	CodeStoreUnavailable    = "store_unavailable"
+	CodeMethodNotAllowed    = "method_not_allowed"
+	CodeCaseVariant         = "case_variant"
+	CodeUpstreamTimeout     = "upstream_timeout"
+	CodeUpstreamUnreachable = "upstream_unreachable"
+	CodeClientClosed        = "client_closed"
+)
+
+// codeRouteNotAllowed is the policy's code for "no route matched and
+// unknown routes are denied"; the proxy answers 405 or 400 instead when the
+// path matches a route under another method or another letter case.
+const codeRouteNotAllowed = "route_not_allowed"
+
+// Options configures New.
+type Options struct {
+	// Engine serves the policy snapshot; required. Before the first load
+	// every request gets 503.
+	Engine *policy.Engine
+	// Store holds issued tokens; required.
+	Store token.Store
+	// Clients resolves the caller's address (nil: the connection's peer).
+	Clients *clientip.Resolver
+	// Metrics records decisions and upstream timings (nil: none).
+	Metrics *metrics.Metrics
+	// Upstream is the API base URL, e.g. https://api.buddy.works; it may
+	// have a base path (https://host/api), which is prefixed to every
+	// forwarded path. Required; no user info, query or fragment.
+	Upstream *url.URL
+	// UpstreamToken replaces the client's Authorization header with
+	// "Bearer <UpstreamToken>". Empty: the header is removed.
+	UpstreamToken string
+	// Timeout bounds the wait for the upstream's response headers (dial
+	// included); past it the client gets 504. Default DefaultTimeout.
+	// Response bodies are streamed without a time limit.
+	Timeout time.Duration
+	// IdentityHeaders adds X-OIDC-Sidecar-Provider, -Subject, -Repository
+	// and -Scopes, describing the token, to forwarded requests. Headers with
+	// that prefix sent by clients are always removed.
+	IdentityHeaders bool
+	// Transport sends requests upstream. Default: NewTransport().
+	Transport http.RoundTripper
+	// Audit receives one line per request (event=proxy); nil: none.
+	Audit *slog.Logger
+	// Logger receives operational messages (store, policy, upstream errors).
+	Logger *slog.Logger
+	// Now is the clock for token expiry and the policy's input.time
+	// (default time.Now).
+	Now func() time.Time
+	// TokenCacheTTL is how long a token record found in the store is reused
+	// without asking the store again; it bounds how long a revoked token
+	// keeps working. 0 means DefaultTokenCacheTTL (1s), the maximum;
+	// negative disables the cache (every request with a well-formed token
+	// makes one store round trip). Unknown tokens and store errors are never
+	// cached.
+	TokenCacheTTL time.Duration
+}
+
+// Proxy is the http.Handler for every request that is not one of the
+// sidecar's own endpoints. It is safe for concurrent use.
+type Proxy struct {
+	engine   *policy.Engine
+	store    token.Store
+	clients  *clientip.Resolver
+	metrics  *metrics.Metrics
+	audit    *slog.Logger
+	log      *slog.Logger
+	now      func() time.Time
+	identity bool
+
+	upstream     *url.URL
+	basePath     string // upstream base path, unescaped, without trailing "/"
+	baseRawPath  string // the same, escaped
+	upstreamAuth string // "Bearer <UpstreamToken>", or "" to drop Authorization
+	rp           *httputil.ReverseProxy
+
+	cache *tokenCache // nil: disabled
+
+	last401 atomic.Int64 // unix nanos of the last "upstream answered 401" warning
+
+	buildMu sync.Mutex
+	tbl     atomic.Pointer[table]
+
+	// onDecision, when set (tests), sees every policy input and decision.
+	onDecision func(policy.ProxyInput, *policy.ProxyDecision)
+}
+
+// New checks o and returns the proxy.
+func New(o Options) (*Proxy, error) {
+	if o.Engine == nil {
+		return nil, errors.New("proxy: Options.Engine is required")
+	}
+	if o.Store == nil {
+		return nil, errors.New("proxy: Options.Store is required")
+	}
+	up := o.Upstream
+	switch {
+	case up == nil:
+		return nil, errors.New("proxy: Options.Upstream is required")
+	case up.Scheme != "http" && up.Scheme != "https":
+		return nil, fmt.Errorf("proxy: upstream %q: the scheme must be http or https", up.Redacted())
+	case up.Host == "":
+		return nil, fmt.Errorf("proxy: upstream %q has no host", up.Redacted())
+	case up.User != nil:
+		return nil, fmt.Errorf("proxy: upstream %q contains credentials; set the upstream token instead", up.Redacted())
+	case up.RawQuery != "" || up.ForceQuery || up.Fragment != "" || up.Opaque != "":
+		return nil, fmt.Errorf("proxy: upstream %q must not have a query or fragment", up.Redacted())
+	}
+	if strings.ContainsAny(o.UpstreamToken, "\r\n\x00") || strings.TrimSpace(o.UpstreamToken) != o.UpstreamToken {
+		return nil, errors.New("proxy: the upstream token contains whitespace or control characters")
+	}
+	if o.TokenCacheTTL > DefaultTokenCacheTTL {
+		return nil, fmt.Errorf("proxy: TokenCacheTTL is %s; at most %s, so that a revocation takes effect within it", o.TokenCacheTTL, DefaultTokenCacheTTL)
+	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("proxy: Timeout must not be negative, got %s", o.Timeout)
+	}
+	p := &Proxy{
+		engine: o.Engine, store: o.Store, clients: o.Clients, metrics: o.Metrics,
+		audit: o.Audit, log: o.Logger, now: o.Now, identity: o.IdentityHeaders,
+		upstream:    &url.URL{Scheme: up.Scheme, Host: up.Host},
+		basePath:    strings.TrimSuffix(up.Path, "/"),
+		baseRawPath: strings.TrimSuffix(up.EscapedPath(), "/"),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if o.UpstreamToken != "" {
+		p.upstreamAuth = "Bearer " + o.UpstreamToken
+	}
+	switch {
+	case o.TokenCacheTTL == 0:
+		p.cache = newTokenCache(DefaultTokenCacheTTL)
+	case o.TokenCacheTTL > 0:
+		p.cache = newTokenCache(o.TokenCacheTTL)
+	}
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	tr := o.Transport
+	if tr == nil {
+		tr = NewTransport()
+	}
+	p.rp = p.reverseProxy(&headerTimeout{rt: tr, d: timeout})
+	return p, nil
+}
+
+// exchange is the state of one request, shared with the ReverseProxy hooks
+// through the request context.
+type exchange struct {
+	start     time.Time // monotonic, for durations
+	id        string
+	method    string
+	path      string // the checked, escaped path: matched, authorized, forwarded
+	rawPath   string // path unescaped
+	route     string // the matched template, "" for none
+	workspace string
+	clientIP  netip.Addr
+	rec       *token.Record
+	status    int
+	code      string
+	allowed   bool
+	authDur   time.Duration
+	upStart   time.Time
+}
+
+type exchangeKey struct{}
+
+// ServeHTTP authenticates, authorizes and forwards one request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	x := &exchange{start: time.Now(), method: req.Method, id: requestID(req.Header.Get("X-Request-Id"))}
+	w.Header().Set("X-Request-Id", x.id)
+	x.clientIP = p.clients.IP(req)
+	defer p.finish(req.Context(), x)
+
+	snap := p.engine.Current()
+	if snap == nil {
+		w.Header().Set("Retry-After", "1")
+		p.reply(w, x, http.StatusServiceUnavailable, CodePolicyUnavailable, "The sidecar has no authorization policy loaded")
+		return
+	}
+	esc, perr := checkPath(req)
+	if perr != nil {
+		p.reply(w, x, perr.status, CodeInvalidPath, "Invalid request path: "+perr.reason)
+		return
+	}
+	x.path = esc
+	x.rawPath, _ = url.PathUnescape(esc) // checkPath accepted only valid escapes
+
+	tok, sent, err := bearerToken(req)
+	if err != nil {
+		p.reply(w, x, http.StatusBadRequest, CodeConflictingTokens, err.Error())
+		return
+	}
+	now := p.now()
+	var tv ast.Value
+	if sent && token.WellFormed(tok) {
+		rec, val, err := p.lookup(req.Context(), token.Hash(tok))
+		if err != nil {
+			p.metrics.StoreError("get")
+			p.log.Error("token store lookup failed; refusing the request", "request_id", x.id, "error", err.Error())
+			w.Header().Set("Retry-After", "1")
+			p.reply(w, x, http.StatusServiceUnavailable, CodeStoreUnavailable, "The token store is temporarily unavailable")
+			return
+		}
+		if rec != nil && !rec.Expired(now) {
+			x.rec, tv = rec, val
+		}
+	}
+
+	t := p.table(snap)
+	m := t.match(req.Method, esc)
+	if m.route != nil {
+		x.route = m.route.Path
+	}
+	x.workspace = m.vars[routes.WorkspaceVar]
+	in := policy.ProxyInput{
+		Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv,
+		ClientIP: addrString(x.clientIP), Time: now,
+	}
+	evalStart := time.Now()
+	d, err := snap.Authorize(req.Context(), in)
+	p.metrics.PolicyEval("proxy", time.Since(evalStart))
+	x.authDur = time.Since(x.start)
+	if err != nil {
+		p.log.Error("proxy decision failed; refusing the request", "request_id", x.id, "revision", snap.Revision, "error", err.Error())
+		w.Header().Set("Retry-After", "1")
+		p.reply(w, x, http.StatusServiceUnavailable, CodePolicyError, "Authorization is temporarily unavailable")
+		return
+	}
+	if p.onDecision != nil {
+		p.onDecision(in, d)
+	}
+
+	// A path that matches routes only under other methods or another
+	// letter case: once the caller is authenticated (the policy's checks
+	// before the route come first), say so instead of "not in the table".
+	if m.route == nil && (d.Allow || d.Code == codeRouteNotAllowed) {
+		switch {
+		case m.wrongMethod && !d.Allow:
+			allow := strings.Join(t.allowed(esc), ", ")
+			w.Header().Set("Allow", allow)
+			p.reply(w, x, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+				fmt.Sprintf("Method %s is not allowed for this path. Allowed methods: %s", req.Method, allow))
+			return
+		case m.caseVariant:
+			p.reply(w, x, http.StatusBadRequest, CodeCaseVariant,
+				"Invalid request path: it differs only in letter case from a route of the API")
+			return
+		}
+	}
+	if !d.Allow {
+		if d.Status == http.StatusUnauthorized {
+			challenge := `Bearer realm="oidc-sidecar"`
+			if sent {
+				challenge += `, error="invalid_token"`
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+		}
+		p.reply(w, x, d.Status, d.Code, d.Message)
+		return
+	}
+
+	x.allowed, x.code = true, CodeAllowed
+	p.rp.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), exchangeKey{}, x)))
+}
+
+// lookup returns the record stored for a token hash and its policy input
+// value: from the short-lived cache, or with one store round trip. A nil
+// record means unknown, expired or revoked; an error means the store could
+// not answer (the request must be refused, never forwarded).
+func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Value, error) {
+	start := time.Now()
+	var gen uint64
+	if p.cache != nil {
+		rec, val, g, ok := p.cache.get(hash, start)
+		if ok {
+			return rec, val, nil
+		}
+		gen = g
+	}
+	rec, err := p.store.Get(ctx, hash)
+	switch {
+	case errors.Is(err, token.ErrNotFound):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	val := tokenValue(rec)
+	if p.cache != nil {
+		// Expire relative to when the lookup started: the entry never
+		// outlives a revocation by more than the TTL.
+		p.cache.put(hash, rec, val, start, gen)
+	}
+	return rec, val, nil
+}
+
+// Forget evicts a token (by token.Hash) from the proxy's token cache, so
+// that its next use asks the store again. Revocation through this process
+// must call it — see ForgetOnRevoke — to take effect at once here; other
+// replicas see it within the cache TTL. Safe for concurrent use; a no-op
+// without a cache.
+func (p *Proxy) Forget(hash string) {
+	if p.cache != nil && hash != "" {
+		p.cache.forget(hash)
+	}
+}
+
+// ForgetOnRevoke returns a token.Store that is s except that every Revoke
+// made through it also evicts the token from p's cache (after the store
+// call, whatever its outcome). Give it to the component that revokes tokens
+// in the same process (the exchange's RFC 7009 endpoint), so that a token
+// revoked through this sidecar is refused by this sidecar's very next
+// request.
+func ForgetOnRevoke(s token.Store, p *Proxy) token.Store {
+	return &forgettingStore{Store: s, p: p}
+}
+
+type forgettingStore struct {
+	token.Store
+	p *Proxy
+}
+
+func (f *forgettingStore) Revoke(ctx context.Context, hash string) (bool, error) {
+	existed, err := f.Store.Revoke(ctx, hash)
+	f.p.Forget(hash)
+	return existed, err
+}
+
+// reply answers the request itself, in Buddy's error shape.
+func (p *Proxy) reply(w http.ResponseWriter, x *exchange, status int, code, msg string) {
+	x.status, x.code = status, code
+	apierr.Write(w, status, msg)
+}
+
+// finish records the request's metrics and writes its audit line.
+func (p *Proxy) finish(ctx context.Context, x *exchange) {
+	route := x.route
+	switch {
+	case route != "":
+	case x.code == CodeInvalidPath:
+		route = "invalid"
+	default:
+		route = "unmatched"
+	}
+	if x.authDur == 0 {
+		x.authDur = time.Since(x.start)
+	}
+	p.metrics.ProxyDecision(route, x.status, x.allowed, x.authDur)
+	if p.audit == nil {
+		return
+	}
+	var provider, sub string
+	if x.rec != nil {
+		provider, sub = x.rec.ProviderID, x.rec.Subject
+	}
+	h := p.audit.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	// A record without a source PC: Logger.LogAttrs would capture the
+	// caller's stack on every request for a field the audit line omits.
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "proxy", 0)
+	r.AddAttrs(
+		slog.String("event", "proxy"),
+		slog.String("request_id", x.id),
+		slog.String("method", x.method),
+		slog.String("route", x.route),
+		slog.String("path", x.path),
+		slog.Int("status", x.status),
+		slog.String("code", x.code),
+		slog.String("provider_id", provider),
+		slog.String("sub", sub),
+		slog.String("workspace", x.workspace),
+		slog.String("client_ip", addrString(x.clientIP)),
+		slog.Float64("duration_ms", float64(time.Since(x.start).Microseconds())/1000),
+	)
+	_ = h.Handle(ctx, r)
+}
+
+// table returns the compiled route table of snap, building it on the first
+// request that sees a new snapshot. Concurrent requests wait for one build.
+func (p *Proxy) table(snap *policy.Snapshot) *table {
+	if t := p.tbl.Load(); t != nil && t.snap == snap {
+		return t
+	}
+	p.buildMu.Lock()
+	defer p.buildMu.Unlock()
+	if t := p.tbl.Load(); t != nil && t.snap == snap {
+		return t
+	}
+	t := newTable(snap)
+	p.tbl.Store(t)
+	return t
+}
+
+// requestID keeps a well-formed incoming X-Request-Id (1-128 characters of
+// A-Z a-z 0-9 - _ . :) and otherwise makes a random one.
+func requestID(in string) string {
+	if n := len(in); n > 0 && n <= 128 {
+		ok := true
+		for i := 0; i < n && ok; i++ {
+			c := in[i]
+			ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
+		}
+		if ok {
+			return in
+		}
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // UUID version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}

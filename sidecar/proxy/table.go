@@ -1,0 +1,263 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
+)
+
+// table is the route table of one policy snapshot compiled into
+// gorilla/mux routers. It is built once per snapshot and read-only after.
+//
+// Routes are split into one router per number of "/" in their template: a
+// path can only match a template with as many slashes (a variable never
+// spans one), so a request is matched against its bucket only — for
+// Buddy's table at most 15 routes instead of 50.
+type table struct {
+	snap    *policy.Snapshot
+	routers map[int]*mux.Router // by strings.Count(template, "/")
+	byMux   map[*mux.Route]*routes.Route
+	methods []string   // every method some route accepts, sorted
+	shapes  []shape    // every route's segments, for the letter-case check
+	wsAt    []wsPrefix // where {workspace} sits, for paths that match no route
+	routes  []routes.Route
+}
+
+// shape is a route template split into segments; a variable is "".
+type shape struct {
+	route *routes.Route
+	segs  []string
+}
+
+// wsPrefix locates the workspace variable: segs are the segments before
+// it ("" = any value), so /workspaces/{workspace}/... gives ["workspaces"].
+type wsPrefix struct{ segs []string }
+
+// match is the outcome of routing one request.
+type match struct {
+	route *routes.Route     // nil: no route for this method and path
+	vars  map[string]string // the route's variables, escaped exactly as in the path
+	// wrongMethod: the path matches routes, none for this method.
+	wrongMethod bool
+	// caseVariant: the path matches a route only when letter case is ignored.
+	caseVariant bool
+}
+
+// newTable compiles a snapshot's routes. Routes are registered most
+// specific first — at the first segment where two templates differ, a
+// literal beats a variable — so /a/special wins over /a/{x}; otherwise the
+// table's order is kept. GET routes also accept HEAD unless the table has a
+// HEAD route for the same template.
+func newTable(snap *policy.Snapshot) *table {
+	t := &table{
+		snap:    snap,
+		routers: map[int]*mux.Router{},
+		byMux:   make(map[*mux.Route]*routes.Route, len(snap.Routes)),
+		routes:  slices.Clone(snap.Routes),
+	}
+	explicitHead := map[string]bool{}
+	for _, r := range t.routes {
+		if r.Method == http.MethodHead {
+			explicitHead[template(r.Path)] = true
+		}
+	}
+	order := make([]int, len(t.routes))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		return moreSpecific(t.routes[order[a]].Path, t.routes[order[b]].Path)
+	})
+	methodSet := map[string]bool{}
+	seenWS := map[string]bool{}
+	for _, i := range order {
+		r := &t.routes[i]
+		methods := []string{r.Method}
+		if r.Method == http.MethodGet && !explicitHead[template(r.Path)] {
+			methods = append(methods, http.MethodHead)
+		}
+		for _, m := range methods {
+			methodSet[m] = true
+		}
+		n := strings.Count(r.Path, "/")
+		rt := t.routers[n]
+		if rt == nil {
+			// SkipClean: never a 301 to a cleaned path (checkPath rejects
+			// what cleaning would change). UseEncodedPath: match, and take
+			// variables from, the escaped path that is forwarded.
+			rt = mux.NewRouter().SkipClean(true).UseEncodedPath()
+			t.routers[n] = rt
+		}
+		mr := rt.NewRoute().Path(r.Path).Methods(methods...)
+		t.byMux[mr] = r
+
+		segs, names := splitTemplate(r.Path)
+		t.shapes = append(t.shapes, shape{route: r, segs: segs})
+		for j, name := range names {
+			if name != routes.WorkspaceVar {
+				continue
+			}
+			if key := strings.Join(segs[:j], "/"); !seenWS[key] {
+				seenWS[key] = true
+				t.wsAt = append(t.wsAt, wsPrefix{segs: segs[:j]})
+			}
+		}
+	}
+	for m := range methodSet {
+		t.methods = append(t.methods, m)
+	}
+	sort.Strings(t.methods)
+	return t
+}
+
+// match routes a request by method and escaped path (already checked by
+// checkPath). It never looks at anything else of the request.
+func (t *table) match(method, escPath string) match {
+	router := t.routers[strings.Count(escPath, "/")]
+	if router == nil {
+		return match{vars: t.workspaceOf(escPath), caseVariant: t.isCaseVariant(escPath)}
+	}
+	req := routingRequest(method, escPath)
+	var rm mux.RouteMatch
+	if router.Match(req, &rm) && rm.MatchErr == nil {
+		if r := t.byMux[rm.Route]; r != nil {
+			return match{route: r, vars: rm.Vars}
+		}
+	}
+	m := match{vars: t.workspaceOf(escPath)}
+	if rm.MatchErr == mux.ErrMethodMismatch {
+		m.wrongMethod = true
+	} else {
+		m.caseVariant = t.isCaseVariant(escPath)
+	}
+	return m
+}
+
+// allowed lists the methods that have a route for escPath (for Allow).
+func (t *table) allowed(escPath string) []string {
+	router := t.routers[strings.Count(escPath, "/")]
+	if router == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range t.methods {
+		var rm mux.RouteMatch
+		if router.Match(routingRequest(m, escPath), &rm) && rm.MatchErr == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// workspaceOf finds the workspace segment of a path that matches no route,
+// so that the policy can still apply a token's workspace restriction when
+// unknown routes are forwarded. Positions come from the table's own
+// templates: with Buddy's table, /workspaces/<w>/... gives <w>. Literal
+// segments are compared ignoring case, in case the upstream does.
+func (t *table) workspaceOf(escPath string) map[string]string {
+	if len(t.wsAt) == 0 {
+		return nil
+	}
+	segs := strings.Split(escPath[1:], "/")
+	for _, w := range t.wsAt {
+		if len(segs) <= len(w.segs) {
+			continue
+		}
+		ok := true
+		for i, s := range w.segs {
+			if s != "" && !strings.EqualFold(s, segs[i]) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return map[string]string{routes.WorkspaceVar: segs[len(w.segs)]}
+		}
+	}
+	return nil
+}
+
+// isCaseVariant reports whether escPath matches some route when the case of
+// its literal segments is ignored. Such a path reaches no route here, but an
+// upstream that matches paths case-insensitively would route it, so the
+// proxy refuses it instead of treating it as an unknown route.
+func (t *table) isCaseVariant(escPath string) bool {
+	segs := strings.Split(escPath[1:], "/")
+	for _, sh := range t.shapes {
+		if len(sh.segs) != len(segs) {
+			continue
+		}
+		ok := true
+		for i, s := range sh.segs {
+			if s != "" && !strings.EqualFold(s, segs[i]) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// routingRequest is the minimal request mux needs to match method and path.
+func routingRequest(method, escPath string) *http.Request {
+	u := &url.URL{Path: escPath, RawPath: escPath}
+	if p, err := url.PathUnescape(escPath); err == nil {
+		u.Path = p
+	}
+	return &http.Request{Method: method, URL: u}
+}
+
+// splitTemplate splits a route template into segments: literal segments
+// as they are and variables as "", with the variables' names alongside
+// (names[i] is "" for a literal segment).
+func splitTemplate(tpl string) (segs, names []string) {
+	if tpl == "/" {
+		return nil, nil
+	}
+	segs = strings.Split(tpl[1:], "/")
+	names = make([]string, len(segs))
+	for i, s := range segs {
+		if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") {
+			names[i] = s[1 : len(s)-1]
+			segs[i] = ""
+		}
+	}
+	return segs, names
+}
+
+// template is a route path with variable names erased, so /a/{x} and
+// /a/{y} compare equal.
+func template(tpl string) string {
+	segs, _ := splitTemplate(tpl)
+	return strings.Join(segs, "/")
+}
+
+// moreSpecific orders templates by segment count, then at the first
+// segment where one has a literal and the other a variable, the literal one
+// first. Only templates with the same number of segments can match the same
+// path (a variable never spans a "/"), so the count only makes the order
+// total.
+func moreSpecific(a, b string) bool {
+	sa, _ := splitTemplate(a)
+	sb, _ := splitTemplate(b)
+	if len(sa) != len(sb) {
+		return len(sa) < len(sb)
+	}
+	for i := range sa {
+		va, vb := sa[i] == "", sb[i] == ""
+		if va != vb {
+			return !va
+		}
+	}
+	return false
+}

@@ -141,15 +141,6 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if clients, err = clientip.New(cfg.Trusted); err != nil {
 		return nil, err
 	}
-	s.exchange, err = exchange.New(exchange.Options{
-		Engine: s.engine, Verifier: s.verifier, Store: s.store, Clients: clients,
-		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
-		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
-		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
-	})
-	if err != nil {
-		return nil, err
-	}
 	up, _ := url.Parse(cfg.Upstream.URL)
 	s.proxy, err = proxy.New(proxy.Options{
 		Engine: s.engine, Store: s.store, Clients: clients, Metrics: s.metrics,
@@ -160,6 +151,18 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		return nil, err
 	}
 
+	s.exchange, err = exchange.New(exchange.Options{
+		Engine: s.engine, Verifier: s.verifier, Clients: clients,
+		// A revocation here also drops the token from the proxy's short-lived
+		// cache, so it takes effect at once on this instance (others: ≤ 1 s).
+		Store:   proxy.ForgetOnRevoke(s.store, s.proxy),
+		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
+		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
+		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	s.source = newSource(cfg, newBundleClient())
 	if err = s.Reload(ctx); err != nil {

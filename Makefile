@@ -14,6 +14,7 @@ unit:
 build:
 	$(GO) build -o bin/oidc-sidecar ./cmd/oidc-sidecar
 
+# The upstream opa CLI, pinned by the tool directive in go.mod.
 $(OPA):
 	$(GO) build -o $(OPA) github.com/open-policy-agent/opa
 
@@ -25,6 +26,9 @@ policy-check: $(OPA) build
 	rm -rf bin/compiled && bin/oidc-sidecar policy compile --providers examples/providers.yaml --out bin/compiled
 	$(OPA) check --strict bin/compiled
 	$(OPA) test bin/compiled policies/
+	bin/oidc-sidecar bundle build --providers examples/providers.yaml -o bin/example.tar.gz
+	$(OPA) inspect bin/example.tar.gz
+	$(OPA) eval --bundle bin/example.tar.gz --format raw 'count(data.sidecar.routes)'
 
 demo:
 	$(GO) run ./cmd/oidc-sidecar demo

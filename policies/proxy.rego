@@ -29,7 +29,8 @@ decision := deny(401, "unauthenticated", "Wrong authentication data") if {
 	not token
 } else := deny(401, "unknown_provider", "Wrong authentication data") if {
 	# The provider that issued the token was removed from the configuration:
-	# its tokens stop working with it.
+	# its tokens stop working while it is absent (re-adding the same id
+	# revives unexpired ones; see docs/policy.md).
 	not data.sidecar.providers[token.provider_id]
 } else := deny(403, "ip_not_allowed", sprintf("Access from IP address %s is not allowed for this token", [input.client_ip])) if {
 	not ip_allowed

@@ -30,18 +30,8 @@ func (h *Handler) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 			ErrorDescription: "introspection needs the sidecar's admin token: send Authorization: Bearer <admin token>"})
 		return
 	}
-	form, f := h.parseForm(w, r, IntrospectPath, "token")
-	if f != nil {
-		writeOAuthFailure(w, f)
-		return
-	}
-	if len(form["token"]) > 1 {
-		writeJSON(w, http.StatusBadRequest, OAuthError{Error: "invalid_request", ErrorDescription: "parameter token is repeated; send it once"})
-		return
-	}
-	tok := form.Get("token")
-	if tok == "" {
-		writeJSON(w, http.StatusBadRequest, OAuthError{Error: "invalid_request", ErrorDescription: "token is missing; send the token to introspect as the form parameter token"})
+	tok, ok := h.tokenParam(w, r, IntrospectPath, "introspect")
+	if !ok {
 		return
 	}
 	if !token.WellFormed(tok) {
@@ -122,18 +112,8 @@ func digest(s string) []byte {
 // for. The answer is 200 for any token value, known or not (no oracle); 503
 // when the store cannot answer, so the caller knows nothing was revoked.
 func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	form, f := h.parseForm(w, r, RevokePath, "token")
-	if f != nil {
-		writeOAuthFailure(w, f)
-		return
-	}
-	if len(form["token"]) > 1 {
-		writeJSON(w, http.StatusBadRequest, OAuthError{Error: "invalid_request", ErrorDescription: "parameter token is repeated; send it once"})
-		return
-	}
-	tok := form.Get("token")
-	if tok == "" {
-		writeJSON(w, http.StatusBadRequest, OAuthError{Error: "invalid_request", ErrorDescription: "token is missing; send the token to revoke as the form parameter token"})
+	tok, ok := h.tokenParam(w, r, RevokePath, "revoke")
+	if !ok {
 		return
 	}
 	if token.WellFormed(tok) {
@@ -159,4 +139,25 @@ func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Pragma", "no-cache")
 	w.WriteHeader(http.StatusOK)
+}
+
+// tokenParam reads the one form parameter "token" that introspection and
+// revocation take, answering the RFC 6749 error itself when it is missing,
+// repeated or the form is malformed; verb names the operation in the message.
+func (h *Handler) tokenParam(w http.ResponseWriter, r *http.Request, path, verb string) (string, bool) {
+	form, f := h.parseForm(w, r, path, "token")
+	if f != nil {
+		writeOAuthFailure(w, f)
+		return "", false
+	}
+	if len(form["token"]) > 1 {
+		writeJSON(w, http.StatusBadRequest, OAuthError{Error: "invalid_request", ErrorDescription: "parameter token is repeated; send it once"})
+		return "", false
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		writeJSON(w, http.StatusBadRequest, OAuthError{Error: "invalid_request", ErrorDescription: "token is missing; send the token to " + verb + " as the form parameter token"})
+		return "", false
+	}
+	return tok, true
 }

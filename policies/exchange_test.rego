@@ -26,7 +26,12 @@ gha := {
 	"denial_detail": "conditions",
 }
 
-conditions_ok := {"p1": {"allow": true, "deny": set()}}
+# Generated modules hold a table of [claim, operator, expected, text] rows.
+owner_row := ["repository_owner", "is", "octo-org", `repository_owner is "octo-org"`]
+
+ref_row := ["ref", "is", "refs/heads/main", `ref is "refs/heads/main"`]
+
+conditions_ok := {"p1": {"conditions": [owner_row]}}
 
 ref_reason := {
 	"code": "condition_failed",
@@ -39,7 +44,7 @@ ref_reason := {
 	"message": "ref is \"refs/heads/main\" (actual: \"refs/pull/42/merge\")",
 }
 
-conditions_bad := {"p1": {"allow": false, "deny": {ref_reason}}}
+conditions_bad := {"p1": {"conditions": [owner_row, ref_row]}}
 
 req(claims) := {"provider_id": "p1", "claims": claims, "client_ip": "203.0.113.7", "time": 1795000001}
 
@@ -74,15 +79,24 @@ test_conditions_module_missing_denies if {
 	d.reasons[0].code == "condition_failed"
 }
 
-# A module's allow decides; its deny only explains a denial (it is not even
-# evaluated when the module allows).
-test_module_allow_decides_and_deny_only_explains if {
+# A row the library does not know (here an unknown operator) never holds:
+# the token is denied and the row is named.
+test_unknown_operator_row_denies if {
 	d := exchange.decision with input as req(data.testdata.claims.github_push_main)
 		with data.sidecar.providers as {"p1": gha}
-		with data.sidecar.conditions as {"p1": {"allow": true, "deny": {ref_reason}}}
+		with data.sidecar.conditions as {"p1": {"conditions": [owner_row, ["ref", "equals", "refs/heads/main", "ref equals main"]]}}
+		with data.sidecar.scopes as scopes
+	not d.allow
+	d.reasons[0].condition == "ref equals main"
+}
+
+# An empty table (a provider whose conditions were all removed) allows.
+test_empty_table_allows if {
+	d := exchange.decision with input as req(data.testdata.claims.github_push_main)
+		with data.sidecar.providers as {"p1": gha}
+		with data.sidecar.conditions as {"p1": {"conditions": []}}
 		with data.sidecar.scopes as scopes
 	d.allow
-	d.reasons == []
 }
 
 test_unknown_provider_is_denied if {
@@ -204,4 +218,52 @@ test_requested_scope_beyond_the_grant_is_invalid if {
 		with data.sidecar.conditions as conditions_ok
 		with data.sidecar.scopes as scopes
 	d.invalid_scopes == ["EXECUTION_MANAGE"]
+}
+
+# decision computes the common case in one rule body; it must give exactly
+# full_decision for every kind of input, allowed or denied.
+equivalence_cases := [
+	{"claims": data.testdata.claims.github_push_main, "provider": gha, "conditions": conditions_ok},
+	{"claims": data.testdata.claims.github_push_main, "provider": gha, "conditions": conditions_bad},
+	{"claims": data.testdata.claims.github_pull_request, "provider": gha, "conditions": conditions_bad},
+	{"claims": data.testdata.claims.github_push_main, "provider": gha, "conditions": {}},
+	{"claims": data.testdata.claims.github_push_main, "provider": object.union(gha, {"has_conditions": false}), "conditions": {}},
+	{"claims": data.testdata.claims.github_push_main, "provider": object.union(gha, {"ip_restrictions": ["203.0.113.0/24"]}), "conditions": conditions_ok},
+	{"claims": data.testdata.claims.github_push_main, "provider": object.union(gha, {"ip_restrictions": ["198.51.100.0/24"]}), "conditions": conditions_ok},
+	{"claims": data.testdata.claims.github_push_main, "provider": object.union(gha, {"policy": "deploy"}), "conditions": conditions_ok},
+	{"claims": object.union(data.testdata.claims.github_push_main, {"event_name": "pull_request_target"}), "provider": gha, "conditions": conditions_ok},
+	{"claims": data.testdata.claims.github_push_main, "provider": gha, "conditions": conditions_ok, "requested_scopes": ["EXECUTION_INFO"]},
+	{"claims": data.testdata.claims.github_push_main, "provider": gha, "conditions": conditions_ok, "requested_scopes": ["REPOSITORY_READ"]},
+	{"claims": data.testdata.claims.circleci_main, "provider": gha, "conditions": conditions_ok},
+	{"claims": {}, "provider": gha, "conditions": conditions_ok},
+]
+
+test_decision_equals_full_decision if {
+	every c in equivalence_cases {
+		x := object.union(req(c.claims), object.filter(c, ["requested_scopes"]))
+		fast := exchange.decision with input as x
+			with data.sidecar.providers as {"p1": c.provider}
+			with data.sidecar.conditions as c.conditions
+			with data.sidecar.custom as {"deploy": {"allow": true}}
+			with data.sidecar.scopes as scopes
+		full := exchange.full_decision with input as x
+			with data.sidecar.providers as {"p1": c.provider}
+			with data.sidecar.conditions as c.conditions
+			with data.sidecar.custom as {"deploy": {"allow": true}}
+			with data.sidecar.scopes as scopes
+		fast == full
+	}
+}
+
+# The cases above take both branches of decision.
+test_equivalence_cases_cover_allow_and_deny if {
+	outcomes := {d.allow |
+		some c in equivalence_cases
+		d := exchange.full_decision with input as object.union(req(c.claims), object.filter(c, ["requested_scopes"]))
+			with data.sidecar.providers as {"p1": c.provider}
+			with data.sidecar.conditions as c.conditions
+			with data.sidecar.custom as {"deploy": {"allow": true}}
+			with data.sidecar.scopes as scopes
+	}
+	outcomes == {true, false}
 }

@@ -2,12 +2,22 @@ package sidecar.proxy_test
 
 import data.sidecar.proxy
 
-scopes := {"implies": {
-	"EXECUTION_MANAGE": ["EXECUTION_RUN"],
-	"EXECUTION_RUN": ["EXECUTION_INFO"],
-	"EXECUTION_INFO": [],
-	"WORKSPACE": [],
-}}
+# grants is what `bundle build` precomputes from implies: every scope that
+# holding the key grants, the key included.
+scopes := {
+	"implies": {
+		"EXECUTION_MANAGE": ["EXECUTION_RUN"],
+		"EXECUTION_RUN": ["EXECUTION_INFO"],
+		"EXECUTION_INFO": [],
+		"WORKSPACE": [],
+	},
+	"grants": {
+		"EXECUTION_MANAGE": ["EXECUTION_INFO", "EXECUTION_MANAGE", "EXECUTION_RUN"],
+		"EXECUTION_RUN": ["EXECUTION_INFO", "EXECUTION_RUN"],
+		"EXECUTION_INFO": ["EXECUTION_INFO"],
+		"WORKSPACE": ["WORKSPACE"],
+	},
+}
 
 providers := {"p1": {"id": "p1"}}
 
@@ -110,4 +120,48 @@ test_unknown_route_can_be_opened_to_any_valid_token if {
 test_authentication_is_checked_before_the_route if {
 	d := decide(object.union(req(list_route, {}, null), {"route": null}))
 	d.status == 401
+}
+
+# decision computes the common allowed case in one rule body; for every kind
+# of request it must give exactly full_decision.
+test_decision_equals_full_decision if {
+	tokens := [
+		null,
+		tok,
+		object.union(tok, {"provider_id": "gone"}),
+		object.union(tok, {"scopes": ["WORKSPACE", "EXECUTION_MANAGE"]}),
+		object.union(tok, {"scopes": []}),
+		object.union(tok, {"workspaces": null}),
+		object.union(tok, {"workspaces": ["other"]}),
+		object.union(tok, {"ip_restrictions": ["203.0.113.0/24"]}),
+		object.union(tok, {"ip_restrictions": ["198.51.100.0/24"]}),
+	]
+	routes := [null, list_route, run_route, user_route, {"method": "GET", "path": "/x", "scopes": ["UNKNOWN_SCOPE"]}]
+	varss := [{}, acme, {"workspace": "other"}]
+	every t in tokens {
+		every r in routes {
+			every v in varss {
+				every mode in ["deny", "authenticated"] {
+					fast := proxy.decision with input as object.union(req(list_route, v, t), {"route": r})
+						with data.sidecar.providers as providers
+						with data.sidecar.scopes as scopes
+						with data.sidecar.settings.unknown_routes as mode
+					full := proxy.full_decision with input as object.union(req(list_route, v, t), {"route": r})
+						with data.sidecar.providers as providers
+						with data.sidecar.scopes as scopes
+						with data.sidecar.settings.unknown_routes as mode
+					fast == full
+				}
+			}
+		}
+	}
+}
+
+# Without grants (a hand-built bundle), every request takes full_decision and
+# the hierarchy still applies.
+test_missing_grants_falls_back_to_the_hierarchy if {
+	d := proxy.decision with input as req(list_route, acme, object.union(tok, {"scopes": ["WORKSPACE", "EXECUTION_MANAGE"]}))
+		with data.sidecar.providers as providers
+		with data.sidecar.scopes as object.remove(scopes, ["grants"])
+	d.allow
 }

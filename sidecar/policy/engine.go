@@ -73,15 +73,11 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 		return nil, fmt.Errorf(`data.sidecar.settings.unknown_routes is %q; use "deny" or "authenticated"`, s.Settings.UnknownRoutes)
 	}
 
+	if err := parseModules(b.Modules); err != nil {
+		return nil, errorList(err)
+	}
 	modules := make(map[string]*ast.Module, len(b.Modules))
 	for _, m := range b.Modules {
-		if m.Parsed == nil {
-			pm, err := ast.ParseModuleWithOpts(m.Path, string(m.Raw), ast.ParserOptions{RegoVersion: ast.RegoV1})
-			if err != nil {
-				return nil, errorList(err)
-			}
-			m.Parsed = pm
-		}
 		modules[m.Path] = m.Parsed
 	}
 	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false))
@@ -105,7 +101,7 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 	}
 	for id, p := range s.Providers {
 		if p.Conditions != nil && len(p.Conditions.Conditions) > 0 {
-			ref := ast.MustParseRef(fmt.Sprintf("data.sidecar.conditions[%q].allow", id))
+			ref := ast.Ref{ast.DefaultRootDocument, ast.InternedTerm("sidecar"), ast.InternedTerm("conditions"), ast.StringTerm(id), ast.InternedTerm("conditions")}
 			if len(compiler.GetRulesExact(ref)) == 0 {
 				return nil, fmt.Errorf("provider %s has trust conditions but the bundle has no module sidecar/conditions/%s.rego", id, id)
 			}
@@ -123,6 +119,10 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 			rego.Compiler(compiler),
 			rego.Store(store),
 			rego.StrictBuiltinErrors(true),
+			// Hand the decision back as OPA's value: decoding the few
+			// fields read below costs less than converting the whole
+			// document to Go maps on every request.
+			rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
 		).PrepareForEval(ctx)
 	}
 	if s.exchange, err = prep(ExchangeQuery); err != nil {
@@ -177,7 +177,45 @@ func checkScopeGraph(v any) error {
 			}
 		}
 	}
+	// grants is optional (without it the proxy walks implies on every
+	// request), but when present it must be exactly what implies says: a
+	// stale copy would grant what the hierarchy does not.
+	if g, ok := m["grants"]; ok {
+		want, _ := json.Marshal(grantsOf(implies))
+		got, _ := json.Marshal(normalizeGrants(g))
+		if string(got) != string(want) {
+			return fmt.Errorf("data.sidecar.scopes.grants does not match data.sidecar.scopes.implies: remove grants or rebuild the bundle with `oidc-sidecar bundle build`, which computes it")
+		}
+	}
 	return nil
+}
+
+// normalizeGrants sorts each list of a grants document, so that it compares
+// equal to grantsOf whatever the order it was written in.
+func normalizeGrants(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	out := make(map[string]any, len(m))
+	for k, l := range m {
+		list, ok := l.([]any)
+		if !ok {
+			out[k] = l
+			continue
+		}
+		ss := make([]string, 0, len(list))
+		for _, x := range list {
+			s, ok := x.(string)
+			if !ok {
+				return v
+			}
+			ss = append(ss, s)
+		}
+		sort.Strings(ss)
+		out[k] = ss
+	}
+	return out
 }
 
 // Engine serves decisions from the current snapshot and swaps in new ones
@@ -244,29 +282,29 @@ func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDec
 	if in.RequestedScopes != nil {
 		kv = append(kv, [2]*ast.Term{ast.InternedTerm("requested_scopes"), stringArray(in.RequestedScopes)})
 	}
-	v, err := evalOne(ctx, s.exchange, ast.NewObject(kv...))
+	m, err := evalOne(ctx, s.exchange, ast.NewObject(kv...))
 	if err != nil {
 		return nil, err
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%s is %T, want an object", ExchangeQuery, v)
-	}
 	d := &ExchangeDecision{Revision: s.Revision}
-	d.Allow, _ = m["allow"].(bool)
-	d.Scopes = strings_(m["scopes"])
-	d.InvalidScopes = strings_(m["invalid_scopes"])
-	if m["workspaces"] != nil {
-		d.Workspaces = strings_(m["workspaces"])
+	d.Allow = boolField(m, "allow")
+	d.Scopes = stringsField(m, "scopes")
+	d.InvalidScopes = stringsField(m, "invalid_scopes")
+	if t := m.Get(ast.InternedTerm("workspaces")); t != nil && !ast.NullTerm().Equal(t) {
+		d.Workspaces = stringsField(m, "workspaces")
 		if d.Workspaces == nil {
 			d.Workspaces = []string{}
 		}
 	}
-	d.IPRestrictions = strings_(m["ip_restrictions"])
-	d.LifetimeSeconds = int64Of(m["lifetime_seconds"])
-	d.ProviderName, _ = m["provider_name"].(string)
-	if rs, ok := m["reasons"].([]any); ok {
-		for _, r := range rs {
+	d.IPRestrictions = stringsField(m, "ip_restrictions")
+	d.LifetimeSeconds = intField(m, "lifetime_seconds")
+	d.ProviderName = stringField(m, "provider_name")
+	if rs, ok := field(m, "reasons").(*ast.Array); ok && rs.Len() > 0 {
+		v, err := ast.JSON(rs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reasons: %w", ExchangeQuery, err)
+		}
+		for _, r := range v.([]any) {
 			d.Reasons = append(d.Reasons, reasonOf(r))
 		}
 	}
@@ -329,19 +367,16 @@ func (s *Snapshot) Authorize(ctx context.Context, in ProxyInput) (*ProxyDecision
 		[2]*ast.Term{ast.InternedTerm("client_ip"), ast.StringTerm(in.ClientIP)},
 		[2]*ast.Term{ast.InternedTerm("time"), ast.IntNumberTerm(int(in.Time.Unix()))},
 	)
-	v, err := evalOne(ctx, s.proxy, input)
+	m, err := evalOne(ctx, s.proxy, input)
 	if err != nil {
 		return nil, err
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%s is %T, want an object", ProxyQuery, v)
+	d := &ProxyDecision{
+		Allow:   boolField(m, "allow"),
+		Status:  int(intField(m, "status")),
+		Code:    stringField(m, "code"),
+		Message: stringField(m, "message"),
 	}
-	d := &ProxyDecision{}
-	d.Allow, _ = m["allow"].(bool)
-	d.Status = int(int64Of(m["status"]))
-	d.Code, _ = m["code"].(string)
-	d.Message, _ = m["message"].(string)
 	if d.Allow && d.Status != 200 {
 		return nil, fmt.Errorf("%s allowed with status %d: refusing an inconsistent decision", ProxyQuery, d.Status)
 	}
@@ -357,7 +392,10 @@ func TokenValue(record any) (ast.Value, error) {
 	return ast.InterfaceToValue(record)
 }
 
-func evalOne(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (any, error) {
+// evalOne evaluates a prepared entry point and returns its decision
+// object. An error, an undefined decision or one that is not an object is an
+// error: the caller must deny.
+func evalOne(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (ast.Object, error) {
 	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
 		return nil, fmt.Errorf("policy evaluation failed: %w", err)
@@ -365,7 +403,55 @@ func evalOne(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (a
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
 		return nil, fmt.Errorf("policy decision is undefined (%d results): the entry point did not produce a decision for this input", len(rs))
 	}
-	return rs[0].Expressions[0].Value, nil
+	m, ok := rs[0].Expressions[0].Value.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("%s is %v, want an object", rs[0].Expressions[0].Text, rs[0].Expressions[0].Value)
+	}
+	return m, nil
+}
+
+// field is the value of key in m, or nil.
+func field(m ast.Object, key string) ast.Value {
+	if t := m.Get(ast.InternedTerm(key)); t != nil {
+		return t.Value
+	}
+	return nil
+}
+
+func boolField(m ast.Object, key string) bool {
+	b, _ := field(m, key).(ast.Boolean)
+	return bool(b)
+}
+
+func stringField(m ast.Object, key string) string {
+	s, _ := field(m, key).(ast.String)
+	return string(s)
+}
+
+func intField(m ast.Object, key string) int64 {
+	n, _ := field(m, key).(ast.Number)
+	i, _ := n.Int64()
+	return i
+}
+
+// stringsField is the strings of the array (or set) at key; nil when there
+// is none.
+func stringsField(m ast.Object, key string) []string {
+	var out []string
+	add := func(t *ast.Term) {
+		if s, ok := t.Value.(ast.String); ok {
+			out = append(out, string(s))
+		}
+	}
+	switch v := field(m, key).(type) {
+	case *ast.Array:
+		out = make([]string, 0, v.Len())
+		v.Foreach(add)
+	case ast.Set:
+		out = make([]string, 0, v.Len())
+		v.Foreach(add)
+	}
+	return out
 }
 
 func stringArray(ss []string) *ast.Term {
@@ -374,35 +460,6 @@ func stringArray(ss []string) *ast.Term {
 		ts[i] = ast.StringTerm(s)
 	}
 	return ast.ArrayTerm(ts...)
-}
-
-func strings_(v any) []string {
-	list, ok := v.([]any)
-	if !ok {
-		return nil
-	}
-	out := make([]string, 0, len(list))
-	for _, x := range list {
-		if s, ok := x.(string); ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func int64Of(v any) int64 {
-	switch n := v.(type) {
-	case json.Number:
-		i, _ := n.Int64()
-		return i
-	case int:
-		return int64(n)
-	case int64:
-		return n
-	case float64:
-		return int64(n)
-	}
-	return 0
 }
 
 func reasonOf(v any) Reason {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -378,5 +379,46 @@ func TestExplain(t *testing.T) {
 	j, _ := json.Marshal(d)
 	if !strings.Contains(string(j), `"allow":false`) {
 		t.Fatal(string(j))
+	}
+}
+
+// TestStaleScopeGrantsRefused: data.sidecar.scopes.grants, the proxy's
+// precomputed hierarchy, must match implies; a bundle whose grants would
+// give more than the hierarchy does not load.
+func TestStaleScopeGrantsRefused(t *testing.T) {
+	ctx := context.Background()
+	b, err := Build(ctx, Sources{Providers: manyProviders(t, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := b.Data[Root].(map[string]any)["scopes"].(map[string]any)
+	grants := sc["grants"].(map[string]any)
+	if got := fmt.Sprint(grants["EXECUTION_MANAGE"]); got != "[EXECUTION_INFO EXECUTION_MANAGE EXECUTION_RUN]" {
+		t.Fatalf("grants[EXECUTION_MANAGE] = %s", got)
+	}
+	if _, err := Compile(ctx, b); err != nil {
+		t.Fatalf("built bundle: %v", err)
+	}
+	grants["EXECUTION_INFO"] = []any{"EXECUTION_INFO", "EXECUTION_MANAGE"}
+	_, err = Compile(ctx, b)
+	if err == nil || !strings.Contains(err.Error(), "data.sidecar.scopes.grants does not match data.sidecar.scopes.implies") {
+		t.Fatalf("stale grants: err = %v", err)
+	}
+	delete(sc, "grants")
+	s, err := Compile(ctx, b)
+	if err != nil {
+		t.Fatalf("without grants: %v", err)
+	}
+	tok, _ := TokenValue(map[string]any{"provider_id": manyProviders(t, 1)[0].ID, "scopes": []any{"EXECUTION_MANAGE"}, "workspaces": nil, "ip_restrictions": []any{}})
+	var route *routes.Route
+	for i, r := range s.Routes {
+		if len(r.Scopes) == 1 && r.Scopes[0] == "EXECUTION_INFO" {
+			route = &s.Routes[i]
+			break
+		}
+	}
+	d, err := s.Authorize(ctx, ProxyInput{Method: route.Method, Path: "/x", Route: route, Vars: map[string]string{"workspace": "acme"}, Token: tok, ClientIP: "203.0.113.7", Time: time.Unix(1795000001, 0)})
+	if err != nil || !d.Allow {
+		t.Fatalf("without grants, EXECUTION_MANAGE on an EXECUTION_INFO route: %+v, %v", d, err)
 	}
 }

@@ -15,8 +15,8 @@ var library []byte
 const LibraryPath = "sidecar/trust/lib.rego"
 
 // Library returns the fixed Rego module, package sidecar.trust, and its
-// bundle path. It holds allow and deny, which every generated module calls
-// with its table of clauses, and the helpers they are built from, which
+// bundle path. It holds allow and deny, which the exchange entry point calls
+// with a generated module's table of clauses, and the helpers they are built from, which
 // hand-written modules may call too: is, is_not, one_of, not_one_of,
 // matches, not_matches, exists and reason. The returned slice is a copy.
 func Library() (path string, src []byte) {
@@ -34,26 +34,30 @@ type Module struct {
 // Generate compiles one provider's condition to a Rego v1 module at
 // sidecar/conditions/<provider id>.rego, package
 // sidecar.conditions["<provider id>"] (the formatter's .<id> form for ids
-// that are Rego identifiers), which imports data.sidecar.trust (see
-// Library) and defines:
+// that are Rego identifiers), holding one rule:
 //
 //   - conditions: the clauses as a table, one row per clause:
 //     [claim, operator, expected, text], where expected is the value (a
 //     string), the values (an array, for the "one of" operators) or null
-//     (for exists), and text is the clause's canonical text.
-//   - allow := trust.allow(conditions): true when every clause holds for
-//     input.claims, false otherwise. It checks the clauses themselves and
-//     does not depend on deny, so a failure to evaluate deny can never turn
-//     into an allow.
-//   - deny := trust.deny(conditions): a set with one reason object per
-//     clause that does not hold: {"code": "condition_failed", "condition",
-//     "claim", "operator", "expected", "actual", "missing", "message"}.
+//     (for exists), and text is the clause's canonical text. No clauses
+//     give an empty table, which allows every token.
 //
-// With no clauses it defines allow := true and deny := set().
+// The library (see Library) turns a table into a decision:
+// trust.allow(conditions) is true when every clause holds for input.claims
+// and false otherwise, without consulting deny, so a failure to evaluate
+// deny can never turn into an allow; trust.deny(conditions) is a set with
+// one reason object per clause that does not hold: {"code":
+// "condition_failed", "condition", "claim", "operator", "expected",
+// "actual", "missing", "message"}. The exchange entry point
+// (policies/exchange.rego) calls both for the provider being exchanged.
 //
-// A table evaluated by the library, rather than rules per clause, keeps
-// every module to three small rules whatever its number of clauses: the
-// policy engine compiles all providers' modules on every load.
+// Why a table and not rules: the policy engine compiles every provider's
+// module on each load, and OPA's compiler (type, safety and recursion
+// checks) costs about 0.7 s per 10,000 rules on this project's reference
+// machine, while a constant table costs little more than its parse. One
+// rule per module keeps 10,000 providers inside the 2 s load budget (see
+// docs/benchmarks.md); the earlier layouts, a rule per clause and then
+// allow/deny rules in every module, did not.
 //
 // The output is written directly in the layout of OPA's formatter (the
 // tests and fuzz targets check that format.Source leaves it unchanged;
@@ -126,15 +130,13 @@ func render(m Module) []byte {
 			fmt.Fprintf(&b, "#   %s\n", line)
 		}
 	}
+	b.WriteString("# Rows: [claim, operator, expected, text]; evaluated by sidecar/trust/lib.rego.\n")
 	fmt.Fprintf(&b, "package sidecar.conditions%s\n\n", packageKey(m.ProviderID))
 
 	if len(conds) == 0 {
-		b.WriteString("allow := true\n\ndeny := set()\n")
+		b.WriteString("conditions := []\n")
 		return []byte(b.String())
 	}
-	b.WriteString("import data.sidecar.trust\n\n")
-	b.WriteString("allow := trust.allow(conditions)\n\n")
-	b.WriteString("deny := trust.deny(conditions)\n\n")
 	b.WriteString("conditions := [\n")
 	for _, c := range conds {
 		expected := "null"

@@ -66,14 +66,16 @@ type evalResult struct {
 	Deny  []any
 }
 
-// evalModule evaluates the generated module src (for provider testID) with
-// the library against input, with strict builtin errors so that a builtin
+// evalModule evaluates the generated module src (for provider testID) the
+// way policies/exchange.rego does, trust.allow and trust.deny on its table,
+// (a hand-written test module's own allow and deny take precedence) against input, with strict builtin errors so that a builtin
 // error fails the test instead of being swallowed.
 func evalModule(t testing.TB, path string, src []byte, input any) evalResult {
 	t.Helper()
 	libPath, lib := Library()
 	rs, err := rego.New(
-		rego.Query(`data.sidecar.conditions["`+testID+`"]`),
+		rego.Query(`m := data.sidecar.conditions["`+testID+`"]
+			x := object.union({"allow": data.sidecar.trust.allow(m.conditions), "deny": data.sidecar.trust.deny(m.conditions)}, m)`),
 		rego.Module(libPath, string(lib)),
 		rego.Module(path, string(src)),
 		rego.Input(input),
@@ -82,12 +84,12 @@ func evalModule(t testing.TB, path string, src []byte, input any) evalResult {
 	if err != nil {
 		t.Fatalf("eval: %v\n%s", err, src)
 	}
-	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+	if len(rs) != 1 {
 		t.Fatalf("eval: want one result, got %v", rs)
 	}
-	doc, ok := rs[0].Expressions[0].Value.(map[string]any)
+	doc, ok := rs[0].Bindings["x"].(map[string]any)
 	if !ok {
-		t.Fatalf("eval: result is %T, not an object", rs[0].Expressions[0].Value)
+		t.Fatalf("eval: result is %T, not an object", rs[0].Bindings["x"])
 	}
 	var r evalResult
 	allow, ok := doc["allow"].(bool)

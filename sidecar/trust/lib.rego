@@ -5,10 +5,12 @@
 # in every bundle as sidecar/trust/lib.rego. Edit it there, not in a bundle.
 #
 # A generated module holds its provider's clauses as a table of rows
-# [claim, operator, expected, text] and defines
+# [claim, operator, expected, text] in one rule, `conditions`. The exchange
+# entry point (policies/exchange.rego) evaluates the table of the provider
+# being exchanged with
 #
-#   allow := trust.allow(conditions)
-#   deny := trust.deny(conditions)
+#   trust.allow(data.sidecar.conditions[id].conditions)
+#   trust.deny(data.sidecar.conditions[id].conditions)
 #
 # allow and deny read the claims from input.claims. The functions below
 # them take the claims object first and the claim name second, so that
@@ -34,6 +36,15 @@ package sidecar.trust
 # false (never undefined) otherwise. It states the conditions themselves and
 # does not depend on deny.
 allow(conditions) if {
+	# The common case first, without a function call per row: every row is
+	# an "is" that the claim meets as a plain string. It is a special case of
+	# holds (its first definition), so it can only allow what holds allows.
+	claims := input.claims
+	every row in conditions {
+		row[1] == "is"
+		claims[row[0]] == row[2]
+	}
+} else if {
 	claims := input.claims
 	every row in conditions {
 		holds(claims, row)

@@ -345,6 +345,8 @@ allow if {
 }
 
 deny := {trust.reason(input.claims, "gone exists", "gone", "exists", null)}
+
+conditions := []
 `)
 	got := evalModule(t, "custom.rego", src, map[string]any{"claims": map[string]any{"ref": "refs/heads/main", "ids": []any{"a", "b"}}})
 	if !got.Allow {

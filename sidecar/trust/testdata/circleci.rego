@@ -4,13 +4,8 @@
 #   and oidc.circleci.com/context-ids is one of ["ctx-prod", "ctx-shared"]
 #   and oidc.circleci.com/ssh-rerun is false
 #   and oidc.circleci.com/vcs-ref does not match "refs/heads/tmp/**"
+# Rows: [claim, operator, expected, text]; evaluated by sidecar/trust/lib.rego.
 package sidecar.conditions["6ba7b810-9dad-11d1-80b4-00c04fd430c8"]
-
-import data.sidecar.trust
-
-allow := trust.allow(conditions)
-
-deny := trust.deny(conditions)
 
 conditions := [
 	["oidc.circleci.com/project-id", "is", "c2e3f1a0-0000-4000-8000-000000000001", `oidc.circleci.com/project-id is "c2e3f1a0-0000-4000-8000-000000000001"`],

@@ -163,7 +163,10 @@ decision := {
 	p.has_conditions == true
 	p.policy == ""
 	count(p.ip_restrictions) == 0
-	trust.allow(data.sidecar.conditions[input.provider_id].conditions)
+	every row in data.sidecar.conditions[input.provider_id].conditions {
+		row[1] == "is"
+		input.claims[row[0]] == row[2]
+	}
 	count(data.sidecar.guardrails.deny) == 0
 } else := full_decision
 

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -80,7 +82,9 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 	for _, m := range b.Modules {
 		modules[m.Path] = m.Parsed
 	}
-	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false))
+	// Stored as OPA values: policies read provider metadata on every
+	// decision, and a store of Go values converts what is read each time.
+	store := inmem.NewFromObjectWithOpts(b.Data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	txn, err := store.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
@@ -269,20 +273,29 @@ type ExchangeDecision struct {
 // Exchange evaluates the exchange decision. An evaluation error or an
 // undefined result is an error: the caller must deny.
 func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDecision, error) {
-	claims, err := ast.InterfaceToValue(in.Claims)
-	if err != nil {
+	// The claims reach the policy as a lazy object: a claim is converted to
+	// an OPA value when a rule reads it, and policies read a handful of a
+	// token's 20-30 claims. checkJSON first makes sure every value is one
+	// the conversion accepts, so it cannot fail half-way through a decision.
+	if err := checkJSON(in.Claims, 0); err != nil {
 		return nil, fmt.Errorf("claims cannot be converted for the policy: %w", err)
 	}
-	kv := [][2]*ast.Term{
-		{ast.InternedTerm("provider_id"), ast.StringTerm(in.ProviderID)},
-		{ast.InternedTerm("claims"), ast.NewTerm(claims)},
-		{ast.InternedTerm("client_ip"), ast.StringTerm(in.ClientIP)},
-		{ast.InternedTerm("time"), ast.IntNumberTerm(int(in.Time.Unix()))},
+	// The whole input is lazy too: building an ordinary object would hash,
+	// and so convert, every claim.
+	input := map[string]any{
+		"provider_id": in.ProviderID,
+		"claims":      in.Claims,
+		"client_ip":   in.ClientIP,
+		"time":        json.Number(strconv.FormatInt(in.Time.Unix(), 10)),
 	}
 	if in.RequestedScopes != nil {
-		kv = append(kv, [2]*ast.Term{ast.InternedTerm("requested_scopes"), stringArray(in.RequestedScopes)})
+		rs := make([]any, len(in.RequestedScopes))
+		for i, x := range in.RequestedScopes {
+			rs[i] = x
+		}
+		input["requested_scopes"] = rs
 	}
-	m, err := evalOne(ctx, s.exchange, ast.NewObject(kv...))
+	m, err := evalOne(ctx, s.exchange, ast.LazyObject(input))
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +303,7 @@ func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDec
 	d.Allow = boolField(m, "allow")
 	d.Scopes = stringsField(m, "scopes")
 	d.InvalidScopes = stringsField(m, "invalid_scopes")
-	if t := m.Get(ast.InternedTerm("workspaces")); t != nil && !ast.NullTerm().Equal(t) {
+	if _, isNull := field(m, "workspaces").(ast.Null); field(m, "workspaces") != nil && !isNull {
 		d.Workspaces = stringsField(m, "workspaces")
 		if d.Workspaces == nil {
 			d.Workspaces = []string{}
@@ -318,6 +331,37 @@ func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDec
 		d.Reasons = []Reason{{Code: "denied", Message: "the policy denied this token without giving a reason"}}
 	}
 	return d, nil
+}
+
+// maxClaimDepth bounds the nesting of claim values (decoded JSON is
+// bounded by the token's size; this guards hand-built inputs).
+const maxClaimDepth = 32
+
+// checkJSON reports the first value of v that is not JSON-shaped: nil,
+// bool, string, json.Number, float64, int, int64, []any or map[string]any.
+func checkJSON(v any, depth int) error {
+	if depth > maxClaimDepth {
+		return fmt.Errorf("values nested more than %d deep", maxClaimDepth)
+	}
+	switch x := v.(type) {
+	case nil, bool, string, json.Number, float64, int, int64:
+		return nil
+	case []any:
+		for _, e := range x {
+			if err := checkJSON(e, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case map[string]any:
+		for k, e := range x {
+			if err := checkJSON(e, depth+1); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("a value of Go type %T (decode the claims from JSON)", v)
 }
 
 // ProxyInput is the input document of the proxy decision.
@@ -392,11 +436,15 @@ func TokenValue(record any) (ast.Value, error) {
 	return ast.InterfaceToValue(record)
 }
 
+// noMetrics: the engine reads no per-query OPA metrics, and making a fresh
+// metrics registry per decision costs allocations on every request.
+var noMetrics = metrics.NoOp()
+
 // evalOne evaluates a prepared entry point and returns its decision
 // object. An error, an undefined decision or one that is not an object is an
 // error: the caller must deny.
 func evalOne(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (ast.Object, error) {
-	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalMetrics(noMetrics))
 	if err != nil {
 		return nil, fmt.Errorf("policy evaluation failed: %w", err)
 	}
@@ -412,11 +460,24 @@ func evalOne(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (a
 
 // field is the value of key in m, or nil.
 func field(m ast.Object, key string) ast.Value {
-	if t := m.Get(ast.InternedTerm(key)); t != nil {
+	k, ok := fieldKeys[key]
+	if !ok {
+		k = ast.StringTerm(key)
+	}
+	if t := m.Get(k); t != nil {
 		return t.Value
 	}
 	return nil
 }
+
+// fieldKeys are the decision keys the engine reads, made once.
+var fieldKeys = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, k := range []string{"allow", "reasons", "scopes", "invalid_scopes", "workspaces", "ip_restrictions", "lifetime_seconds", "provider_name", "status", "code", "message"} {
+		m[k] = ast.StringTerm(k)
+	}
+	return m
+}()
 
 func boolField(m ast.Object, key string) bool {
 	b, _ := field(m, key).(ast.Boolean)

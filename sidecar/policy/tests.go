@@ -109,7 +109,7 @@ func RunTests(ctx context.Context, o TestOptions) (TestSummary, error) {
 	for k, v := range b.Data {
 		data[k] = v
 	}
-	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	txn, err := store.NewTransaction(ctx)
 	if err != nil {
 		return sum, err

@@ -142,7 +142,9 @@ scopes := sort({s | some s in input.requested_scopes}) if input.requested_scopes
 
 # decision is full_decision, computed for the common case in one rule body:
 # no requested scopes, a provider with generated conditions and nothing
-# else (no hand-written module, no IP restrictions), conditions that hold
+# else (no hand-written module, no IP restrictions), conditions that are
+# all "is" rows the claims meet as plain strings (the first definition of
+# trust.holds; any other row goes to full_decision, which runs the library),
 # and no guardrail that denies. Each of those checks is stricter than its
 # part of allow, so this branch allows only what allow allows, and it
 # builds the same document (exchange_test.rego checks both against each

@@ -159,14 +159,22 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 			ev.providerName, strings.Join(d.InvalidScopes, ", "), strings.Join(p.Scopes, " "), ev.decisionID)
 	}
 
-	// 6. The replay guard: one exchange per OIDC token.
-	claimKey := ""
+	// 6. The replay guard: one exchange per OIDC token. The claim holds a
+	// random owner, so that this exchange can release it (and only it) if
+	// the exchange fails.
+	claimKey, owner := "", ""
 	if !p.AllowTokenReuse {
-		claimKey = replayKey(tok)
+		claimKey, owner = replayKey(tok), token.NewClaimOwner()
 		ttl := max(tok.ExpiresAt.Add(h.leeway).Sub(now), time.Second)
-		first, err := h.store.ClaimOnce(ctx, claimKey, ttl)
+		first, err := h.store.ClaimOnce(ctx, claimKey, owner, ttl)
 		if err != nil {
-			return nil, h.storeFailure("claim", err, ev)
+			// The outcome is unknown: the store may have applied the claim
+			// and lost the reply. Still a 503 (never an allow), but release
+			// the claim if it is ours, so the client's retry with the same
+			// OIDC token is not refused as a replay.
+			f := h.storeFailure("claim", err, ev)
+			h.unclaim(ctx, claimKey, owner, ev)
+			return nil, f
 		}
 		if !first {
 			return nil, fail(kindReplayed, "%s", replayMessage)
@@ -177,7 +185,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	lifetime := time.Duration(d.LifetimeSeconds) * time.Second
 	raw, hash, err := token.New()
 	if err != nil {
-		h.unclaim(ctx, claimKey, ev)
+		h.unclaim(ctx, claimKey, owner, ev)
 		h.log.Error("minting a token failed", "decision_id", ev.decisionID, "error", err.Error())
 		ev.err = err.Error()
 		return nil, fail(kindUnavailable, "the sidecar could not mint a token; retry later (decision %s)", ev.decisionID)
@@ -199,8 +207,9 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 		rec.Scopes = []string{}
 	}
 	if err := h.store.Save(ctx, hash, rec, lifetime); err != nil {
-		h.unclaim(ctx, claimKey, ev)
-		return nil, h.storeFailure("save", err, ev)
+		f := h.storeFailure("save", err, ev)
+		h.unclaim(ctx, claimKey, owner, ev)
+		return nil, f
 	}
 	ev.tokenHash = hash
 	ev.scopes = rec.Scopes
@@ -264,17 +273,25 @@ func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
 	return fail(kindUnavailable, "the token store is unavailable, so no token was issued; retry in a few seconds (decision %s)", ev.decisionID)
 }
 
-// unclaim releases a replay claim after a failure to mint or save, so the
-// OIDC token is not burned. It outlives the request's cancellation.
-func (h *Handler) unclaim(ctx context.Context, key string, ev *event) {
+// unclaimTimeout bounds the best-effort release of a replay claim. The
+// store's own per-operation timeout (Redis: 250ms by default) applies too.
+const unclaimTimeout = 250 * time.Millisecond
+
+// unclaim releases this exchange's replay claim (key held by owner) after a
+// claim whose reply was lost or a failure to mint or save, so the OIDC token
+// is not burned. The store deletes the key only if it still holds owner, so
+// a claim that another exchange won is never released. It is best effort,
+// on a fresh short context detached from the request's (which may be
+// cancelled or past its deadline). It never changes the exchange's answer.
+func (h *Handler) unclaim(ctx context.Context, key, owner string, ev *event) {
 	if key == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unclaimTimeout)
 	defer cancel()
-	if err := h.store.Unclaim(ctx, key); err != nil {
+	if err := h.store.Unclaim(ctx, key, owner); err != nil {
 		h.metrics.StoreError("unclaim")
-		h.log.Error("could not release the replay claim of an OIDC token whose exchange failed; it cannot be exchanged again until it expires",
+		h.log.Error("could not release the replay claim of an OIDC token whose exchange failed; if the claim was stored, the token cannot be exchanged again until it expires",
 			"decision_id", ev.decisionID, "error", err.Error())
 	}
 }

@@ -694,9 +694,11 @@ func TestRedisHung(t *testing.T) {
 		t.Errorf("503 took %s", el)
 	}
 	r.redis.Resume()
-	// The SET NX was sent before the timeout, so Redis may well have applied
-	// it when it resumed: the sidecar cannot tell, so that OIDC token stays
-	// claimed (fail closed) and a fresh one works.
+	// The claim was sent before the timeout, so Redis may well have applied
+	// it when it resumed. The exchange's release (Unclaim with its owner) was
+	// sent while Redis was paused too and may run before or after the claim:
+	// that OIDC token may stay claimed (fail closed) or be free again; a
+	// fresh one works.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		rec := r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
@@ -737,6 +739,143 @@ func TestSaveFailureReleasesReplayClaim(t *testing.T) {
 	}
 	fs.failSave.Store(false)
 	r.issued(r.buddy(idDeploy, jwt)) // the OIDC token was not burned
+}
+
+// lostReplyStore applies ClaimOnce for real and then, on demand, reports an
+// error as if the reply had been lost (timeout, connection reset): the claim
+// is stored although the exchange sees a failure.
+type lostReplyStore struct {
+	token.Store
+	loseReply   atomic.Bool
+	failUnclaim atomic.Bool
+	onClaim     func() // runs after the real claim, before the lost reply
+
+	mu            sync.Mutex
+	claimOwners   []string
+	unclaimOwners []string
+	unclaimCtxErr []error
+}
+
+func (s *lostReplyStore) ClaimOnce(ctx context.Context, key, owner string, ttl time.Duration) (bool, error) {
+	s.mu.Lock()
+	s.claimOwners = append(s.claimOwners, owner)
+	s.mu.Unlock()
+	first, err := s.Store.ClaimOnce(ctx, key, owner, ttl)
+	if err != nil || !s.loseReply.Load() {
+		return first, err
+	}
+	if s.onClaim != nil {
+		s.onClaim()
+	}
+	return false, fmt.Errorf("%w: redis EVALSHA (claim): i/o timeout (injected: the reply was lost)", token.ErrUnavailable)
+}
+
+func (s *lostReplyStore) Unclaim(ctx context.Context, key, owner string) error {
+	s.mu.Lock()
+	s.unclaimOwners = append(s.unclaimOwners, owner)
+	s.unclaimCtxErr = append(s.unclaimCtxErr, ctx.Err())
+	s.mu.Unlock()
+	if s.failUnclaim.Load() {
+		return fmt.Errorf("%w: injected Unclaim failure", token.ErrUnavailable)
+	}
+	return s.Store.Unclaim(ctx, key, owner)
+}
+
+// withContext runs the request under ctx.
+func withContext(ctx context.Context) reqOption {
+	return func(r *http.Request) { *r = *r.WithContext(ctx) }
+}
+
+// TestClaimReplyLost: the store applied the replay claim but its reply was
+// lost. The exchange answers 503 (never an allow) and releases its own claim,
+// so the client's retry with the same OIDC token succeeds.
+func TestClaimReplyLost(t *testing.T) {
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			ls := &lostReplyStore{}
+			r := newRig(t, kind, withStoreWrapper(func(s token.Store) token.Store { ls.Store = s; return ls }))
+			jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+
+			// The client gives up (its context is cancelled) while the claim's
+			// reply is lost: the release must not use the dead context.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ls.onClaim = cancel
+			ls.loseReply.Store(true)
+			rec := r.buddy(idDeploy, jwt, withContext(ctx))
+			msg := buddyError(t, rec, 503)
+			if want := "the token store is unavailable, so no token was issued; retry in a few seconds (decision " + rec.Header().Get("X-Decision-Id") + ")"; msg != want {
+				t.Errorf("message\n got %s\nwant %s", msg, want)
+			}
+			ls.mu.Lock()
+			claims, unclaims, ctxErrs := slices.Clone(ls.claimOwners), slices.Clone(ls.unclaimOwners), slices.Clone(ls.unclaimCtxErr)
+			ls.mu.Unlock()
+			if len(claims) != 1 || len(unclaims) != 1 || unclaims[0] != claims[0] || len(claims[0]) != 32 {
+				t.Fatalf("claim owners %q, unclaim owners %q: want one release with the claim's owner", claims, unclaims)
+			}
+			if ctxErrs[0] != nil {
+				t.Errorf("Unclaim ran on a dead context: %v", ctxErrs[0])
+			}
+			if r.redis != nil {
+				if once, _ := r.redis.Client().Keys(context.Background(), token.DefaultKeyPrefix+"once:*").Result(); len(once) != 0 {
+					t.Errorf("replay keys after the release: %v", once)
+				}
+				if keys := r.tokenKeys(); len(keys) != 0 {
+					t.Errorf("token keys after a 503: %v", keys)
+				}
+			}
+
+			// The retry with the same OIDC token works, and the guard holds after it.
+			ls.loseReply.Store(false)
+			ls.onClaim = nil
+			r.issued(r.buddy(idDeploy, jwt))
+			if msg := buddyError(t, r.buddy(idDeploy, jwt), 401); msg != replayMessage {
+				t.Errorf("replay after the retry: %q", msg)
+			}
+			// RFC 8693 endpoint: same behaviour.
+			jwt2 := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+			ls.loseReply.Store(true)
+			oauthError(t, r.tokenForm(exchangeForm(idDeploy, jwt2)), 503, "temporarily_unavailable")
+			ls.loseReply.Store(false)
+			if rec := r.tokenForm(exchangeForm(idDeploy, jwt2)); rec.Code != 200 {
+				t.Errorf("RFC 8693 retry: %d %s", rec.Code, rec.Body)
+			}
+		})
+	}
+
+	// When the release fails too, the token stays claimed: the retry is
+	// refused as a replay. Fail closed, never an allow.
+	t.Run("release fails", func(t *testing.T) {
+		ls := &lostReplyStore{}
+		r := newRig(t, "memory", withStoreWrapper(func(s token.Store) token.Store { ls.Store = s; return ls }))
+		jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+		ls.loseReply.Store(true)
+		ls.failUnclaim.Store(true)
+		buddyError(t, r.buddy(idDeploy, jwt), 503)
+		if !strings.Contains(r.logs.String(), "could not release the replay claim") {
+			t.Errorf("no log line about the failed release:\n%s", r.logs)
+		}
+		ls.loseReply.Store(false)
+		ls.failUnclaim.Store(false)
+		if msg := buddyError(t, r.buddy(idDeploy, jwt), 401); msg != replayMessage {
+			t.Errorf("retry after a failed release: %q", msg)
+		}
+	})
+
+	// A lost reply never releases another exchange's claim: the first
+	// exchange won; a replay whose claim "fails" must not free the token.
+	t.Run("replay with a lost reply keeps the winner's claim", func(t *testing.T) {
+		ls := &lostReplyStore{}
+		r := newRig(t, "memory", withStoreWrapper(func(s token.Store) token.Store { ls.Store = s; return ls }))
+		jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+		r.issued(r.buddy(idDeploy, jwt))
+		ls.loseReply.Store(true)
+		buddyError(t, r.buddy(idDeploy, jwt), 503)
+		ls.loseReply.Store(false)
+		if msg := buddyError(t, r.buddy(idDeploy, jwt), 401); msg != replayMessage {
+			t.Errorf("third exchange of one token: %q, want the replay refusal", msg)
+		}
+	})
 }
 
 func TestPolicyNotLoaded(t *testing.T) {

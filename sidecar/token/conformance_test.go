@@ -279,22 +279,28 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 		e := newEnv(t)
 		ctx := testCtx(t)
 		const key = "jti:https://issuer.example:abc-123"
+		owner := NewClaimOwner()
 		for i, want := range []bool{true, false, false} {
-			got, err := e.ClaimOnce(ctx, key, time.Hour)
+			o := owner
+			if i > 0 {
+				o = NewClaimOwner() // replays come with other owners
+			}
+			got, err := e.ClaimOnce(ctx, key, o, time.Hour)
 			if err != nil || got != want {
 				t.Fatalf("ClaimOnce #%d = %v, %v; want %v", i+1, got, err, want)
 			}
 		}
-		if got, _ := e.ClaimOnce(ctx, key+"-other", time.Hour); !got {
+		if got, _ := e.ClaimOnce(ctx, key+"-other", NewClaimOwner(), time.Hour); !got {
 			t.Fatal("ClaimOnce of a different key = false")
 		}
-		if err := e.Unclaim(ctx, key); err != nil {
+		if err := e.Unclaim(ctx, key, owner); err != nil {
 			t.Fatalf("Unclaim: %v", err)
 		}
-		if err := e.Unclaim(ctx, "never-claimed"); err != nil {
+		if err := e.Unclaim(ctx, "never-claimed", owner); err != nil {
 			t.Fatalf("Unclaim of a missing key: %v", err)
 		}
-		if got, err := e.ClaimOnce(ctx, key, time.Hour); err != nil || !got {
+		owner2 := NewClaimOwner()
+		if got, err := e.ClaimOnce(ctx, key, owner2, time.Hour); err != nil || !got {
 			t.Fatalf("ClaimOnce after Unclaim = %v, %v; want true", got, err)
 		}
 		if e.raw != nil {
@@ -302,6 +308,67 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 			if err != nil || pttl <= 0 || pttl > time.Hour {
 				t.Fatalf("PTTL of claim = %s, %v", pttl, err)
 			}
+			if v, err := e.raw.Get(ctx, e.prefix+"once:"+key).Result(); err != nil || v != owner2 {
+				t.Fatalf("claim value = %q, %v; want the owner %q", v, err, owner2)
+			}
+		}
+	})
+
+	t.Run("Unclaim by another owner keeps the claim", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := testCtx(t)
+		const key = "jti:owned"
+		owner := NewClaimOwner()
+		if got, err := e.ClaimOnce(ctx, key, owner, time.Hour); err != nil || !got {
+			t.Fatalf("ClaimOnce = %v, %v", got, err)
+		}
+		// A stale or foreign release (e.g. an exchange whose claim lost to
+		// this one) must not free the key.
+		if err := e.Unclaim(ctx, key, NewClaimOwner()); err != nil {
+			t.Fatalf("Unclaim with another owner: %v", err)
+		}
+		if got, err := e.ClaimOnce(ctx, key, NewClaimOwner(), time.Hour); err != nil || got {
+			t.Fatalf("ClaimOnce after a foreign Unclaim = %v, %v; want false (still claimed)", got, err)
+		}
+		if e.raw != nil {
+			if v, err := e.raw.Get(ctx, e.prefix+"once:"+key).Result(); err != nil || v != owner {
+				t.Fatalf("claim value = %q, %v; want the owner %q", v, err, owner)
+			}
+		}
+		// The owner's release works.
+		if err := e.Unclaim(ctx, key, owner); err != nil {
+			t.Fatalf("Unclaim by the owner: %v", err)
+		}
+		if e.raw != nil {
+			if n, err := e.raw.Exists(ctx, e.prefix+"once:"+key).Result(); err != nil || n != 0 {
+				t.Fatalf("claim key still exists after the owner's Unclaim: %d, %v", n, err)
+			}
+		}
+		if got, err := e.ClaimOnce(ctx, key, NewClaimOwner(), time.Hour); err != nil || !got {
+			t.Fatalf("ClaimOnce after the owner's Unclaim = %v, %v; want true", got, err)
+		}
+		// A release after the key has passed to someone else does nothing.
+		if err := e.Unclaim(ctx, key, owner); err != nil {
+			t.Fatalf("late Unclaim by the former owner: %v", err)
+		}
+		if got, err := e.ClaimOnce(ctx, key, NewClaimOwner(), time.Hour); err != nil || got {
+			t.Fatalf("ClaimOnce after the former owner's late Unclaim = %v, %v; want false", got, err)
+		}
+	})
+
+	t.Run("ClaimOnce retried by its owner", func(t *testing.T) {
+		// A claim whose reply was lost and that is sent again (go-redis
+		// retries after a connection error) must not read as a replay.
+		e := newEnv(t)
+		ctx := testCtx(t)
+		owner := NewClaimOwner()
+		for i := range 2 {
+			if got, err := e.ClaimOnce(ctx, "retried", owner, time.Hour); err != nil || !got {
+				t.Fatalf("ClaimOnce #%d by the same owner = %v, %v; want true", i+1, got, err)
+			}
+		}
+		if got, err := e.ClaimOnce(ctx, "retried", NewClaimOwner(), time.Hour); err != nil || got {
+			t.Fatalf("ClaimOnce by another owner = %v, %v; want false", got, err)
 		}
 	})
 
@@ -309,11 +376,11 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 		e := newEnv(t)
 		ctx := testCtx(t)
 		const ttl = 200 * time.Millisecond
-		if got, err := e.ClaimOnce(ctx, "k", ttl); err != nil || !got {
+		if got, err := e.ClaimOnce(ctx, "k", NewClaimOwner(), ttl); err != nil || !got {
 			t.Fatalf("ClaimOnce = %v, %v", got, err)
 		}
 		e.elapse(t, ttl, func() bool {
-			got, err := e.ClaimOnce(ctx, "k", ttl)
+			got, err := e.ClaimOnce(ctx, "k", NewClaimOwner(), ttl)
 			if err != nil {
 				t.Fatalf("ClaimOnce: %v", err)
 			}
@@ -331,7 +398,7 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 		for range n {
 			wg.Go(func() {
 				<-start
-				ok, err := e.ClaimOnce(ctx, "race", time.Minute)
+				ok, err := e.ClaimOnce(ctx, "race", NewClaimOwner(), time.Minute)
 				if err != nil {
 					fails.Add(1)
 					t.Errorf("ClaimOnce: %v", err)
@@ -459,13 +526,18 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 			"ttl 0":    e.Save(ctx, h, rec, 0),
 			"ttl < 0":  e.Save(ctx, h, rec, -time.Second),
 		}
-		_, err := e.ClaimOnce(ctx, "", time.Hour)
+		_, err := e.ClaimOnce(ctx, "", "o", time.Hour)
 		bad["claim empty key"] = err
-		_, err = e.ClaimOnce(ctx, "k", 0)
+		_, err = e.ClaimOnce(ctx, "k", "o", 0)
 		bad["claim ttl 0"] = err
-		_, err = e.ClaimOnce(ctx, string(make([]byte, maxKeyLen+1)), time.Hour)
+		_, err = e.ClaimOnce(ctx, string(make([]byte, maxKeyLen+1)), "o", time.Hour)
 		bad["claim huge key"] = err
-		bad["unclaim empty key"] = e.Unclaim(ctx, "")
+		_, err = e.ClaimOnce(ctx, "k", "", time.Hour)
+		bad["claim empty owner"] = err
+		_, err = e.ClaimOnce(ctx, "k", string(make([]byte, maxOwnerLen+1)), time.Hour)
+		bad["claim huge owner"] = err
+		bad["unclaim empty key"] = e.Unclaim(ctx, "", "o")
+		bad["unclaim empty owner"] = e.Unclaim(ctx, "k", "")
 		for name, err := range bad {
 			if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
 				t.Errorf("%s: err = %v, want a validation error", name, err)

@@ -16,7 +16,8 @@
 // # Stores
 //
 // A Store keeps a Record per token hash with native expiry, replay-guard
-// claims (ClaimOnce/Unclaim) and fixed-window rate-limit counters (Allow).
+// claims (ClaimOnce/Unclaim, each claim holding a random owner so that only
+// its owner can release it) and fixed-window rate-limit counters (Allow).
 // RedisStore (NewRedis: single server, Sentinel or Cluster) is for production
 // and for several sidecar replicas; MemoryStore (NewMemory) is for a single
 // process.
@@ -24,7 +25,7 @@
 // Keys, below a prefix (default "oidc-sidecar:"):
 //
 //	tok:<sha256 hex>          compact JSON Record, expires with the token
-//	once:<key>                "1", replay guard, expires with ttl
+//	once:<key>                claim owner, replay guard, expires with ttl
 //	rl:<key>:<window index>   counter, window index = unix ms / window ms
 //
 // Every Redis command touches a single key, and Allow pipelines one single-key

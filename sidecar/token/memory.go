@@ -67,7 +67,7 @@ type MemoryStore struct {
 }
 
 type memEntry struct {
-	val     []byte // tok: JSON record; once: nil
+	val     []byte // tok: JSON record; once: the claim's owner
 	count   int64  // rl: counter
 	expires time.Time
 }
@@ -256,9 +256,13 @@ func (m *MemoryStore) Revoke(ctx context.Context, hash string) (bool, error) {
 	return ok, nil
 }
 
-// ClaimOnce records key until now+ttl; true when no live claim existed.
-func (m *MemoryStore) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+// ClaimOnce records owner under key until now+ttl; true when no live claim
+// existed or the live claim is owner's own.
+func (m *MemoryStore) ClaimOnce(ctx context.Context, key, owner string, ttl time.Duration) (bool, error) {
 	if err := checkKey("ClaimOnce", key); err != nil {
+		return false, err
+	}
+	if err := checkOwner("ClaimOnce", owner); err != nil {
 		return false, err
 	}
 	if err := checkTTL("ClaimOnce", ttl); err != nil {
@@ -270,26 +274,32 @@ func (m *MemoryStore) ClaimOnce(ctx context.Context, key string, ttl time.Durati
 	defer m.mu.Unlock()
 	now := m.now()
 	k := onceKeyPart + key
-	if _, ok := m.getLocked(k, now); ok {
-		return false, nil
+	if e, ok := m.getLocked(k, now); ok {
+		return string(e.val) == owner, nil
 	}
 	if err := m.roomLocked(k, now); err != nil {
 		return false, err
 	}
-	m.entries[k] = memEntry{expires: now.Add(ttl)}
+	m.entries[k] = memEntry{val: []byte(owner), expires: now.Add(ttl)}
 	return true, nil
 }
 
-// Unclaim removes a claim.
-func (m *MemoryStore) Unclaim(ctx context.Context, key string) error {
+// Unclaim removes a claim if owner holds it.
+func (m *MemoryStore) Unclaim(ctx context.Context, key, owner string) error {
 	if err := checkKey("Unclaim", key); err != nil {
+		return err
+	}
+	if err := checkOwner("Unclaim", owner); err != nil {
 		return err
 	}
 	if err := m.lock(); err != nil {
 		return err
 	}
-	delete(m.entries, onceKeyPart+key)
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	k := onceKeyPart + key
+	if e, ok := m.getLocked(k, m.now()); ok && string(e.val) == owner {
+		delete(m.entries, k)
+	}
 	return nil
 }
 

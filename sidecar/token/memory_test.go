@@ -21,7 +21,7 @@ func TestMemoryJanitor(t *testing.T) {
 	if err := m.Save(ctx, keep, sampleRecord(clock.Now()), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.ClaimOnce(ctx, "jti", time.Minute); err != nil {
+	if _, err := m.ClaimOnce(ctx, "jti", "owner", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Allow(ctx, Limit{Key: "k", Max: 1, Window: time.Second}); err != nil {
@@ -57,7 +57,7 @@ func TestMemoryMaxEntries(t *testing.T) {
 	if !errors.Is(err, ErrMemoryFull) || !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "limit 3") {
 		t.Fatalf("Save into a full store = %v, want ErrMemoryFull naming the limit", err)
 	}
-	if ok, err := m.ClaimOnce(ctx, "jti", time.Minute); ok || !errors.Is(err, ErrMemoryFull) {
+	if ok, err := m.ClaimOnce(ctx, "jti", "owner", time.Minute); ok || !errors.Is(err, ErrMemoryFull) {
 		t.Fatalf("ClaimOnce into a full store = %v, %v", ok, err)
 	}
 	if _, err := m.Allow(ctx, Limit{Key: "k", Max: 5, Window: time.Minute}); !errors.Is(err, ErrMemoryFull) {
@@ -76,7 +76,7 @@ func TestMemoryMaxEntries(t *testing.T) {
 	}
 	// ...or by expiry, even before the janitor runs.
 	clock.Advance(2 * time.Minute)
-	if ok, err := m.ClaimOnce(ctx, "jti", time.Minute); !ok || err != nil {
+	if ok, err := m.ClaimOnce(ctx, "jti", "owner", time.Minute); !ok || err != nil {
 		t.Fatalf("ClaimOnce after expiry = %v, %v", ok, err)
 	}
 	if m.Len() != 1 {
@@ -143,11 +143,11 @@ func TestMemoryConcurrentMixed(t *testing.T) {
 				_, h, _ := New()
 				_ = m.Save(ctx, h, sampleRecord(clock.Now()), time.Second)
 				_, _ = m.Get(ctx, h)
-				_, _ = m.ClaimOnce(ctx, h, time.Second)
+				_, _ = m.ClaimOnce(ctx, h, "owner", time.Second)
 				_, _ = m.Allow(ctx, Limit{Key: "k", Max: 1000, Window: time.Second})
 				if i%3 == g%3 {
 					_, _ = m.Revoke(ctx, h)
-					_ = m.Unclaim(ctx, h)
+					_ = m.Unclaim(ctx, h, "owner")
 				}
 				clock.Advance(time.Millisecond)
 			}

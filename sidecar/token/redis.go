@@ -53,8 +53,9 @@ type RedisOptions struct {
 // RedisStore is a Store backed by Redis (single server, Sentinel or Cluster).
 //
 // Keys (below KeyPrefix): tok:<sha256 hex> holds the compact JSON Record with
-// native expiry; once:<key> holds "1" (replay guard); rl:<key>:<window index>
-// holds a counter. Redis never sees a raw token, only its SHA-256.
+// native expiry; once:<key> holds the owner of a replay-guard claim;
+// rl:<key>:<window index> holds a counter. Redis never sees a raw token, only
+// its SHA-256.
 //
 // Cluster: every command touches exactly one key. Allow pipelines one
 // single-key script call per limit, so keys of one operation never need to
@@ -79,6 +80,28 @@ if n == 1 or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return n
+`)
+
+// claimScript is ClaimOnce: set the key to the owner unless it exists; 1 when
+// the key now holds this owner (set now, or by an earlier try of the same
+// claim), 0 when another owner holds it. One key per call: cluster safe.
+var claimScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
+`)
+
+// unclaimScript is Unclaim: compare and delete, so a claim is only ever
+// released by its owner.
+var unclaimScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 `)
 
 // NewRedis validates o and builds a RedisStore on redis.NewUniversalClient.
@@ -315,9 +338,15 @@ func (s *RedisStore) Revoke(ctx context.Context, hash string) (bool, error) {
 	return n > 0, nil
 }
 
-// ClaimOnce runs SET once:<key> 1 NX PX ttl.
-func (s *RedisStore) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+// ClaimOnce runs a script that does SET once:<key> <owner> NX PX ttl and,
+// when the key exists, compares its value with owner: a claim that go-redis
+// retries after a lost reply (connection reset) finds its own owner and
+// still wins, instead of reading as a replay.
+func (s *RedisStore) ClaimOnce(ctx context.Context, key, owner string, ttl time.Duration) (bool, error) {
 	if err := checkKey("ClaimOnce", key); err != nil {
+		return false, err
+	}
+	if err := checkOwner("ClaimOnce", owner); err != nil {
 		return false, err
 	}
 	if err := checkTTL("ClaimOnce", ttl); err != nil {
@@ -325,23 +354,26 @@ func (s *RedisStore) ClaimOnce(ctx context.Context, key string, ttl time.Duratio
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	ok, err := s.client.SetNX(ctx, s.prefix+onceKeyPart+key, 1, ttl).Result()
+	n, err := claimScript.Run(ctx, s.client, []string{s.prefix + onceKeyPart + key}, owner, ttl.Milliseconds()).Int64()
 	if err != nil {
 		// A failed claim is never "first use": callers must fail closed.
-		return false, s.unavailable("SET NX", err)
+		return false, s.unavailable("EVALSHA (claim)", err)
 	}
-	return ok, nil
+	return n == 1, nil
 }
 
-// Unclaim deletes once:<key>.
-func (s *RedisStore) Unclaim(ctx context.Context, key string) error {
+// Unclaim deletes once:<key> if it holds owner, in one script call.
+func (s *RedisStore) Unclaim(ctx context.Context, key, owner string) error {
 	if err := checkKey("Unclaim", key); err != nil {
+		return err
+	}
+	if err := checkOwner("Unclaim", owner); err != nil {
 		return err
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	if err := s.client.Del(ctx, s.prefix+onceKeyPart+key).Err(); err != nil {
-		return s.unavailable("DEL", err)
+	if err := unclaimScript.Run(ctx, s.client, []string{s.prefix + onceKeyPart + key}, owner).Err(); err != nil {
+		return s.unavailable("EVALSHA (unclaim)", err)
 	}
 	return nil
 }

@@ -137,12 +137,12 @@ func allOps(t *testing.T, s Store, h string) map[string]error {
 		t.Error("Revoke reported true on error")
 	}
 	errs["Revoke"] = err
-	ok, err = s.ClaimOnce(ctx, "jti-1", time.Minute)
+	ok, err = s.ClaimOnce(ctx, "jti-1", "owner-1", time.Minute)
 	if ok {
 		t.Error("ClaimOnce reported first use on error")
 	}
 	errs["ClaimOnce"] = err
-	errs["Unclaim"] = s.Unclaim(ctx, "jti-1")
+	errs["Unclaim"] = s.Unclaim(ctx, "jti-1", "owner-1")
 	res, err := s.Allow(ctx, Limit{Key: "a", Max: 1, Window: time.Minute}, Limit{Key: "b", Max: 1, Window: time.Minute})
 	if res != nil {
 		t.Error("Allow returned results with an error")
@@ -218,13 +218,13 @@ func (s timedStore) Revoke(ctx context.Context, h string) (bool, error) {
 	defer s.time("Revoke")()
 	return s.Store.Revoke(ctx, h)
 }
-func (s timedStore) ClaimOnce(ctx context.Context, k string, ttl time.Duration) (bool, error) {
+func (s timedStore) ClaimOnce(ctx context.Context, k, owner string, ttl time.Duration) (bool, error) {
 	defer s.time("ClaimOnce")()
-	return s.Store.ClaimOnce(ctx, k, ttl)
+	return s.Store.ClaimOnce(ctx, k, owner, ttl)
 }
-func (s timedStore) Unclaim(ctx context.Context, k string) error {
+func (s timedStore) Unclaim(ctx context.Context, k, owner string) error {
 	defer s.time("Unclaim")()
-	return s.Store.Unclaim(ctx, k)
+	return s.Store.Unclaim(ctx, k, owner)
 }
 func (s timedStore) Allow(ctx context.Context, l ...Limit) ([]LimitResult, error) {
 	defer s.time("Allow")()
@@ -248,7 +248,7 @@ func assertWorks(t *testing.T, s Store) {
 	if _, err := s.Get(ctx, h); err != nil {
 		t.Fatalf("Get: %v", err)
 	}
-	if ok, err := s.ClaimOnce(ctx, "after-"+h, time.Minute); err != nil || !ok {
+	if ok, err := s.ClaimOnce(ctx, "after-"+h, NewClaimOwner(), time.Minute); err != nil || !ok {
 		t.Fatalf("ClaimOnce: %v, %v", ok, err)
 	}
 	if _, err := s.Allow(ctx, Limit{Key: "after", Max: 10, Window: time.Minute}); err != nil {
@@ -375,7 +375,7 @@ func TestRedisKeysHoldOnlyHashes(t *testing.T) {
 		if err := s.Save(ctx, h, sampleRecord(clock.Now()), time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.ClaimOnce(ctx, "jti:"+h[:16], time.Hour); err != nil {
+		if _, err := s.ClaimOnce(ctx, "jti:"+h[:16], NewClaimOwner(), time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}

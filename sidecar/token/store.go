@@ -2,6 +2,8 @@ package token
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -49,10 +51,23 @@ type Store interface {
 	Get(ctx context.Context, hash string) (*Record, error)
 	// Revoke deletes the token; reports whether it existed.
 	Revoke(ctx context.Context, hash string) (bool, error)
-	// ClaimOnce is the replay guard: SET key 1 NX with expiry ttl; true when this call was the first.
-	ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error)
-	// Unclaim removes a ClaimOnce key (used when minting fails after the claim, so the OIDC token is not burned).
-	Unclaim(ctx context.Context, key string) error
+	// ClaimOnce is the replay guard: it stores owner under key with expiry ttl
+	// unless the key is held already. It returns true when the key is now
+	// held by owner: this call set it, or an earlier call with the same owner
+	// did (so a command that the Redis client resends after a lost reply is
+	// not mistaken for a replay). False means another owner holds it. owner
+	// must be unique per claim attempt: use NewClaimOwner.
+	//
+	// An error means the outcome is unknown: the claim may have been applied
+	// even though its reply was lost. Callers fail closed and may release it
+	// with Unclaim(key, owner).
+	ClaimOnce(ctx context.Context, key, owner string, ttl time.Duration) (bool, error)
+	// Unclaim deletes key only if it is held by owner (compare and delete,
+	// atomically), so it never releases somebody else's claim. It is used when
+	// a claim's reply was lost or minting failed after the claim, so the OIDC
+	// token is not burned. Releasing a missing key or one held by another
+	// owner is not an error.
+	Unclaim(ctx context.Context, key, owner string) error
 	// Allow applies fixed-window rate limits for several keys in ONE round trip
 	// and returns one result per limit, in order.
 	Allow(ctx context.Context, limits ...Limit) ([]LimitResult, error)
@@ -117,6 +132,28 @@ func checkKey(what, key string) error {
 	}
 	if len(key) > maxKeyLen {
 		return fmt.Errorf("token: %s: key is %d bytes, limit is %d (hash long values first)", what, len(key), maxKeyLen)
+	}
+	return nil
+}
+
+// maxOwnerLen bounds ClaimOnce owners (NewClaimOwner's are 32 bytes).
+const maxOwnerLen = 128
+
+// NewClaimOwner returns a fresh owner for ClaimOnce and Unclaim: 16
+// crypto/rand bytes in lowercase hex. (crypto/rand.Read never returns an
+// error since Go 1.24; it crashes the program instead.)
+func NewClaimOwner() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func checkOwner(what, owner string) error {
+	if owner == "" {
+		return fmt.Errorf("token: %s: empty owner (use NewClaimOwner)", what)
+	}
+	if len(owner) > maxOwnerLen {
+		return fmt.Errorf("token: %s: owner is %d bytes, limit is %d", what, len(owner), maxOwnerLen)
 	}
 	return nil
 }

@@ -171,7 +171,10 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		return nil, err
 	}
 	s.mainSrv = &http.Server{
-		Handler:           s.MainHandler(),
+		// guardFraming needs the framingConn that Serve's listener wrapper
+		// puts under each connection (framing.go).
+		Handler:           s.guardFraming(s.MainHandler()),
+		ConnContext:       framingConnContext,
 		ReadHeaderTimeout: cfg.Timeouts.ReadHeader.D(),
 		ReadTimeout:       cfg.Timeouts.Read.D(),
 		WriteTimeout:      cfg.Timeouts.Write.D(),
@@ -473,7 +476,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("serving", "listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", redactURL(s.cfg.Upstream.URL),
 		"store", s.store.Kind(), "policy", s.source.Describe())
 	errc := make(chan error, 2)
-	go func() { errc <- s.mainSrv.Serve(s.mainLn) }()
+	go func() { errc <- s.mainSrv.Serve(framingListener{s.mainLn}) }()
 	go func() { errc <- s.adminSrv.Serve(s.adminLn) }()
 
 	wctx, stopWatch := context.WithCancel(ctx)

@@ -1,0 +1,411 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	// bothCLTE is a smuggling-shaped request: Content-Length and chunked.
+	bothCLTE = "POST /user/oidc/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+		"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+	// pipelinedGET follows it on the same connection.
+	pipelinedGET = "GET /workspaces/acme/projects HTTP/1.1\r\nHost: x\r\n\r\n"
+)
+
+// rawConn is a client connection that writes raw bytes and reads responses.
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, await)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(await))
+	return &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+func (rc *rawConn) send(s string) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.c, s); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// response reads one response and its body.
+func (rc *rawConn) response() (*http.Response, string) {
+	rc.t.Helper()
+	resp, err := http.ReadResponse(rc.r, nil)
+	if err != nil {
+		rc.t.Fatalf("reading a response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		rc.t.Fatalf("reading a response body: %v", err)
+	}
+	return resp, string(b)
+}
+
+// closed asserts that the server closed the connection and sent nothing
+// more: the pipelined request after the refused one was never answered.
+func (rc *rawConn) closed() {
+	rc.t.Helper()
+	b, err := io.ReadAll(rc.r)
+	if len(b) > 0 {
+		rc.t.Fatalf("the server answered after the refused request: %q", b)
+	}
+	if err != nil {
+		rc.t.Fatalf("read after the refused request: %v, want EOF", err)
+	}
+}
+
+// buddyMessage decodes {"errors":[{"message":...}]}.
+func buddyMessage(t *testing.T, body string) string {
+	t.Helper()
+	var b struct {
+		Errors []struct {
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(body), &b); err != nil || len(b.Errors) != 1 {
+		t.Fatalf("body %q is not Buddy's error shape: %v", body, err)
+	}
+	return b.Errors[0].Message
+}
+
+// TestNetHTTPHidesContentLengthWithChunked documents why the guard follows
+// the raw framing: net/http accepts a request with both headers, removes
+// Content-Length from Request.Header before the handler runs (nothing in
+// the Request tells it was there), and keeps the connection open. If a Go
+// release changes that, this test says so.
+func TestNetHTTPHidesContentLengthWithChunked(t *testing.T) {
+	type seen struct {
+		cl            []string
+		te            []string
+		contentLength int64
+	}
+	var mu sync.Mutex
+	var got []seen
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, seen{r.Header.Values("Content-Length"), r.TransferEncoding, r.ContentLength})
+		mu.Unlock()
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	defer ts.Close()
+	rc := dialRaw(t, ts.Listener.Addr().String())
+	rc.send(bothCLTE + pipelinedGET)
+	for range 2 {
+		if resp, _ := rc.response(); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("handler saw %d requests, want 2 (net/http serves the pipelined one)", len(got))
+	}
+	if g := got[0]; g.cl != nil || !slices.Equal(g.te, []string{"chunked"}) || g.contentLength != -1 {
+		t.Errorf("net/http shows the handler Content-Length %q, TransferEncoding %q, ContentLength %d; "+
+			"want none, [chunked], -1 (if Content-Length is now visible, the framing scanner could go)", g.cl, g.te, g.contentLength)
+	}
+}
+
+// TestAmbiguousFramingClosesConnection: on the sidecar's real listener, a
+// request with both Content-Length and Transfer-Encoding gets 400 in Buddy's
+// shape and the connection is closed; the request pipelined behind it is
+// never answered.
+func TestAmbiguousFramingClosesConnection(t *testing.T) {
+	h := newHarness(t, harnessOption{})
+	cases := map[string]struct {
+		req, want string
+	}{
+		"exchange endpoint": {bothCLTE, ambiguousFramingMessage},
+		"proxied path": {"POST /workspaces/acme/projects HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+			ambiguousFramingMessage},
+		"header case and value case": {"POST /workspaces/acme/projects HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\ntransfer-encoding: Chunked\r\n\r\n0\r\n\r\n",
+			ambiguousFramingMessage},
+		"folded Transfer-Encoding": {"POST /workspaces/acme/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+			ambiguousFramingMessage},
+		"bare LF line ends": {"POST /workspaces/acme/projects HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+			ambiguousFramingMessage},
+		"classic smuggling body": {"POST /workspaces/acme/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"2e\r\nGET /admin HTTP/1.1\r\nHost: x\r\nX-Pad: 0123456\r\n\r\n0\r\n\r\n", ambiguousFramingMessage},
+		"HTTP/1.0 with Transfer-Encoding": {"POST /workspaces/acme/projects HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+			http10TEMessage},
+		"HTTP/1.0 with both": {"POST /workspaces/acme/projects HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+			ambiguousFramingMessage},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := len(h.api.Requests())
+			rc := dialRaw(t, h.srv.Addr())
+			rc.send(tc.req + pipelinedGET)
+			resp, body := rc.response()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400; body %s", resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if !resp.Close { // http.ReadResponse consumes the Connection: close header
+				t.Errorf("response does not announce Connection: close: %v", resp.Header)
+			}
+			if msg := buddyMessage(t, body); msg != tc.want {
+				t.Errorf("message\n got %s\nwant %s", msg, tc.want)
+			}
+			rc.closed()
+			if n := len(h.api.Requests()) - before; n != 0 {
+				t.Errorf("the upstream received %d requests", n)
+			}
+		})
+	}
+	if !strings.Contains(h.logs.String(), "ambiguous framing") {
+		t.Errorf("no warning logged:\n%s", h.logs.String())
+	}
+}
+
+// guardedServer serves handler behind the framing guard, wired as Serve
+// wires the main listener.
+func guardedServer(t *testing.T, handler http.Handler) (*httptest.Server, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	s := &Server{log: NewLogger(logs, "debug")}
+	ts := httptest.NewUnstartedServer(s.guardFraming(handler))
+	ts.Listener = framingListener{ts.Listener}
+	ts.Config.ConnContext = framingConnContext
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return ts, logs
+}
+
+// echo answers "<method> <request target> <body bytes read>"; it leaves the
+// body unread (net/http then discards it) when the request has X-No-Read.
+var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	n := int64(-1)
+	if r.Header.Get("X-No-Read") == "" {
+		n, _ = io.Copy(io.Discard, r.Body)
+	}
+	fmt.Fprintf(w, "%s %s %d", r.Method, r.RequestURI, n)
+})
+
+// TestFramingGuardKeepsNormalConnections: well-formed requests of every
+// framing, one after the other or pipelined on one keep-alive connection,
+// are all served as before and the connection stays open (the scanner keeps
+// in step with net/http, including bodies that look like requests); a
+// request with both headers at the end of the same connection is still
+// caught.
+func TestFramingGuardKeepsNormalConnections(t *testing.T) {
+	ts, logs := guardedServer(t, echo)
+	type exchange struct{ req, want string }
+	chunkedBody := "GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+	steps := []exchange{
+		{"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a 0"},
+		// chunked, with a chunk extension, a body that looks like a
+		// request with both headers, and trailers
+		{"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x;ext=\"v\"\r\n%s\r\n", len(chunkedBody), chunkedBody) +
+			"3\r\nxyz\r\n0\r\nX-Trailer: 1\r\n\r\n", fmt.Sprintf("POST /b %d", len(chunkedBody)+3)},
+		// the same, left unread by the handler: net/http discards it
+		{"POST /c HTTP/1.1\r\nHost: x\r\nX-No-Read: 1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(bothCLTE), bothCLTE), "POST /c -1"},
+		// a Content-Length body holding a request with both headers
+		{fmt.Sprintf("POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(bothCLTE), bothCLTE), fmt.Sprintf("POST /d %d", len(bothCLTE))},
+		{fmt.Sprintf("PUT /e HTTP/1.1\r\nHost: x\r\nX-No-Read: 1\r\nContent-Length: %d\r\n\r\n%s", len(bothCLTE), bothCLTE), "PUT /e -1"},
+		// net/http answers OPTIONS * itself
+		{"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", ""},
+		// a long header that is neither Content-Length nor Transfer-Encoding,
+		// and a long target
+		{"GET /f HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", maxScanLine+100) + "\r\n\r\n", "GET /f 0"},
+		{"GET /g" + strings.Repeat("g", maxScanLine) + " HTTP/1.1\r\nHost: x\r\n\r\n", "GET /g" + strings.Repeat("g", maxScanLine) + " 0"},
+		// empty lines after a POST body are tolerated
+		{"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok\r\n", "POST /h 2"},
+		{"DELETE /i HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "DELETE /i 0"},
+	}
+	for _, pipelined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			rc := dialRaw(t, ts.Listener.Addr().String())
+			if pipelined {
+				var all strings.Builder
+				for _, st := range steps {
+					all.WriteString(st.req)
+				}
+				rc.send(all.String())
+			}
+			for i, st := range steps {
+				if !pipelined {
+					rc.send(st.req)
+				}
+				resp, body := rc.response()
+				if resp.StatusCode != 200 || resp.Close || body != st.want {
+					t.Fatalf("request %d: %d close=%v %q, want 200 %q on an open connection", i, resp.StatusCode, resp.Close, body, st.want)
+				}
+			}
+			rc.send(bothCLTE + pipelinedGET)
+			if resp, body := rc.response(); resp.StatusCode != 400 || buddyMessage(t, body) != ambiguousFramingMessage || !resp.Close {
+				t.Fatalf("request with both headers after %d good ones: %d %s", len(steps), resp.StatusCode, body)
+			}
+			rc.closed()
+		})
+	}
+	if n := strings.Count(logs.String(), "ambiguous framing"); n != 2 {
+		t.Errorf("%d warnings logged, want 2:\n%s", n, logs.String())
+	}
+}
+
+// scanFeed feeds a stream to a scanner in pieces of n bytes (0: at once).
+func scanFeed(stream string, n int) *framingScanner {
+	sc := &framingScanner{}
+	if n == 0 {
+		sc.feed([]byte(stream))
+		return sc
+	}
+	for len(stream) > 0 {
+		k := min(n, len(stream))
+		sc.feed([]byte(stream[:k]))
+		stream = stream[k:]
+	}
+	return sc
+}
+
+func TestFramingScanner(t *testing.T) {
+	long := "/" + strings.Repeat("a", maxScanLine)
+	cases := []struct {
+		name   string
+		stream string
+		want   []scannedHeader
+		broken bool
+		state  scanState
+	}{
+		{name: "two GETs", stream: "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b?q=1 HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "GET", target: "/a"}, {method: "GET", target: "/b?q=1"}}},
+		{name: "Content-Length body skipped", stream: "POST /a HTTP/1.1\r\nContent-Length: 30\r\n\r\nGET /fake HTTP/1.1\r\n\r\n12345678PUT /b HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true}, {method: "PUT", target: "/b"}}},
+		{name: "duplicate equal Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length:  1 \r\n\r\nxGET /b HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true}, {method: "GET", target: "/b"}}},
+		{name: "chunked with extension and trailers", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"3;x=y \r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\nU: 2\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "POST", target: "/a", hasTE: true}, {method: "GET", target: "/b"}}},
+		{name: "both headers, chunked wins", stream: "POST /a HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true, hasTE: true}, {method: "GET", target: "/b"}}},
+		{name: "HTTP/1.0 ignores Transfer-Encoding", stream: "POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\nGET /b HTTP/1.0\r\n\r\n",
+			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true, hasTE: true}, {method: "GET", target: "/b"}}},
+		{name: "bare LF and folded field", stream: "POST /a HTTP/1.1\nX: 1\nTransfer-Encoding:\n\tchunked\n\n0\r\n\r\n\r\nGET /b HTTP/1.1\n\n",
+			want: []scannedHeader{{method: "POST", target: "/a", hasTE: true}, {method: "GET", target: "/b"}}},
+		{name: "long target kept as a prefix", stream: "GET " + long + " HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "GET", target: long[:maxScanLine-4], truncated: true}}},
+		{name: "waiting for the body", stream: "POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345",
+			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true}}, state: scanBody},
+		{name: "chunk line with bare LF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n", broken: true},
+		{name: "chunk data without CRLF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", broken: true},
+		{name: "bad chunk size", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", broken: true},
+		{name: "chunk size too long", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\n", broken: true},
+		{name: "unsupported Transfer-Encoding", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", broken: true},
+		{name: "two Transfer-Encoding fields", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", broken: true},
+		{name: "differing Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", broken: true},
+		{name: "bad Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: +1\r\n\r\n", broken: true},
+		{name: "malformed request line", stream: "GARBAGE\r\n\r\n", broken: true},
+		{name: "header without colon", stream: "GET /a HTTP/1.1\r\nNoColon\r\n\r\n", broken: true},
+		{name: "fold before any field", stream: "GET /a HTTP/1.1\r\n folded: x\r\n\r\n", broken: true},
+	}
+	for _, tc := range cases {
+		for _, n := range []int{0, 1, 7} {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, n), func(t *testing.T) {
+				sc := scanFeed(tc.stream, n)
+				if sc.broken != tc.broken {
+					t.Fatalf("broken = %v, want %v", sc.broken, tc.broken)
+				}
+				if tc.broken {
+					return
+				}
+				if !slices.Equal(sc.queue, tc.want) {
+					t.Errorf("queue\n got %+v\nwant %+v", sc.queue, tc.want)
+				}
+				if sc.state != tc.state {
+					t.Errorf("state %d, want %d", sc.state, tc.state)
+				}
+			})
+		}
+	}
+}
+
+// TestFramingConnNext: the handler side matches requests to parsed headers,
+// skips "OPTIONS *" (net/http answers it without a handler), and gives up
+// on a mismatch instead of guessing.
+func TestFramingConnNext(t *testing.T) {
+	fc := &framingConn{}
+	fc.sc.feed([]byte("OPTIONS * HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n"))
+	req := func(target string) *http.Request {
+		return &http.Request{Method: http.MethodGet, RequestURI: target, ProtoMajor: 1, ProtoMinor: 1}
+	}
+	if h, ok := fc.next(req("/a")); !ok || h.hasCL || h.hasTE {
+		t.Fatalf("/a: %+v %v", h, ok)
+	}
+	if h, ok := fc.next(req("/b")); !ok || !h.hasCL || !h.hasTE {
+		t.Fatalf("/b: %+v %v", h, ok)
+	}
+	if _, ok := fc.next(req("/not-c")); ok {
+		t.Fatal("a request that does not match the parsed header was accepted")
+	}
+	if _, ok := fc.next(req("/c")); ok || !fc.sc.broken {
+		t.Fatal("the scanner did not give up after a mismatch")
+	}
+	fc.sc.feed([]byte("GET /d HTTP/1.1\r\n\r\n"))
+	if _, ok := fc.next(req("/d")); ok || len(fc.sc.queue) != 0 {
+		t.Fatal("a scanner that gave up came back")
+	}
+}
+
+func TestFramingConnCloseWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fl := framingListener{ln}
+	done := make(chan error, 1)
+	go func() {
+		c, err := fl.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		cw, ok := c.(interface{ CloseWrite() error })
+		if !ok {
+			done <- errors.New("framingConn has no CloseWrite")
+			return
+		}
+		done <- cw.CloseWrite()
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(await))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after CloseWrite the client read %d, %v; want EOF (a half close)", n, err)
+	}
+}

@@ -25,15 +25,16 @@ default unknown_routes := "deny"
 
 unknown_routes := data.sidecar.settings.unknown_routes
 
-# decision is full_decision, computed for the common case in one rule body:
-# a token without IP restrictions, of a configured provider, on a route
-# whose scopes it holds (through data.sidecar.scopes.grants, the hierarchy
-# precomputed when the bundle is built), in a workspace it may reach. Each
-# check is stricter than its part of full_decision, so this branch allows
-# only what full_decision allows (proxy_test.rego checks both against each
-# other); everything else, every denial included, goes to full_decision.
-# It exists because every rule OPA evaluates costs, and this runs on every
-# proxied request (docs/benchmarks.md).
+# decision is full_decision, computed for the common case in one rule body
+# (two: one for a token limited to workspaces, on a route of one of them;
+# one for a token not limited to workspaces): a token without IP
+# restrictions, of a configured provider, on a route whose scopes it holds
+# (through data.sidecar.scopes.grants, the hierarchy precomputed when the
+# bundle is built). Each check is stricter than its part of full_decision,
+# so these branches allow only what full_decision allows (proxy_test.rego
+# checks both against each other); everything else, every denial included,
+# goes to full_decision. They exist because every rule OPA evaluates costs,
+# and this runs on every proxied request (docs/benchmarks.md).
 decision := {"allow": true, "status": 200, "code": "allowed", "message": ""} if {
 	t := input.token
 	r := input.route
@@ -44,7 +45,18 @@ decision := {"allow": true, "status": 200, "code": "allowed", "message": ""} if 
 		some have in t.scopes
 		need in data.sidecar.scopes.grants[have]
 	}
-	workspace_allowed
+	input.vars.workspace in t.workspaces
+} else := {"allow": true, "status": 200, "code": "allowed", "message": ""} if {
+	t := input.token
+	r := input.route
+	is_array(r.scopes)
+	data.sidecar.providers[t.provider_id]
+	count(t.ip_restrictions) == 0
+	every need in r.scopes {
+		some have in t.scopes
+		need in data.sidecar.scopes.grants[have]
+	}
+	t.workspaces == null
 } else := full_decision
 
 # full_decision: the first failing check decides.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,8 +44,9 @@ type Snapshot struct {
 	Settings  Settings
 	Bundle    *bundle.Bundle
 
-	exchange rego.PreparedEvalQuery
-	proxy    rego.PreparedEvalQuery
+	exchange   rego.PreparedEvalQuery
+	proxy      rego.PreparedEvalQuery
+	routeTerms map[routeKey]routeTermEntry // input.route of each route, made once
 }
 
 // Compile compiles a bundle and prepares its queries. It fails — and the
@@ -62,6 +64,11 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 	}
 	if s.Routes, err = routes.FromData(root["routes"]); err != nil {
 		return nil, err
+	}
+	s.routeTerms = make(map[routeKey]routeTermEntry, len(s.Routes))
+	for i := range s.Routes {
+		r := &s.Routes[i]
+		s.routeTerms[routeKey{r.Method, r.Path}] = routeTermEntry{scopes: slices.Clone(r.Scopes), term: newRouteTerm(r)}
 	}
 	if err := checkScopeGraph(root["scopes"]); err != nil {
 		return nil, err
@@ -388,11 +395,7 @@ type ProxyDecision struct {
 func (s *Snapshot) Authorize(ctx context.Context, in ProxyInput) (*ProxyDecision, error) {
 	route := ast.NullTerm()
 	if in.Route != nil {
-		route = ast.ObjectTerm(
-			[2]*ast.Term{ast.InternedTerm("method"), ast.StringTerm(in.Route.Method)},
-			[2]*ast.Term{ast.InternedTerm("path"), ast.StringTerm(in.Route.Path)},
-			[2]*ast.Term{ast.InternedTerm("scopes"), stringArray(in.Route.Scopes)},
-		)
+		route = s.routeTerm(in.Route)
 	}
 	vars := make([][2]*ast.Term, 0, len(in.Vars))
 	for k, v := range in.Vars {
@@ -403,13 +406,13 @@ func (s *Snapshot) Authorize(ctx context.Context, in ProxyInput) (*ProxyDecision
 		token = ast.NewTerm(in.Token)
 	}
 	input := ast.NewObject(
-		[2]*ast.Term{ast.InternedTerm("method"), ast.StringTerm(in.Method)},
-		[2]*ast.Term{ast.InternedTerm("path"), ast.StringTerm(in.Path)},
-		[2]*ast.Term{ast.InternedTerm("route"), route},
-		[2]*ast.Term{ast.InternedTerm("vars"), ast.ObjectTerm(vars...)},
-		[2]*ast.Term{ast.InternedTerm("token"), token},
-		[2]*ast.Term{ast.InternedTerm("client_ip"), ast.StringTerm(in.ClientIP)},
-		[2]*ast.Term{ast.InternedTerm("time"), ast.IntNumberTerm(int(in.Time.Unix()))},
+		[2]*ast.Term{keyMethod, ast.StringTerm(in.Method)},
+		[2]*ast.Term{keyPath, ast.StringTerm(in.Path)},
+		[2]*ast.Term{keyRoute, route},
+		[2]*ast.Term{keyVars, ast.ObjectTerm(vars...)},
+		[2]*ast.Term{keyToken, token},
+		[2]*ast.Term{keyClientIP, ast.StringTerm(in.ClientIP)},
+		[2]*ast.Term{keyTime, ast.IntNumberTerm(int(in.Time.Unix()))},
 	)
 	m, err := evalOne(ctx, s.proxy, input)
 	if err != nil {
@@ -428,6 +431,43 @@ func (s *Snapshot) Authorize(ctx context.Context, in ProxyInput) (*ProxyDecision
 		return nil, fmt.Errorf("%s denied with status %d: want a 4xx or 5xx status", ProxyQuery, d.Status)
 	}
 	return d, nil
+}
+
+// Keys of the proxy input, made once (ast.InternedTerm allocates for
+// strings OPA has not interned).
+var (
+	keyMethod   = ast.StringTerm("method")
+	keyPath     = ast.StringTerm("path")
+	keyRoute    = ast.StringTerm("route")
+	keyVars     = ast.StringTerm("vars")
+	keyToken    = ast.StringTerm("token")
+	keyClientIP = ast.StringTerm("client_ip")
+	keyTime     = ast.StringTerm("time")
+	keyScopes   = ast.StringTerm("scopes")
+)
+
+type routeKey struct{ method, path string }
+
+// routeTerm is input.route for r: the term made when the snapshot was
+// compiled for the same route of its table, or a new one.
+func (s *Snapshot) routeTerm(r *routes.Route) *ast.Term {
+	if t, ok := s.routeTerms[routeKey{r.Method, r.Path}]; ok && slices.Equal(t.scopes, r.Scopes) {
+		return t.term
+	}
+	return newRouteTerm(r)
+}
+
+type routeTermEntry struct {
+	scopes []string
+	term   *ast.Term
+}
+
+func newRouteTerm(r *routes.Route) *ast.Term {
+	return ast.ObjectTerm(
+		[2]*ast.Term{keyMethod, ast.StringTerm(r.Method)},
+		[2]*ast.Term{keyPath, ast.StringTerm(r.Path)},
+		[2]*ast.Term{keyScopes, stringArray(r.Scopes)},
+	)
 }
 
 // TokenValue converts a token record (any JSON-shaped Go value) into the

@@ -26,6 +26,7 @@ type Metrics struct {
 	reloads          *prometheus.CounterVec
 	revision         *prometheus.GaugeVec
 	policyEval       *prometheus.HistogramVec
+	proxyReused      prometheus.Counter
 
 	mu             sync.Mutex // guards activeRevision
 	activeRevision string
@@ -62,7 +63,9 @@ func New() *Metrics {
 		Help: "The active bundle revision (value 1)."}, []string{"revision"})
 	m.policyEval = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "policy_eval_duration_seconds",
 		Help: "OPA evaluation time by query (exchange, proxy).", Buckets: buckets}, []string{"query"})
-	m.Registry.MustRegister(m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
+	m.proxyReused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "proxy_decisions_reused_total",
+		Help: "Proxy decisions reused for a cached token's repeated method, path and client address (no OPA evaluation)."})
+	m.Registry.MustRegister(m.proxyReused, m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
 		m.upstreamDuration, m.jwksFetches, m.redisErrors, m.reloads, m.revision, m.policyEval,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -145,6 +148,14 @@ func (m *Metrics) Reload(rev string, err error) {
 		m.revision.DeleteLabelValues(m.activeRevision)
 	}
 	m.activeRevision = rev
+}
+
+// ProxyDecisionReused counts a proxy decision reused without evaluation.
+func (m *Metrics) ProxyDecisionReused() {
+	if m == nil {
+		return
+	}
+	m.proxyReused.Inc()
 }
 
 // PolicyEval records an OPA evaluation's duration.

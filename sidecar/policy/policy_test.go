@@ -422,3 +422,38 @@ func TestStaleScopeGrantsRefused(t *testing.T) {
 		t.Fatalf("without grants, EXECUTION_MANAGE on an EXECUTION_INFO route: %+v, %v", d, err)
 	}
 }
+
+// TestProxyDecisionPure: the shipped proxy policy depends on nothing but its
+// inputs and the bundle; reading input.time, the whole input, or calling a
+// non-deterministic builtin anywhere the decision reaches makes it impure.
+func TestProxyDecisionPure(t *testing.T) {
+	ctx := context.Background()
+	s := snapshot(t, manyProviders(t, 1))
+	if pure, why := s.ProxyDecisionPure(); !pure {
+		t.Fatalf("shipped policies: not pure: %s", why)
+	}
+	for _, tc := range []struct{ rule, want string }{
+		{"late if input.time > 0", "reads input.time"},
+		{"late if time.now_ns() > 0", "calls time.now_ns, which is not deterministic"},
+		{"late if count(input) > 0", "uses input as a whole"},
+		{"late if {\n\tsome k\n\tinput[k] == 1\n}", "reads input with a computed key"},
+		{"late if rand.intn(\"x\", 2) == 0", "calls rand.intn, which is not deterministic"},
+	} {
+		pols, _ := EmbeddedPolicies(false)
+		for i, f := range pols {
+			if f.Path == "proxy.rego" {
+				// A helper two rules away from decision.
+				pols[i].Src = append(bytes.Replace(f.Src, []byte("\tnot token\n} else := deny(401, \"unknown_provider\""), []byte("\tnot token\n\tnot helper\n} else := deny(401, \"unknown_provider\""), 1),
+					[]byte("\nhelper if late\n\n"+tc.rule+"\n")...)
+			}
+		}
+		s, err := buildAndCompile(ctx, Sources{Providers: manyProviders(t, 1), Policies: pols})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.rule, err)
+		}
+		pure, why := s.ProxyDecisionPure()
+		if pure || !strings.Contains(why, tc.want) || !strings.Contains(why, "data.sidecar.proxy.late") {
+			t.Errorf("%s: pure=%v why=%q, want %q in data.sidecar.proxy.late", tc.rule, pure, why, tc.want)
+		}
+	}
+}

@@ -82,7 +82,19 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 	}
 	side := httptest.NewServer(p)
 	tb.Cleanup(side.Close)
-	return map[string]string{"direct": up.URL, "bare": bare.URL, "sidecar": side.URL}, tok
+	// The same sidecar with decision reuse off: every request is matched
+	// and evaluated by OPA.
+	p2, err := New(Options{
+		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
+		Transport: sideTr, Metrics: benchMetrics, NoDecisionCache: true,
+		Audit: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	side2 := httptest.NewServer(p2)
+	tb.Cleanup(side2.Close)
+	return map[string]string{"direct": up.URL, "bare": bare.URL, "sidecar": side.URL, "sidecar-evaluated": side2.URL}, tok
 }
 
 // benchMetrics records the sidecar target's metrics (policy evaluation and
@@ -120,7 +132,7 @@ func get(c *http.Client, base, tok string) error {
 //	go test -run '^$' -bench BenchmarkProxy -benchtime 5s ./sidecar/proxy
 func BenchmarkProxy(b *testing.B) {
 	targets, tok := benchTargets(b)
-	for _, name := range []string{"direct", "bare", "sidecar"} {
+	for _, name := range []string{"direct", "bare", "sidecar", "sidecar-evaluated"} {
 		base := targets[name]
 		b.Run(name, func(b *testing.B) {
 			c := benchClient()
@@ -201,7 +213,7 @@ func TestFixedRateLatency(t *testing.T) {
 	}
 	targets, tok := benchTargets(t)
 	for round := 1; round <= 2; round++ { // interleave: direct, bare, sidecar, twice
-		for _, name := range []string{"direct", "bare", "sidecar"} {
+		for _, name := range []string{"direct", "bare", "sidecar", "sidecar-evaluated"} {
 			r := fixedRate(t, targets[name], tok, rate, time.Duration(secs)*time.Second)
 			t.Logf("round %d %-8s %d/s × %ds: sent %d, errors %d | service p50 %5.0f p90 %5.0f p99 %6.0f max %6.0f µs | from schedule p50 %5.0f p99 %6.0f µs",
 				round, name, rate, secs, r.n, r.errors, us(r.svc[0]), us(r.svc[1]), us(r.svc[2]), us(r.svc[3]), us(r.sched[0]), us(r.sched[2]))

@@ -22,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
@@ -218,8 +219,9 @@ func newFixture(t testing.TB, store token.Store, opts ...fixtureOption) *fixture
 	}
 	o := Options{
 		Engine: f.engine, Store: f.store, Upstream: f.up.url(), UpstreamToken: upstreamSecret,
-		Audit:  slog.New(slog.NewJSONHandler(f.audit, nil)),
-		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics: metrics.New(),
+		Audit:   slog.New(slog.NewJSONHandler(f.audit, nil)),
+		Logger:  slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, fn := range opts {
 		fn(&o)

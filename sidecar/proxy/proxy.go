@@ -117,6 +117,12 @@ type Options struct {
 	// makes one store round trip). Unknown tokens and store errors are never
 	// cached.
 	TokenCacheTTL time.Duration
+	// NoDecisionCache turns off reusing decisions. By default a cached
+	// token's decision for a method, path and client address is reused
+	// while the token's cache entry lives, when the snapshot's proxy
+	// decision is pure (see policy.Snapshot.ProxyDecisionPure): then the
+	// policy would answer the same again.
+	NoDecisionCache bool
 }
 
 // Proxy is the http.Handler for every request that is not one of the
@@ -137,7 +143,8 @@ type Proxy struct {
 	upstreamAuth string // "Bearer <UpstreamToken>", or "" to drop Authorization
 	rp           *httputil.ReverseProxy
 
-	cache *tokenCache // nil: disabled
+	cache  *tokenCache // nil: disabled
+	noMemo bool        // Options.NoDecisionCache
 
 	last401 atomic.Int64 // unix nanos of the last "upstream answered 401" warning
 
@@ -180,7 +187,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	p := &Proxy{
 		engine: o.Engine, store: o.Store, clients: o.Clients, metrics: o.Metrics,
-		audit: o.Audit, log: o.Logger, now: o.Now, identity: o.IdentityHeaders,
+		audit: o.Audit, log: o.Logger, now: o.Now, identity: o.IdentityHeaders, noMemo: o.NoDecisionCache,
 		upstream:    &url.URL{Scheme: up.Scheme, Host: up.Host},
 		basePath:    strings.TrimSuffix(up.Path, "/"),
 		baseRawPath: strings.TrimSuffix(up.EscapedPath(), "/"),
@@ -261,8 +268,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	now := p.now()
 	var tv ast.Value
+	var memo *decisionMemo
 	if sent && token.WellFormed(tok) {
-		rec, val, err := p.lookup(req.Context(), token.Hash(tok))
+		rec, val, dm, err := p.lookup(req.Context(), token.Hash(tok))
 		if err != nil {
 			p.metrics.StoreError("get")
 			p.log.Error("token store lookup failed; refusing the request", "request_id", x.id, "error", err.Error())
@@ -271,33 +279,60 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		if rec != nil && !rec.Expired(now) {
-			x.rec, tv = rec, val
+			x.rec, tv, memo = rec, val, dm
 		}
 	}
 
 	t := p.table(snap)
-	m := t.match(req.Method, esc)
+	client := addrString(x.clientIP)
+	// A valid cached token may reuse the decision made for the same
+	// method, path and client address under this snapshot, when the
+	// snapshot's proxy decision depends on nothing else (no input.time, no
+	// non-deterministic builtin): the route match and the OPA evaluation
+	// would give the same answer again.
+	if memo != nil {
+		if pure, _ := snap.ProxyDecisionPure(); !pure || p.noMemo {
+			memo = nil
+		}
+	}
+	key := memoKey{snap: snap, method: req.Method, path: esc, client: client}
+	var m match
+	var d *policy.ProxyDecision
+	if v, ok := memo.getIf(key); ok {
+		m, d = v.m, v.d
+		p.metrics.ProxyDecisionReused()
+		x.authDur = time.Since(x.start)
+		if p.onDecision != nil {
+			p.onDecision(policy.ProxyInput{Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv, ClientIP: client, Time: now}, d)
+		}
+	} else {
+		m = t.match(req.Method, esc)
+		in := policy.ProxyInput{
+			Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv,
+			ClientIP: client, Time: now,
+		}
+		evalStart := time.Now()
+		var err error
+		d, err = snap.Authorize(req.Context(), in)
+		p.metrics.PolicyEval("proxy", time.Since(evalStart))
+		x.authDur = time.Since(x.start)
+		if err != nil {
+			p.log.Error("proxy decision failed; refusing the request", "request_id", x.id, "revision", snap.Revision, "error", err.Error())
+			w.Header().Set("Retry-After", "1")
+			p.reply(w, x, http.StatusServiceUnavailable, CodePolicyError, "Authorization is temporarily unavailable")
+			return
+		}
+		if p.onDecision != nil {
+			p.onDecision(in, d)
+		}
+		if memo != nil {
+			memo.put(key, memoValue{m: m, d: d})
+		}
+	}
 	if m.route != nil {
 		x.route = m.route.Path
 	}
 	x.workspace = m.vars[routes.WorkspaceVar]
-	in := policy.ProxyInput{
-		Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv,
-		ClientIP: addrString(x.clientIP), Time: now,
-	}
-	evalStart := time.Now()
-	d, err := snap.Authorize(req.Context(), in)
-	p.metrics.PolicyEval("proxy", time.Since(evalStart))
-	x.authDur = time.Since(x.start)
-	if err != nil {
-		p.log.Error("proxy decision failed; refusing the request", "request_id", x.id, "revision", snap.Revision, "error", err.Error())
-		w.Header().Set("Retry-After", "1")
-		p.reply(w, x, http.StatusServiceUnavailable, CodePolicyError, "Authorization is temporarily unavailable")
-		return
-	}
-	if p.onDecision != nil {
-		p.onDecision(in, d)
-	}
 
 	// A path that matches routes only under other methods or another
 	// letter case: once the caller is authenticated (the policy's checks
@@ -336,30 +371,31 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // value: from the short-lived cache, or with one store round trip. A nil
 // record means unknown, expired or revoked; an error means the store could
 // not answer (the request must be refused, never forwarded).
-func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Value, error) {
+func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Value, *decisionMemo, error) {
 	start := time.Now()
 	var gen uint64
 	if p.cache != nil {
-		rec, val, g, ok := p.cache.get(hash, start)
+		e, g, ok := p.cache.get(hash, start)
 		if ok {
-			return rec, val, nil
+			return e.rec, e.val, e.memo, nil
 		}
 		gen = g
 	}
 	rec, err := p.store.Get(ctx, hash)
 	switch {
 	case errors.Is(err, token.ErrNotFound):
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	case err != nil:
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	val := tokenValue(rec)
+	var memo *decisionMemo
 	if p.cache != nil {
 		// Expire relative to when the lookup started: the entry never
 		// outlives a revocation by more than the TTL.
-		p.cache.put(hash, rec, val, start, gen)
+		memo = p.cache.put(hash, rec, val, start, gen)
 	}
-	return rec, val, nil
+	return rec, val, memo, nil
 }
 
 // Forget evicts a token (by token.Hash) from the proxy's token cache, so
@@ -458,6 +494,9 @@ func (p *Proxy) table(snap *policy.Snapshot) *table {
 	}
 	t := newTable(snap)
 	p.tbl.Store(t)
+	if pure, why := snap.ProxyDecisionPure(); !pure && p.cache != nil && !p.noMemo {
+		p.log.Info("proxy decisions are evaluated for every request under this policy (none is reused)", "revision", snap.Revision, "because", why)
+	}
 	return t
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -38,7 +39,8 @@ type cacheShard struct {
 type cacheEntry struct {
 	rec   *token.Record
 	val   ast.Value
-	until time.Time // monotonic
+	memo  *decisionMemo // decisions made for this token while the entry lives
+	until time.Time     // monotonic
 }
 
 func newTokenCache(ttl time.Duration) *tokenCache {
@@ -53,9 +55,9 @@ func (c *tokenCache) shard(hash string) *cacheShard {
 	return &c.shards[unhex(hash[0])&0xf] // hash is lowercase hex (token.Hash)
 }
 
-// get returns the cached record and value for hash, if fresh at now, and
-// on a miss the generation to pass to put.
-func (c *tokenCache) get(hash string, now time.Time) (*token.Record, ast.Value, uint64, bool) {
+// get returns the cached entry for hash, if fresh at now, and on a miss
+// the generation to pass to put.
+func (c *tokenCache) get(hash string, now time.Time) (cacheEntry, uint64, bool) {
 	s := c.shard(hash)
 	s.mu.Lock()
 	e, ok := s.m[hash]
@@ -65,7 +67,7 @@ func (c *tokenCache) get(hash string, now time.Time) (*token.Record, ast.Value, 
 	}
 	gen := s.gen
 	s.mu.Unlock()
-	return e.rec, e.val, gen, ok
+	return e, gen, ok
 }
 
 // forget evicts hash. A lookup that was in flight meanwhile (its get
@@ -79,13 +81,14 @@ func (c *tokenCache) forget(hash string) {
 }
 
 // put caches a record the store returned for a lookup that started at now,
-// unless a forget on the shard happened since get returned gen.
-func (c *tokenCache) put(hash string, rec *token.Record, val ast.Value, now time.Time, gen uint64) {
+// unless a forget on the shard happened since get returned gen. It returns
+// the new entry's decision memo, or nil when nothing was cached.
+func (c *tokenCache) put(hash string, rec *token.Record, val ast.Value, now time.Time, gen uint64) *decisionMemo {
 	s := c.shard(hash)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gen != gen {
-		return
+		return nil
 	}
 	if len(s.m) >= maxCachedTokens/len(c.shards) {
 		for k, e := range s.m {
@@ -100,5 +103,54 @@ func (c *tokenCache) put(hash string, rec *token.Record, val ast.Value, now time
 			delete(s.m, k)
 		}
 	}
-	s.m[hash] = cacheEntry{rec: rec, val: val, until: now.Add(c.ttl)}
+	memo := &decisionMemo{}
+	s.m[hash] = cacheEntry{rec: rec, val: val, memo: memo, until: now.Add(c.ttl)}
+	return memo
+}
+
+// maxMemoDecisions bounds the decisions remembered per token entry.
+const maxMemoDecisions = 32
+
+// decisionMemo remembers the proxy's decisions for one cached token: for a
+// snapshot whose proxy decision is pure (policy.Snapshot.ProxyDecisionPure)
+// the same method, path and client address give the same route match and
+// decision. It lives and dies with its token's cache entry, so a revocation
+// that evicts the token (or the entry's TTL) ends it too, and a new
+// snapshot never meets another's decisions (the snapshot is in the key).
+type decisionMemo struct {
+	mu sync.Mutex
+	m  map[memoKey]memoValue
+}
+
+type memoKey struct {
+	snap                 *policy.Snapshot
+	method, path, client string
+}
+
+type memoValue struct {
+	m match
+	d *policy.ProxyDecision
+}
+
+// getIf is get on a memo that may be nil (no memo: never found).
+func (dm *decisionMemo) getIf(k memoKey) (memoValue, bool) {
+	if dm == nil {
+		return memoValue{}, false
+	}
+	dm.mu.Lock()
+	v, ok := dm.m[k]
+	dm.mu.Unlock()
+	return v, ok
+}
+
+// put remembers a decision; a full memo keeps what it has.
+func (dm *decisionMemo) put(k memoKey, v memoValue) {
+	dm.mu.Lock()
+	if dm.m == nil {
+		dm.m = make(map[memoKey]memoValue, 4)
+	}
+	if len(dm.m) < maxMemoDecisions {
+		dm.m[k] = v
+	}
+	dm.mu.Unlock()
 }

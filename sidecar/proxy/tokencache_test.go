@@ -14,30 +14,30 @@ func TestTokenCache(t *testing.T) {
 	h := token.Hash("ocs_x")
 	now := time.Now()
 
-	_, _, gen, ok := c.get(h, now)
+	_, gen, ok := c.get(h, now)
 	if ok {
 		t.Fatal("hit on an empty cache")
 	}
 	c.put(h, &rec, val, now, gen)
-	if got, _, _, ok := c.get(h, now.Add(999*time.Millisecond)); !ok || got != &rec {
+	if got, _, ok := c.get(h, now.Add(999*time.Millisecond)); !ok || got.rec != &rec {
 		t.Fatal("miss within the TTL")
 	}
-	if _, _, _, ok := c.get(h, now.Add(time.Second)); ok {
+	if _, _, ok := c.get(h, now.Add(time.Second)); ok {
 		t.Fatal("hit at the TTL")
 	}
 
 	// A forget during a lookup stops that lookup from caching what it read.
-	_, _, gen, _ = c.get(h, now)
+	_, gen, _ = c.get(h, now)
 	c.forget(h)
 	c.put(h, &rec, val, now, gen)
-	if _, _, _, ok := c.get(h, now); ok {
+	if _, _, ok := c.get(h, now); ok {
 		t.Fatal("a lookup that overlapped a forget was cached")
 	}
 
 	// Bounded size.
 	for i := range 3 * maxCachedTokens {
 		k := token.Hash("ocs_" + time.Duration(i).String())
-		_, _, g, _ := c.get(k, now)
+		_, g, _ := c.get(k, now)
 		c.put(k, &rec, val, now, g)
 	}
 	n := 0

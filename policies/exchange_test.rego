@@ -42,6 +42,7 @@ ref_reason := {
 	"actual": "refs/pull/42/merge",
 	"missing": false,
 	"message": "ref is \"refs/heads/main\" (actual: \"refs/pull/42/merge\")",
+	"clause": 2,
 }
 
 conditions_bad := {"p1": {"conditions": [owner_row, ref_row]}}

@@ -401,7 +401,7 @@ func TestTrustDenials(t *testing.T) {
 	t.Run("several conditions", func(t *testing.T) {
 		rec := r.buddy(idDeploy, r.ghToken("evil-org/octo-repo", "refs/heads/dev"))
 		msg := buddyError(t, rec, 401)
-		want := `OIDC token rejected by provider "GHA - deploy": these trust conditions failed: ref is "refs/heads/main"; repository_owner is "octo-org" (decision ` + rec.Header().Get("X-Decision-Id") + `)`
+		want := `OIDC token rejected by provider "GHA - deploy": these trust conditions failed: repository_owner is "octo-org"; ref is "refs/heads/main" (decision ` + rec.Header().Get("X-Decision-Id") + `)`
 		if msg != want {
 			t.Errorf("message\n got %s\nwant %s", msg, want)
 		}

@@ -330,6 +330,7 @@ type Reason struct {
 	Expected  any    `json:"expected,omitempty"`
 	Actual    any    `json:"actual,omitempty"`
 	Missing   bool   `json:"missing,omitempty"`
+	Clause    int    `json:"clause,omitempty"` // a failed condition's position in its provider's conditions, from 1
 }
 
 // ExchangeDecision is the result of the exchange decision.
@@ -396,7 +397,18 @@ func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDec
 			d.Reasons = append(d.Reasons, reasonOf(r))
 		}
 	}
-	sort.SliceStable(d.Reasons, func(i, j int) bool { return d.Reasons[i].Message < d.Reasons[j].Message })
+	// Failed conditions first, in the order they were written (their
+	// clause number); every other reason after them, by message.
+	sort.SliceStable(d.Reasons, func(i, j int) bool {
+		a, b := d.Reasons[i], d.Reasons[j]
+		if (a.Clause > 0) != (b.Clause > 0) {
+			return a.Clause > 0
+		}
+		if a.Clause != b.Clause {
+			return a.Clause < b.Clause
+		}
+		return a.Message < b.Message
+	})
 	// Fail closed: an allow must carry a positive lifetime and no reasons;
 	// a denial always has at least one reason.
 	if d.Allow && (d.LifetimeSeconds <= 0 || len(d.Reasons) > 0) {
@@ -643,6 +655,10 @@ func reasonOf(v any) Reason {
 	r.Claim, _ = m["claim"].(string)
 	r.Operator, _ = m["operator"].(string)
 	r.Missing, _ = m["missing"].(bool)
+	if n, ok := m["clause"].(json.Number); ok {
+		c, _ := n.Int64()
+		r.Clause = int(c)
+	}
 	if r.Message == "" {
 		b, _ := json.Marshal(m)
 		r.Message = string(b)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 )
 
 const (
@@ -455,5 +456,30 @@ func TestProxyDecisionPure(t *testing.T) {
 		if pure || !strings.Contains(why, tc.want) || !strings.Contains(why, "data.sidecar.proxy.late") {
 			t.Errorf("%s: pure=%v why=%q, want %q in data.sidecar.proxy.late", tc.rule, pure, why, tc.want)
 		}
+	}
+}
+
+// TestFailedConditionsInWrittenOrder: a denial lists its failed conditions
+// in the order they were written, whatever their messages' order.
+func TestFailedConditionsInWrittenOrder(t *testing.T) {
+	ps := manyProviders(t, 1)
+	src := `repository_owner is "octo-org" and ref is "zzz" and event_name is "aaa" and sha exists and actor is "mmm"`
+	x, err := trust.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps[0].TrustConditions, ps[0].Conditions = src, x
+	s := snapshot(t, ps)
+	d := exchange(t, s, ps[0].ID, fixture(t, "github_push_main"), "203.0.113.7")
+	if d.Allow {
+		t.Fatal("allowed")
+	}
+	var got []string
+	for _, r := range d.Reasons {
+		got = append(got, fmt.Sprintf("%d %s", r.Clause, r.Claim))
+	}
+	want := []string{"2 ref", "3 event_name", "5 actor"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("reasons %v, want %v", got, want)
 	}
 }

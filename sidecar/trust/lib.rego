@@ -52,10 +52,12 @@ allow(conditions) if {
 } else := false
 
 # deny(conditions): a set with one denial reason (see reason) for each
-# condition row that does not hold for input.claims.
-deny(conditions) := {reason(claims, text, name, op, expected) |
+# condition row that does not hold for input.claims, with "clause": the
+# row's position in the table, from 1 (the sidecar lists failed conditions
+# in that order, the order they were written in).
+deny(conditions) := {object.union(reason(claims, text, name, op, expected), {"clause": i + 1}) |
 	claims := input_claims
-	some row in conditions
+	some i, row in conditions
 	not holds(claims, row)
 	[name, op, expected, text] := row
 }

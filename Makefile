@@ -28,6 +28,7 @@ policy-check: $(OPA) build
 	rm -rf bin/compiled && bin/oidc-sidecar policy compile --providers examples/providers.yaml --out bin/compiled
 	$(OPA) check --strict bin/compiled policies/
 	$(OPA) test bin/compiled policies/
+	bin/oidc-sidecar policy test --providers bundles/example/providers.yaml policies/ bundles/example/policies/
 	bin/oidc-sidecar bundle build --providers examples/providers.yaml -o bin/example.tar.gz
 	$(OPA) inspect bin/example.tar.gz
 	$(OPA) eval --bundle bin/example.tar.gz --format raw 'count(data.sidecar.routes)'

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -199,9 +202,13 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 // fixed rate whatever the response times (latency counted from each
 // request's scheduled time, so stalls are not hidden), against the three
 // targets of BenchmarkProxy in turn. Set PROXY_FIXED_RATE (req/s) to run it;
-// PROXY_FIXED_SECONDS sets the duration per target (default 10).
+// PROXY_FIXED_SECONDS sets the duration per target (default 10),
+// PROXY_FIXED_ROUNDS the number of rounds (default 2). With PROXY_FIXED_PIN=1
+// the targets run in a child process on CPU 1 and the generator should run
+// on CPU 0 (see pinnedTargets):
 //
 //	PROXY_FIXED_RATE=1000 go test -run TestFixedRateLatency -v ./sidecar/proxy
+//	PROXY_FIXED_PIN=1 PROXY_FIXED_RATE=1000 taskset -c 0 go test -run TestFixedRateLatency -v ./sidecar/proxy
 func TestFixedRateLatency(t *testing.T) {
 	rate, _ := strconv.Atoi(os.Getenv("PROXY_FIXED_RATE"))
 	if rate <= 0 {
@@ -211,18 +218,86 @@ func TestFixedRateLatency(t *testing.T) {
 	if secs <= 0 {
 		secs = 10
 	}
-	targets, tok := benchTargets(t)
-	for round := 1; round <= 2; round++ { // interleave: direct, bare, sidecar, twice
+	rounds, _ := strconv.Atoi(os.Getenv("PROXY_FIXED_ROUNDS"))
+	if rounds <= 0 {
+		rounds = 2
+	}
+	pinned := os.Getenv("PROXY_FIXED_PIN") != ""
+	var targets map[string]string
+	var tok string
+	if pinned {
+		targets, tok = pinnedTargets(t)
+	} else {
+		targets, tok = benchTargets(t)
+	}
+	for round := 1; round <= rounds; round++ { // interleave the targets, round after round
 		for _, name := range []string{"direct", "bare", "sidecar", "sidecar-evaluated"} {
 			r := fixedRate(t, targets[name], tok, rate, time.Duration(secs)*time.Second)
 			t.Logf("round %d %-8s %d/s × %ds: sent %d, errors %d | service p50 %5.0f p90 %5.0f p99 %6.0f max %6.0f µs | from schedule p50 %5.0f p99 %6.0f µs",
 				round, name, rate, secs, r.n, r.errors, us(r.svc[0]), us(r.svc[1]), us(r.svc[2]), us(r.svc[3]), us(r.sched[0]), us(r.sched[2]))
-			if name == "sidecar" {
+			if name == "sidecar" && !pinned {
 				t.Logf("         sidecar internals (mean over the run so far): %s", meanDurations(t,
 					"oidc_sidecar_policy_eval_duration_seconds", "oidc_sidecar_proxy_authorization_duration_seconds", "oidc_sidecar_upstream_duration_seconds"))
 			}
 		}
 	}
+}
+
+// pinnedTargets starts the four targets (and their Redis) in a child
+// process pinned to CPU 1 with taskset, and returns their URLs. The
+// generator stays in this process: run it pinned to CPU 0
+// (taskset -c 0 go test ...), so that neither side's scheduling shows in the
+// other's latencies. The child exits when this test ends.
+func pinnedTargets(t *testing.T) (map[string]string, string) {
+	t.Helper()
+	cmd := exec.Command("taskset", "-c", "1", os.Args[0], "-test.run=^TestBenchServe$")
+	cmd.Env = append(os.Environ(), "PROXY_BENCH_SERVE=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot start the pinned servers (taskset from util-linux is needed): %v", err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "BENCH-TARGETS ")
+		if !ok {
+			continue
+		}
+		var v struct {
+			Targets map[string]string
+			Token   string
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _, _ = io.Copy(io.Discard, stdout) }()
+		return v.Targets, v.Token
+	}
+	t.Fatalf("the pinned servers did not start: %v", sc.Err())
+	return nil, ""
+}
+
+// TestBenchServe is the server half of TestFixedRateLatency's pinned mode:
+// it serves the targets until its standard input closes.
+func TestBenchServe(t *testing.T) {
+	if os.Getenv("PROXY_BENCH_SERVE") == "" {
+		t.Skip("the server half of TestFixedRateLatency with PROXY_FIXED_PIN=1")
+	}
+	targets, tok := benchTargets(t)
+	b, _ := json.Marshal(map[string]any{"targets": targets, "token": tok})
+	fmt.Printf("BENCH-TARGETS %s\n", b)
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
 // loadResult holds p50, p90, p99 and max of the service time (from the

@@ -296,17 +296,7 @@ func (w *world) tokKeys(t testing.TB) []string {
 // expectNoNewKeys fails if any token or replay key appeared since before.
 func (w *world) expectNoNewKeys(t testing.TB, before []string) {
 	t.Helper()
-	old := map[string]bool{}
-	for _, k := range before {
-		old[k] = true
-	}
-	var added []string
-	for _, k := range w.keys(t) {
-		if !old[k] {
-			added = append(added, k)
-		}
-	}
-	if len(added) > 0 {
+	if added := w.newKeys(t, before); len(added) > 0 {
 		t.Fatalf("Redis gained %d key(s), want none: %v", len(added), added)
 	}
 }

@@ -17,14 +17,7 @@ const buddyExample = `{"provider_id": "<provider uuid>", "web_identity_token": "
 // body {"provider_id", "web_identity_token"} in, the token as a bare JSON
 // string out; errors in Buddy's {"errors":[{"message"}]} shape.
 func (h *Handler) serveBuddy(w http.ResponseWriter, r *http.Request) {
-	ev := h.begin(r, "buddy")
-	w.Header().Set("X-Decision-Id", ev.decisionID)
-	req, f := h.parseBuddy(w, r)
-	var g *grant
-	if f == nil {
-		g, f = h.exchange(r.Context(), req, ev)
-	}
-	h.finish(r.Context(), ev, f)
+	g, f := h.run(w, r, "buddy", h.parseBuddy)
 	if f != nil {
 		writeBuddyError(w, f)
 		return

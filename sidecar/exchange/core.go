@@ -265,6 +265,22 @@ func ceilSecond(d time.Duration) time.Duration {
 	return (d + time.Second - 1) / time.Second * time.Second
 }
 
+// run is the part both exchange endpoints share: it starts the audit
+// event (its decision id goes out as X-Decision-Id whatever the outcome),
+// parses the request with the endpoint's parser, exchanges, and records the
+// outcome. The endpoint writes the answer in its own shape.
+func (h *Handler) run(w http.ResponseWriter, r *http.Request, endpoint string, parse func(http.ResponseWriter, *http.Request) (request, *failure)) (*grant, *failure) {
+	ev := h.begin(r, endpoint)
+	w.Header().Set("X-Decision-Id", ev.decisionID)
+	req, f := parse(w, r)
+	var g *grant
+	if f == nil {
+		g, f = h.exchange(r.Context(), req, ev)
+	}
+	h.finish(r.Context(), ev, f)
+	return g, f
+}
+
 // storeFailure logs a store error and returns the 503.
 func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
 	h.metrics.StoreError(op)

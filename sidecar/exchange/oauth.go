@@ -36,14 +36,7 @@ type OAuthError struct {
 
 // serveToken is POST /_sidecar/oauth2/token, the RFC 8693 token exchange.
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
-	ev := h.begin(r, "rfc8693")
-	w.Header().Set("X-Decision-Id", ev.decisionID)
-	req, f := h.parseToken(w, r)
-	var g *grant
-	if f == nil {
-		g, f = h.exchange(r.Context(), req, ev)
-	}
-	h.finish(r.Context(), ev, f)
+	g, f := h.run(w, r, "rfc8693", h.parseToken)
 	if f != nil {
 		writeOAuthFailure(w, f)
 		return

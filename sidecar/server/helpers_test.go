@@ -16,10 +16,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/fakeapi"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
@@ -36,22 +36,7 @@ const (
 const await = 20 * time.Second
 
 // syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer struct{ testkit.SyncBuffer }
 
 // lines returns the JSON log lines, decoded.
 func (s *syncBuffer) lines(t *testing.T) []map[string]any {

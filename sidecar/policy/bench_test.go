@@ -93,7 +93,7 @@ func BenchmarkBuild10k(b *testing.B) {
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
-		bd, err := Build(ctx, Sources{Providers: ps, Revision: "bench"})
+		bd, err := Build(ctx, Sources{Providers: ps})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -640,4 +641,38 @@ func TestWatchKubernetesConfigMapSwap(t *testing.T) {
 	publish(t, "v2", providersYAML(a, providerSpec{id: provB, name: "test B", issuer: iss2.URL()}))
 	h.awaitRevisionChange(rev)
 	h.mustExchange(iss2, provB)
+}
+
+// TestWatchCatchesUpOnStart: a change made after the initial load but
+// before the file watch was in place produces no file event; the watcher
+// reloads once as soon as it is watching, so the change is not missed.
+func TestWatchCatchesUpOnStart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "providers.yaml")
+	writeAtomic(t, path, []byte("providers: []\n"))
+	// The change the watcher did not see happen.
+	writeAtomic(t, path, []byte("providers: [[[\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	called := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- watchPaths(ctx, []string{path}, func() {
+			select {
+			case called <- struct{}{}:
+			default:
+			}
+		}, slog.New(slog.DiscardHandler))
+	}()
+	select {
+	case <-called:
+	case err := <-done:
+		t.Fatalf("watchPaths returned %v before reloading", err)
+	case <-time.After(await):
+		t.Fatalf("no reload within %s of starting to watch", await)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

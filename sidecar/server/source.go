@@ -236,9 +236,11 @@ func watchPaths(ctx context.Context, paths []string, changed func(), log *slog.L
 		// themselves (symlinks into it) produce no event.
 		return files[name] || inTree(name) || strings.HasPrefix(filepath.Base(name), "..")
 	}
+	// One reload as soon as the watches are in place: a change made between
+	// the initial load and now produced no event. Unchanged content costs a
+	// read and a hash, and no recompile.
 	const debounce = 250 * time.Millisecond
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	timer := time.NewTimer(debounce)
 	defer timer.Stop()
 	for {
 		select {

@@ -241,6 +241,20 @@ type headerTimeout struct {
 }
 
 func (t *headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A request forwarded by Proxy.ServeHTTP carries a context that the
+	// proxy cancels when the response is done: the timer cancels that one.
+	if x, ok := req.Context().Value(exchangeKey{}).(*exchange); ok && x.cancel != nil {
+		timer := time.AfterFunc(t.d, func() { x.cancel(errUpstreamTimeout) })
+		res, err := t.rt.RoundTrip(req)
+		if !timer.Stop() {
+			// The timer fired: whatever RoundTrip returned raced with it.
+			if err == nil {
+				res.Body.Close()
+			}
+			return nil, fmt.Errorf("%w after %s", errUpstreamTimeout, t.d)
+		}
+		return res, err
+	}
 	ctx, cancel := context.WithCancelCause(req.Context())
 	timer := time.AfterFunc(t.d, func() { cancel(errUpstreamTimeout) })
 	res, err := t.rt.RoundTrip(req.WithContext(ctx))

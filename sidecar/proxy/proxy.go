@@ -236,6 +236,9 @@ type exchange struct {
 	allowed   bool
 	authDur   time.Duration
 	upStart   time.Time
+	// cancel ends the forwarded request's context; headerTimeout calls it
+	// when the upstream's headers are late.
+	cancel context.CancelCauseFunc
 }
 
 type exchangeKey struct{}
@@ -364,7 +367,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	x.allowed, x.code = true, CodeAllowed
-	p.rp.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), exchangeKey{}, x)))
+	// One context for the forwarded request: it carries x to the
+	// ReverseProxy hooks, and headerTimeout cancels it when the upstream's
+	// headers are late (so the transport needs no context of its own). It
+	// ends when the response has been copied.
+	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), exchangeKey{}, x))
+	defer cancel(nil)
+	x.cancel = cancel
+	p.rp.ServeHTTP(w, req.WithContext(ctx))
 }
 
 // lookup returns the record stored for a token hash and its policy input

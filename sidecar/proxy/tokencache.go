@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -28,6 +29,7 @@ const maxCachedTokens = 16384
 type tokenCache struct {
 	ttl    time.Duration
 	shards [16]cacheShard // by the first hex digit of the token hash
+	memos  atomic.Int64   // decisions remembered in all entries' memos
 }
 
 type cacheShard struct {
@@ -63,6 +65,7 @@ func (c *tokenCache) get(hash string, now time.Time) (cacheEntry, uint64, bool) 
 	e, ok := s.m[hash]
 	if ok && !now.Before(e.until) {
 		delete(s.m, hash)
+		e.memo.release()
 		ok = false
 	}
 	gen := s.gen
@@ -75,7 +78,10 @@ func (c *tokenCache) get(hash string, now time.Time) (cacheEntry, uint64, bool) 
 func (c *tokenCache) forget(hash string) {
 	s := c.shard(hash)
 	s.mu.Lock()
-	delete(s.m, hash)
+	if e, ok := s.m[hash]; ok {
+		delete(s.m, hash)
+		e.memo.release()
+	}
 	s.gen++
 	s.mu.Unlock()
 }
@@ -94,22 +100,31 @@ func (c *tokenCache) put(hash string, rec *token.Record, val ast.Value, now time
 		for k, e := range s.m {
 			if !now.Before(e.until) {
 				delete(s.m, k)
+				e.memo.release()
 			}
 		}
-		for k := range s.m { // still full: drop an arbitrary entry
+		for k, e := range s.m { // still full: drop an arbitrary entry
 			if len(s.m) < maxCachedTokens/len(c.shards) {
 				break
 			}
 			delete(s.m, k)
+			e.memo.release()
 		}
 	}
-	memo := &decisionMemo{}
+	if old, ok := s.m[hash]; ok {
+		old.memo.release()
+	}
+	memo := &decisionMemo{count: &c.memos}
 	s.m[hash] = cacheEntry{rec: rec, val: val, memo: memo, until: now.Add(c.ttl)}
 	return memo
 }
 
-// maxMemoDecisions bounds the decisions remembered per token entry.
-const maxMemoDecisions = 32
+// Bounds of decision reuse: per token entry, and in all (at roughly 0.5-1
+// KiB per decision with its path and route variables, at most ≈ 16-32 MiB).
+const (
+	maxMemoDecisions = 16
+	maxMemoTotal     = 32768
+)
 
 // decisionMemo remembers the proxy's decisions for one cached token: for a
 // snapshot whose proxy decision is pure (policy.Snapshot.ProxyDecisionPure)
@@ -118,8 +133,10 @@ const maxMemoDecisions = 32
 // that evicts the token (or the entry's TTL) ends it too, and a new
 // snapshot never meets another's decisions (the snapshot is in the key).
 type decisionMemo struct {
-	mu sync.Mutex
-	m  map[memoKey]memoValue
+	mu    sync.Mutex
+	m     map[memoKey]memoValue
+	dead  bool          // its entry left the cache: remember nothing more
+	count *atomic.Int64 // the cache's total, kept by put and release
 }
 
 type memoKey struct {
@@ -143,14 +160,38 @@ func (dm *decisionMemo) getIf(k memoKey) (memoValue, bool) {
 	return v, ok
 }
 
-// put remembers a decision; a full memo keeps what it has.
+// put remembers a decision, unless the memo's entry has left the cache or
+// the memo, or the cache as a whole, is full.
 func (dm *decisionMemo) put(k memoKey, v memoValue) {
 	dm.mu.Lock()
+	defer dm.mu.Unlock()
+	if dm.dead || len(dm.m) >= maxMemoDecisions {
+		return
+	}
+	if _, ok := dm.m[k]; ok {
+		return
+	}
+	if dm.count.Add(1) > maxMemoTotal {
+		dm.count.Add(-1)
+		return
+	}
 	if dm.m == nil {
 		dm.m = make(map[memoKey]memoValue, 4)
 	}
-	if len(dm.m) < maxMemoDecisions {
-		dm.m[k] = v
+	dm.m[k] = v
+}
+
+// release is called when the memo's entry leaves the cache: it forgets
+// every decision and gives them back to the cache's total. Safe on nil.
+func (dm *decisionMemo) release() {
+	if dm == nil {
+		return
 	}
-	dm.mu.Unlock()
+	dm.mu.Lock()
+	defer dm.mu.Unlock()
+	if !dm.dead {
+		dm.dead = true
+		dm.count.Add(-int64(len(dm.m)))
+		dm.m = nil
+	}
 }

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -46,5 +48,46 @@ func TestTokenCache(t *testing.T) {
 	}
 	if n > maxCachedTokens {
 		t.Fatalf("%d entries, bound is %d", n, maxCachedTokens)
+	}
+}
+
+// TestDecisionMemoBounds: a token's memo holds at most maxMemoDecisions;
+// decisions are given back to the cache's total when their entry leaves
+// (expiry, forget, replacement), and a memo whose entry left takes no more.
+func TestDecisionMemoBounds(t *testing.T) {
+	c := newTokenCache(time.Second)
+	now := time.Now()
+	rec := record("EXECUTION_INFO")
+	val := tokenValue(&rec)
+	h1, h2 := token.Hash("one"), token.Hash("two")
+	_, gen, _ := c.get(h1, now)
+	m1 := c.put(h1, &rec, val, now, gen)
+	_, gen, _ = c.get(h2, now)
+	m2 := c.put(h2, &rec, val, now, gen)
+	d := &policy.ProxyDecision{Allow: true, Status: 200}
+	for i := range maxMemoDecisions + 5 {
+		m1.put(memoKey{method: "GET", path: fmt.Sprintf("/p/%d", i)}, memoValue{d: d})
+	}
+	m1.put(memoKey{method: "GET", path: "/p/0"}, memoValue{d: d}) // already there: not counted twice
+	m2.put(memoKey{method: "GET", path: "/x"}, memoValue{d: d})
+	if got := c.memos.Load(); got != maxMemoDecisions+1 {
+		t.Fatalf("total %d, want %d", got, maxMemoDecisions+1)
+	}
+	if _, ok := m1.getIf(memoKey{method: "GET", path: "/p/3"}); !ok {
+		t.Fatal("a remembered decision is not found")
+	}
+	c.forget(h1)
+	if got := c.memos.Load(); got != 1 {
+		t.Fatalf("after forget: total %d, want 1", got)
+	}
+	m1.put(memoKey{method: "GET", path: "/late"}, memoValue{d: d}) // an in-flight request of the forgotten token
+	if _, ok := m1.getIf(memoKey{method: "GET", path: "/late"}); ok || c.memos.Load() != 1 {
+		t.Fatalf("a released memo took a decision (total %d)", c.memos.Load())
+	}
+	if _, _, ok := c.get(h2, now.Add(time.Second)); ok { // expired: leaves the cache
+		t.Fatal("an expired entry was returned")
+	}
+	if got := c.memos.Load(); got != 0 {
+		t.Fatalf("after expiry: total %d, want 0", got)
 	}
 }

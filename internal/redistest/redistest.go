@@ -47,6 +47,9 @@ type Option func(*config)
 type config struct {
 	password string
 	args     []string
+	// sentinel, when set, returns the arguments that start a sentinel
+	// instead of a server (see StartSentinel).
+	sentinel func(dir string, port int) ([]string, error)
 }
 
 // WithPassword starts the server with requirepass pw; URL and Client use it.
@@ -158,6 +161,12 @@ func (s *Server) start() error {
 		args = append(args, "--requirepass", s.cfg.password)
 	}
 	args = append(args, s.cfg.args...)
+	if s.cfg.sentinel != nil {
+		if args, err = s.cfg.sentinel(s.dir, s.port); err != nil {
+			return err
+		}
+		args = append(args, "--daemonize", "no", "--logfile", "")
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logFile

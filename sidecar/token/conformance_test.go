@@ -45,8 +45,9 @@ type storeEnv struct {
 	// clock drives the store's notion of "now" (rate-limit windows, ExpiresAt
 	// checks; for memory also native expiry).
 	clock *fakeClock
-	// raw is a direct client to the Redis behind the store; nil for memory.
-	raw    *redis.Client
+	// raw is a direct client to the Redis behind the store (a cluster
+	// client for a cluster); nil for memory.
+	raw    redis.UniversalClient
 	prefix string
 	// elapse lets d pass for the store's native expiry and then waits, with a
 	// bounded poll, until cond holds. Memory advances the fake clock; Redis
@@ -602,6 +603,53 @@ func TestRedisStoreConformance(t *testing.T) {
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d) // keep the store's clock in step; Redis expires on its own clock
+				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+			},
+		}
+	})
+}
+
+// TestRedisClusterConformance runs the whole suite against a real
+// three-node Redis Cluster through the store's cluster client: keys of one
+// operation land in different slots (rate limits, claims and tokens), and
+// the claim scripts must run there too.
+func TestRedisClusterConformance(t *testing.T) {
+	t.Parallel()
+	nodes := redistest.StartCluster(t, 3)
+	addrs := redistest.ClusterAddrs(nodes)
+	raw := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DisableIdentity: true})
+	t.Cleanup(func() { raw.Close() })
+	runStoreConformance(t, func(t *testing.T) *storeEnv {
+		prefix := fmt.Sprintf("cl%d:", prefixSeq.Add(1))
+		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: addrs, KeyPrefix: prefix})
+		if _, ok := s.Client().(*redis.ClusterClient); !ok {
+			t.Fatalf("store client is %T, want a cluster client", s.Client())
+		}
+		return &storeEnv{
+			Store: s, clock: clock, raw: raw, prefix: prefix,
+			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
+				t.Helper()
+				clock.Advance(d)
+				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+			},
+		}
+	})
+}
+
+// TestRedisSentinelConformance runs the whole suite through a real Redis
+// Sentinel: the store asks the sentinel for the master and talks to it.
+func TestRedisSentinelConformance(t *testing.T) {
+	t.Parallel()
+	master := redistest.Start(t)
+	sentinel := redistest.StartSentinel(t, master, "sidecar-master")
+	runStoreConformance(t, func(t *testing.T) *storeEnv {
+		prefix := fmt.Sprintf("se%d:", prefixSeq.Add(1))
+		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: []string{sentinel.Addr()}, MasterName: "sidecar-master", KeyPrefix: prefix})
+		return &storeEnv{
+			Store: s, clock: clock, raw: master.Client(), prefix: prefix,
+			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
+				t.Helper()
+				clock.Advance(d)
 				eventually(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}

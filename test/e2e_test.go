@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
 )
 
 // TestEndToEnd runs the whole flow against `serve` built from files
@@ -420,4 +423,47 @@ func TestRevocationIsImmediate(t *testing.T) {
 			t.Errorf("round %d: %d request(s) started after the revocation was answered got 200", round, late.Load())
 		}
 	}
+}
+
+// TestRedisTopologies: the binary configured for a Redis Cluster (redis.addrs)
+// and for Sentinel (redis.addrs + redis.master_name) exchanges, refuses a
+// replay, proxies and revokes, with every key where the configuration says.
+func TestRedisTopologies(t *testing.T) {
+	path := "/workspaces/" + workspace + "/projects"
+	run := func(t *testing.T, w *world, redisCfg map[string]any, keys func() int) {
+		cfg := w.config()
+		cfg["redis"] = redisCfg
+		s := startSidecar(t, cfg, nil)
+		jwt := w.ghToken(t, nil)
+		tok := s.mustExchange(t, ghID, jwt)
+		expectError(t, s.exchangeBuddy(t, ghID, jwt), http.StatusUnauthorized, "already")
+		expectStatus(t, s.call(t, http.MethodGet, path, tok), http.StatusOK)
+		if n := keys(); n < 2 {
+			t.Errorf("%d sidecar keys in Redis after an exchange, want the token and its replay claim", n)
+		}
+		expectStatus(t, s.revoke(t, tok), http.StatusOK)
+		expectStatus(t, s.call(t, http.MethodGet, path, tok), http.StatusUnauthorized)
+	}
+	t.Run("cluster", func(t *testing.T) {
+		w := newWorld(t, worldOpts{noRedis: true})
+		nodes := redistest.StartCluster(t, 3)
+		addrs := redistest.ClusterAddrs(nodes)
+		run(t, w, map[string]any{"addrs": addrs}, func() int {
+			n := 0
+			for _, node := range nodes {
+				keys, _ := node.Client().Keys(context.Background(), "oidc-sidecar:*").Result()
+				n += len(keys)
+			}
+			return n
+		})
+	})
+	t.Run("sentinel", func(t *testing.T) {
+		w := newWorld(t, worldOpts{noRedis: true})
+		master := redistest.Start(t)
+		sentinel := redistest.StartSentinel(t, master, "sidecar-master")
+		run(t, w, map[string]any{"addrs": []string{sentinel.Addr()}, "master_name": "sidecar-master"}, func() int {
+			keys, _ := master.Client().Keys(context.Background(), "oidc-sidecar:*").Result()
+			return len(keys)
+		})
+	})
 }

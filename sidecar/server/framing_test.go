@@ -437,3 +437,42 @@ func BenchmarkFramingScanner(b *testing.B) {
 		})
 	}
 }
+
+// FuzzFramingScanner: whatever the bytes and however they are split across
+// reads, the scanner never panics, keeps its memory bounded, and comes to
+// the same conclusion (broken or not, the same headers queued) as when it
+// is fed everything at once.
+//
+//	go test -run '^$' -fuzz FuzzFramingScanner -fuzztime 60s ./sidecar/server
+func FuzzFramingScanner(f *testing.F) {
+	for _, s := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n",
+		"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+		"POST /a HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET /a HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\n\r\n",
+	} {
+		f.Add(s, uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, stream string, split uint8) {
+		whole := scanFeed(stream, 0)
+		n := int(split%16) + 1
+		parts := scanFeed(stream, n)
+		if whole.broken != parts.broken {
+			t.Fatalf("broken: at once %v, in %d-byte reads %v", whole.broken, n, parts.broken)
+		}
+		if !whole.broken && !slices.Equal(whole.queue, parts.queue) {
+			t.Fatalf("queued: at once %+v, in %d-byte reads %+v", whole.queue, n, parts.queue)
+		}
+		for _, sc := range []*framingScanner{whole, parts} {
+			if len(sc.queue) > maxScanQueue {
+				t.Fatalf("%d headers queued, limit %d", len(sc.queue), maxScanQueue)
+			}
+			if cap(sc.line) > maxScanLine+maxChunkLine+2 || len(sc.field) > maxScanLine+1 {
+				t.Fatalf("line buffer %d, field %d bytes: unbounded", cap(sc.line), len(sc.field))
+			}
+		}
+	})
+}

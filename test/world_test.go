@@ -9,13 +9,9 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -236,29 +232,15 @@ func mustJSON(v any) []byte {
 // header byte.
 func handSign(t testing.TB, header map[string]any, payload []byte, key crypto.Signer) string {
 	t.Helper()
-	input := b64url(mustJSON(header)) + "." + b64url(payload)
-	sum := sha256.Sum256([]byte(input))
-	var sig []byte
-	var err error
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		sig, err = rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, sum[:])
-	case *ecdsa.PrivateKey:
-		var r, s *big.Int
-		r, s, err = ecdsa.Sign(rand.Reader, k, sum[:])
-		if err == nil {
-			size := (k.Curve.Params().BitSize + 7) / 8
-			sig = make([]byte, 2*size)
-			r.FillBytes(sig[:size])
-			s.FillBytes(sig[size:])
-		}
-	default:
-		t.Fatalf("handSign: unsupported key %T", key)
+	alg := "RS256"
+	if _, ok := key.(*ecdsa.PrivateKey); ok {
+		alg = "ES256"
 	}
+	s, err := oidctest.HandSign(alg, key, mustJSON(header), payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return input + "." + b64url(sig)
+	return s
 }
 
 // ---------------------------------------------------------------------------

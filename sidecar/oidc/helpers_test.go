@@ -3,16 +3,10 @@ package oidc_test
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/rsa"
 	_ "crypto/sha256" // registers SHA-256 for crypto.Hash
 	_ "crypto/sha512" // registers SHA-384/512 for crypto.Hash
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,11 +106,8 @@ func wantFetches(t testing.TB, iss *oidctest.Issuer, discovery, jwks int) {
 	}
 }
 
-// handSign builds a compact JWS by hand, with only the standard library, so
-// adversarial tokens do not depend on what jwx is willing to produce. alg
-// selects the signature: RS*/PS* need an *rsa.PrivateKey, ES* an
-// *ecdsa.PrivateKey, HS* a []byte secret, "none" nothing (empty signature).
-// header is marshalled as given (its "alg" is not added automatically).
+// handSign builds a compact JWS by hand (oidctest.HandSign). header is
+// marshalled unless it is already []byte.
 func handSign(t testing.TB, alg string, key any, header any, payload []byte) string {
 	t.Helper()
 	hb, ok := header.([]byte)
@@ -126,52 +117,11 @@ func handSign(t testing.TB, alg string, key any, header any, payload []byte) str
 			t.Fatal(err)
 		}
 	}
-	enc := base64.RawURLEncoding
-	input := enc.EncodeToString(hb) + "." + enc.EncodeToString(payload)
-	var h crypto.Hash
-	switch alg[len(alg)-3:] {
-	case "256":
-		h = crypto.SHA256
-	case "384":
-		h = crypto.SHA384
-	case "512":
-		h = crypto.SHA512
-	}
-	var sig []byte
-	var err error
-	switch {
-	case strings.EqualFold(alg, "none"):
-	case strings.HasPrefix(alg, "HS"):
-		m := hmac.New(h.New, key.([]byte))
-		m.Write([]byte(input))
-		sig = m.Sum(nil)
-	case strings.HasPrefix(alg, "RS"):
-		d := digest(h, input)
-		sig, err = rsa.SignPKCS1v15(rand.Reader, key.(*rsa.PrivateKey), h, d)
-	case strings.HasPrefix(alg, "PS"):
-		d := digest(h, input)
-		sig, err = rsa.SignPSS(rand.Reader, key.(*rsa.PrivateKey), h, d, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
-	case strings.HasPrefix(alg, "ES"):
-		k := key.(*ecdsa.PrivateKey)
-		r, s, e := ecdsa.Sign(rand.Reader, k, digest(h, input))
-		err = e
-		size := (k.Curve.Params().BitSize + 7) / 8
-		sig = make([]byte, 2*size)
-		r.FillBytes(sig[:size])
-		s.FillBytes(sig[size:])
-	default:
-		t.Fatalf("handSign: alg %q", alg)
-	}
+	s, err := oidctest.HandSign(alg, key, hb, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return input + "." + enc.EncodeToString(sig)
-}
-
-func digest(h crypto.Hash, s string) []byte {
-	w := h.New()
-	w.Write([]byte(s))
-	return w.Sum(nil)
+	return s
 }
 
 func mustJSON(t testing.TB, v any) []byte {
@@ -181,4 +131,10 @@ func mustJSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func digest(h crypto.Hash, s string) []byte {
+	w := h.New()
+	w.Write([]byte(s))
+	return w.Sum(nil)
 }

@@ -122,7 +122,10 @@ func (s *filesSource) Load(ctx context.Context, _ string) (loadResult, error) {
 	if err != nil {
 		return loadResult{}, err
 	}
-	res := loadResult{bundle: b, version: bundleHash(b)}
+	// Build named the bundle by a SHA-256 of its modules and data (the
+	// settings included): that is the content's identity, so it need not
+	// be hashed a second time (≈ 0.2 s at 10,000 providers).
+	res := loadResult{bundle: b, version: "content:" + b.Manifest.Revision}
 	for _, w := range pf.Warnings {
 		res.warnings = append(res.warnings, w.String())
 	}

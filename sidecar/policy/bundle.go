@@ -138,6 +138,18 @@ func parseModules(files []bundle.ModuleFile) error {
 	// The parser otherwise builds (and sorts) OPA's capabilities for every
 	// module; they are the same for all, and the parser only reads them.
 	caps := parserCapabilities()
+	// A reload usually changes few of the generated modules: those whose
+	// text is byte for byte the previous build's reuse its parse. (Parsed
+	// modules are never modified: the compiler works on copies.)
+	prev := lastParsed.Load()
+	for i := range files {
+		f := &files[i]
+		if f.Parsed == nil && prev != nil && strings.HasPrefix(f.Path, "sidecar/conditions/") {
+			if c, ok := (*prev)[f.Path]; ok && bytes.Equal(f.Raw, c.raw) {
+				f.Parsed = c.mod
+			}
+		}
+	}
 	errs := make([]error, len(files))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -170,7 +182,23 @@ func parseModules(files []bundle.ModuleFile) error {
 			return err
 		}
 	}
+	next2 := make(map[string]parsedModule, len(files))
+	for _, f := range files {
+		if strings.HasPrefix(f.Path, "sidecar/conditions/") {
+			next2[f.Path] = parsedModule{raw: f.Raw, mod: f.Parsed} // the bundle's bytes, not a copy
+		}
+	}
+	lastParsed.Store(&next2)
 	return nil
+}
+
+// lastParsed holds the generated modules of the last successful parse, by
+// path, for parseModules to reuse.
+var lastParsed atomic.Pointer[map[string]parsedModule]
+
+type parsedModule struct {
+	raw []byte
+	mod *ast.Module
 }
 
 var parserCapabilities = sync.OnceValue(func() *ast.Capabilities {

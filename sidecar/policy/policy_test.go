@@ -14,6 +14,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 const (
@@ -481,5 +482,49 @@ func TestFailedConditionsInWrittenOrder(t *testing.T) {
 	want := []string{"2 ref", "3 event_name", "5 actor"}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("reasons %v, want %v", got, want)
+	}
+}
+
+// TestReloadReusesUnchangedParses: a second build reuses the parse of every
+// generated module whose text did not change, and parses the changed one
+// afresh, so the reloaded policy decides by the new conditions.
+func TestReloadReusesUnchangedParses(t *testing.T) {
+	ctx := context.Background()
+	ps := manyProviders(t, 3)
+	b1, err := Build(ctx, Sources{Providers: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed := map[string]*ast.Module{}
+	for _, m := range b1.Modules {
+		parsed[m.Path] = m.Parsed
+	}
+	src := `repository_owner is "someone-else" and ref is "refs/heads/main"`
+	x, err := trust.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := *ps[0]
+	changed.TrustConditions, changed.Conditions = src, x
+	ps2 := append([]*provider.Provider{&changed}, ps[1:]...)
+	b2, err := Build(ctx, Sources{Providers: ps2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range b2.Modules {
+		if !strings.HasPrefix(m.Path, "sidecar/conditions/") {
+			continue
+		}
+		same := parsed[m.Path] == m.Parsed
+		if want := !strings.Contains(m.Path, ps[0].ID); same != want {
+			t.Errorf("%s: parse reused = %v, want %v", m.Path, same, want)
+		}
+	}
+	s, err := Compile(ctx, b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := exchange(t, s, ps[0].ID, fixture(t, "github_push_main"), "203.0.113.7"); d.Allow {
+		t.Fatal("the reloaded provider still allows octo-org: the old parse was used")
 	}
 }

@@ -89,32 +89,23 @@ func BenchmarkDecision(b *testing.B) {
 func BenchmarkBuild10k(b *testing.B) {
 	ctx := context.Background()
 	ps := manyProviders(b, 10000)
-	// cold: nothing parsed before (a start); reload: the same providers
-	// again, so the generated modules' parses are reused (parseModules).
-	for _, mode := range []string{"cold", "reload"} {
-		b.Run(mode, func(b *testing.B) {
-			for b.Loop() {
-				if mode == "cold" {
-					lastParsed.Store(nil)
-				}
-				runtime.GC()
-				var before runtime.MemStats
-				runtime.ReadMemStats(&before)
-				bd, err := Build(ctx, Sources{Providers: ps})
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := Compile(ctx, bd)
-				if err != nil {
-					b.Fatal(err)
-				}
-				runtime.GC()
-				var after runtime.MemStats
-				runtime.ReadMemStats(&after)
-				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MB-retained")
-				runtime.KeepAlive(s)
-			}
-		})
+	for b.Loop() {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		bd, err := Build(ctx, Sources{Providers: ps})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := Compile(ctx, bd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MB-retained")
+		runtime.KeepAlive(s)
 	}
 }
 

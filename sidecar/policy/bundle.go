@@ -43,6 +43,8 @@ const MaxBundleBytes = 64 << 20
 type File struct {
 	Path string // bundle-relative path, slash-separated, e.g. "exchange.rego"
 	Src  []byte
+
+	parsed *ast.Module // Src's tree, when the generator built it
 }
 
 // Settings are deployment switches stored at data.sidecar.settings.
@@ -84,8 +86,8 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 	}
 
 	b := &bundle.Bundle{Data: map[string]any{}}
-	add := func(p string, src []byte) {
-		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: src})
+	add := func(p string, src []byte, parsed *ast.Module) {
+		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: src, Parsed: parsed})
 	}
 
 	generated, err := CompileProviders(s.Providers)
@@ -93,7 +95,7 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 		return nil, err
 	}
 	for _, f := range generated {
-		add(f.Path, f.Src)
+		add(f.Path, f.Src, f.parsed)
 	}
 	libPath, _ := trust.Library()
 	provData := map[string]any{}
@@ -104,7 +106,7 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 		if strings.HasPrefix(f.Path, "sidecar/conditions/") || f.Path == libPath {
 			return nil, fmt.Errorf("%s: this path is reserved for generated modules; rename the file", f.Path)
 		}
-		add(f.Path, f.Src)
+		add(f.Path, f.Src, nil)
 	}
 	if err := parseModules(b.Modules); err != nil {
 		return nil, err
@@ -138,18 +140,6 @@ func parseModules(files []bundle.ModuleFile) error {
 	// The parser otherwise builds (and sorts) OPA's capabilities for every
 	// module; they are the same for all, and the parser only reads them.
 	caps := parserCapabilities()
-	// A reload usually changes few of the generated modules: those whose
-	// text is byte for byte the previous build's reuse its parse. (Parsed
-	// modules are never modified: the compiler works on copies.)
-	prev := lastParsed.Load()
-	for i := range files {
-		f := &files[i]
-		if f.Parsed == nil && prev != nil && strings.HasPrefix(f.Path, "sidecar/conditions/") {
-			if c, ok := (*prev)[f.Path]; ok && bytes.Equal(f.Raw, c.raw) {
-				f.Parsed = c.mod
-			}
-		}
-	}
 	errs := make([]error, len(files))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -182,23 +172,7 @@ func parseModules(files []bundle.ModuleFile) error {
 			return err
 		}
 	}
-	next2 := make(map[string]parsedModule, len(files))
-	for _, f := range files {
-		if strings.HasPrefix(f.Path, "sidecar/conditions/") {
-			next2[f.Path] = parsedModule{raw: f.Raw, mod: f.Parsed} // the bundle's bytes, not a copy
-		}
-	}
-	lastParsed.Store(&next2)
 	return nil
-}
-
-// lastParsed holds the generated modules of the last successful parse, by
-// path, for parseModules to reuse.
-var lastParsed atomic.Pointer[map[string]parsedModule]
-
-type parsedModule struct {
-	raw []byte
-	mod *ast.Module
 }
 
 var parserCapabilities = sync.OnceValue(func() *ast.Capabilities {
@@ -266,13 +240,13 @@ func CompileProviders(ps []*provider.Provider) ([]File, error) {
 		if p.Conditions == nil || len(p.Conditions.Conditions) == 0 {
 			continue
 		}
-		gp, src, err := trust.Generate(trust.Module{
+		gp, src, mod, err := trust.GenerateModule(trust.Module{
 			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.String(), Expr: p.Conditions,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("provider %s (%s): %w", p.ID, p.Source, err)
 		}
-		out = append(out, File{Path: gp, Src: src})
+		out = append(out, File{Path: gp, Src: src, parsed: mod})
 	}
 	return out, nil
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
-	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 const (
@@ -485,46 +484,43 @@ func TestFailedConditionsInWrittenOrder(t *testing.T) {
 	}
 }
 
-// TestReloadReusesUnchangedParses: a second build reuses the parse of every
-// generated module whose text did not change, and parses the changed one
-// afresh, so the reloaded policy decides by the new conditions.
-func TestReloadReusesUnchangedParses(t *testing.T) {
+// TestGeneratedModulesAreNotReparsed: Build takes the generated modules'
+// trees from the generator (trust.GenerateModule), already parsed, and a
+// changed provider decides by its new conditions.
+func TestGeneratedModulesAreNotReparsed(t *testing.T) {
 	ctx := context.Background()
 	ps := manyProviders(t, 3)
-	b1, err := Build(ctx, Sources{Providers: ps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed := map[string]*ast.Module{}
-	for _, m := range b1.Modules {
-		parsed[m.Path] = m.Parsed
-	}
 	src := `repository_owner is "someone-else" and ref is "refs/heads/main"`
 	x, err := trust.Parse(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed := *ps[0]
-	changed.TrustConditions, changed.Conditions = src, x
-	ps2 := append([]*provider.Provider{&changed}, ps[1:]...)
-	b2, err := Build(ctx, Sources{Providers: ps2})
+	ps[0].TrustConditions, ps[0].Conditions = src, x
+	b, err := Build(ctx, Sources{Providers: ps})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range b2.Modules {
-		if !strings.HasPrefix(m.Path, "sidecar/conditions/") {
-			continue
-		}
-		same := parsed[m.Path] == m.Parsed
-		if want := !strings.Contains(m.Path, ps[0].ID); same != want {
-			t.Errorf("%s: parse reused = %v, want %v", m.Path, same, want)
+	n := 0
+	for _, m := range b.Modules {
+		if strings.HasPrefix(m.Path, "sidecar/conditions/") {
+			n++
+			// Built, not parsed: the parser would have kept the header comments.
+			if m.Parsed == nil || len(m.Parsed.Comments) != 0 {
+				t.Errorf("%s: not the generator's tree", m.Path)
+			}
 		}
 	}
-	s, err := Compile(ctx, b2)
+	if n != 3 {
+		t.Fatalf("%d generated modules, want 3", n)
+	}
+	s, err := Compile(ctx, b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := exchange(t, s, ps[0].ID, fixture(t, "github_push_main"), "203.0.113.7"); d.Allow {
-		t.Fatal("the reloaded provider still allows octo-org: the old parse was used")
+	if d := exchange(t, s, ps[0].ID, fixture(t, "github_push_main"), "203.0.113.7"); d.Allow || d.Reasons[0].Claim != "repository_owner" {
+		t.Fatalf("provider 0 decided %+v; its conditions now require someone-else", d)
+	}
+	if d := exchange(t, s, ps[1].ID, fixture(t, "github_push_main"), "203.0.113.7"); d.Allow {
+		t.Fatal("provider 1 (org-1) allowed octo-org")
 	}
 }

@@ -146,6 +146,9 @@ func FuzzGenerate(f *testing.F) {
 		if len(mod.Rules) != 1 || mod.Rules[0].Head.Name.String() != "conditions" || len(mod.Imports) != 0 {
 			t.Fatalf("generated module has %d rules:\n%s", len(mod.Rules), out)
 		}
+		if _, _, built, err := GenerateModule(Module{ProviderID: id, ProviderName: name, Source: source, Expr: x}); err != nil || !built.Equal(mod) {
+			t.Fatalf("GenerateModule's tree differs from the parsed module (%v):\n%s\n--- parsed\n%s", err, built, mod)
+		}
 		c := ast.NewCompiler().WithStrict(true)
 		if c.Compile(map[string]*ast.Module{path: mod, "lib.rego": libModule.Copy()}); c.Failed() {
 			t.Fatalf("generated module does not compile: %v\n%s", c.Errors, out)

@@ -289,3 +289,35 @@ func TestLibrary(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerateModuleMatchesParser: the tree GenerateModule builds is the
+// one OPA's parser gives for the text it generates.
+func TestGenerateModuleMatchesParser(t *testing.T) {
+	var exprs []*Expr
+	for _, g := range goldens {
+		exprs = append(exprs, mustParse(t, g.src))
+	}
+	exprs = append(exprs, &Expr{Conditions: []Condition{
+		{Claim: `we"ird\ claim`, Op: OpIsNot, Values: []string{"a\nb"}},
+		{Claim: "x", Op: OpNotOneOf, Values: []string{"1", "2"}},
+		{Claim: "y", Op: OpNotMatches, Values: []string{"refs/*"}},
+		{Claim: "z", Op: OpExists},
+	}})
+	for i, x := range exprs {
+		m := Module{ProviderID: testID, ProviderName: "p", Source: "providers.yaml:1", Expr: x}
+		path, src, mod, err := GenerateModule(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !mod.Equal(parsed) || mod.String() != parsed.String() {
+			t.Errorf("case %d: built\n%s\nparsed\n%s", i, mod, parsed)
+		}
+		if mod.Rules[0].Module != mod || mod.RegoVersion() != ast.RegoV1 {
+			t.Errorf("case %d: rule not linked to its module, or not Rego v1", i)
+		}
+	}
+}

@@ -1,23 +1,6 @@
 package demo
 
-import (
-	"bytes"
-	"sync"
-)
+import "github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// safeBuffer is a goroutine-safe sink for the demo's output.
+type safeBuffer = testkit.SyncBuffer

@@ -379,7 +379,7 @@ func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDec
 	d.Allow = boolField(m, "allow")
 	d.Scopes = stringsField(m, "scopes")
 	d.InvalidScopes = stringsField(m, "invalid_scopes")
-	if _, isNull := field(m, "workspaces").(ast.Null); field(m, "workspaces") != nil && !isNull {
+	if ws := field(m, "workspaces"); ws != nil && ws.Compare(ast.Null{}) != 0 {
 		d.Workspaces = stringsField(m, "workspaces")
 		if d.Workspaces == nil {
 			d.Workspaces = []string{}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -241,49 +240,23 @@ type headerTimeout struct {
 }
 
 func (t *headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
-	// A request forwarded by Proxy.ServeHTTP carries a context that the
-	// proxy cancels when the response is done: the timer cancels that one.
-	if x, ok := req.Context().Value(exchangeKey{}).(*exchange); ok && x.cancel != nil {
-		timer := time.AfterFunc(t.d, func() { x.cancel(errUpstreamTimeout) })
-		res, err := t.rt.RoundTrip(req)
-		if !timer.Stop() {
-			// The timer fired: whatever RoundTrip returned raced with it.
-			if err == nil {
-				res.Body.Close()
-			}
-			return nil, fmt.Errorf("%w after %s", errUpstreamTimeout, t.d)
-		}
-		return res, err
+	// Proxy.ServeHTTP gives every forwarded request a context that it
+	// cancels once the response has been copied; the timer cancels that
+	// one early, so streaming the body is not limited.
+	x, ok := req.Context().Value(exchangeKey{}).(*exchange)
+	if !ok || x.cancel == nil {
+		return nil, errors.New("proxy: request not forwarded by Proxy.ServeHTTP (no exchange in its context)")
 	}
-	ctx, cancel := context.WithCancelCause(req.Context())
-	timer := time.AfterFunc(t.d, func() { cancel(errUpstreamTimeout) })
-	res, err := t.rt.RoundTrip(req.WithContext(ctx))
+	timer := time.AfterFunc(t.d, func() { x.cancel(errUpstreamTimeout) })
+	res, err := t.rt.RoundTrip(req)
 	if !timer.Stop() {
 		// The timer fired: whatever RoundTrip returned raced with it.
 		if err == nil {
 			res.Body.Close()
 		}
-		cancel(nil)
 		return nil, fmt.Errorf("%w after %s", errUpstreamTimeout, t.d)
 	}
-	if err != nil {
-		cancel(nil)
-		return nil, err
-	}
-	res.Body = &cancelOnClose{ReadCloser: res.Body, cancel: cancel}
-	return res, nil
-}
-
-// cancelOnClose releases the request context when the body is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelCauseFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel(nil)
-	return err
+	return res, err
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.

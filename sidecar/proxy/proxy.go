@@ -299,38 +299,36 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	key := memoKey{snap: snap, method: req.Method, path: esc, client: client}
-	var m match
-	var d *policy.ProxyDecision
-	if v, ok := memo.getIf(key); ok {
-		m, d = v.m, v.d
+	v, reused := memo.getIf(key)
+	m, d := v.m, v.d
+	if reused {
 		p.metrics.ProxyDecisionReused()
-		x.authDur = time.Since(x.start)
-		if p.onDecision != nil {
-			p.onDecision(policy.ProxyInput{Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv, ClientIP: client, Time: now}, d)
-		}
 	} else {
 		m = t.match(req.Method, esc)
-		in := policy.ProxyInput{
-			Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv,
-			ClientIP: client, Time: now,
-		}
+	}
+	in := policy.ProxyInput{
+		Method: req.Method, Path: esc, Route: m.route, Vars: m.vars, Token: tv,
+		ClientIP: client, Time: now,
+	}
+	if !reused {
 		evalStart := time.Now()
 		var err error
 		d, err = snap.Authorize(req.Context(), in)
 		p.metrics.PolicyEval("proxy", time.Since(evalStart))
-		x.authDur = time.Since(x.start)
 		if err != nil {
+			x.authDur = time.Since(x.start)
 			p.log.Error("proxy decision failed; refusing the request", "request_id", x.id, "revision", snap.Revision, "error", err.Error())
 			w.Header().Set("Retry-After", "1")
 			p.reply(w, x, http.StatusServiceUnavailable, CodePolicyError, "Authorization is temporarily unavailable")
 			return
 		}
-		if p.onDecision != nil {
-			p.onDecision(in, d)
-		}
 		if memo != nil {
 			memo.put(key, memoValue{m: m, d: d})
 		}
+	}
+	x.authDur = time.Since(x.start)
+	if p.onDecision != nil {
+		p.onDecision(in, d)
 	}
 	if m.route != nil {
 		x.route = m.route.Path

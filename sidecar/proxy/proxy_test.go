@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -984,3 +985,22 @@ func TestConcurrent(t *testing.T) {
 	}
 	<-done
 }
+
+// TestHeaderTimeoutNeedsTheExchange: the upstream transport only serves
+// requests forwarded by Proxy.ServeHTTP (whose context its timer cancels);
+// any other request is refused, never sent without a deadline.
+func TestHeaderTimeoutNeedsTheExchange(t *testing.T) {
+	called := false
+	ht := &headerTimeout{rt: roundTripFunc(func(*http.Request) (*http.Response, error) {
+		called = true
+		return nil, errors.New("unreachable")
+	}), d: time.Second}
+	req := httptest.NewRequest("GET", "http://upstream/user", nil)
+	if _, err := ht.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "not forwarded by Proxy.ServeHTTP") || called {
+		t.Fatalf("err = %v, sent = %v", err, called)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

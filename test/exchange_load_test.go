@@ -18,8 +18,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
 // TestExchangeThroughput is issue #3's exchange benchmark, run only when
@@ -217,8 +217,7 @@ func exchangeFloorCPU(t *testing.T, w *world, n int) time.Duration {
 	if err := set.AddKey(key); err != nil {
 		t.Fatal(err)
 	}
-	mod := "package providers.p0\n\ndefault allow := false\n\nallow if {\n\tinput.claims.repository_owner == \"octo-org\"\n\tinput.claims.ref == \"refs/heads/main\"\n}\n"
-	pq, err := rego.New(rego.Query("data.providers.p0.allow"), rego.Module("p0.rego", mod), rego.Store(inmem.New())).PrepareForEval(ctx)
+	pq, err := testkit.FloorQuery(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
@@ -103,8 +103,7 @@ func BenchmarkFloor(b *testing.B) {
 	claims := vt.Claims
 	// performance-floors B.2: one minimal module, one prepared query, the
 	// claims converted on every eval.
-	mod := "package providers.p0\n\ndefault allow := false\n\nallow if {\n\tinput.claims.repository_owner == \"octo-org\"\n\tinput.claims.ref == \"refs/heads/main\"\n}\n"
-	pq, err := rego.New(rego.Query("data.providers.p0.allow"), rego.Module("p0.rego", mod), rego.Store(inmem.New())).PrepareForEval(ctx)
+	pq, err := testkit.FloorQuery(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

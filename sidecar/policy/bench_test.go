@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 )
@@ -52,8 +52,7 @@ func BenchmarkDecision(b *testing.B) {
 	claims := fixture(b, "github_push_main")
 
 	b.Run("floor", func(b *testing.B) {
-		mod := "package providers.p0\n\ndefault allow := false\n\nallow if {\n\tinput.claims.repository_owner == \"octo-org\"\n\tinput.claims.ref == \"refs/heads/main\"\n}\n"
-		pq, err := rego.New(rego.Query("data.providers.p0.allow"), rego.Module("p0.rego", mod), rego.Store(inmem.New())).PrepareForEval(ctx)
+		pq, err := testkit.FloorQuery(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -426,6 +427,24 @@ func BenchmarkParts(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = requestID("")
+		}
+	})
+	// finish: the audit line (slog JSON, to io.Discard) and the metrics of
+	// one allowed request.
+	b.Run("finish", func(b *testing.B) {
+		p := &Proxy{
+			audit: slog.New(slog.NewJSONHandler(io.Discard, nil)), log: slog.New(slog.DiscardHandler),
+			metrics: metrics.New(),
+		}
+		x := &exchange{
+			start: time.Now(), id: "req-123", method: "GET", path: runExecutions,
+			route: "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions", workspace: "acme",
+			clientIP: netip.MustParseAddr("127.0.0.1"), rec: &rec, status: 200, code: CodeAllowed, allowed: true,
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			p.finish(ctx, x)
 		}
 	})
 }

@@ -547,12 +547,15 @@ func metricValue(text, series string) float64 {
 	return 0
 }
 
-// bareToken decodes the Buddy endpoint's answer: a bare JSON string.
+// bareToken reads the Buddy endpoint's answer: the token itself, unquoted
+// (buddy_response: text, the default), or a JSON string (json_string).
 func bareToken(t testing.TB, r *response) string {
 	t.Helper()
-	var tok string
-	if err := json.Unmarshal(r.Body, &tok); err != nil {
-		t.Fatalf("exchange answer is not a bare JSON string: %v: %s", err, r.Body)
+	tok := string(r.Body)
+	if strings.HasPrefix(tok, `"`) {
+		if err := json.Unmarshal(r.Body, &tok); err != nil {
+			t.Fatalf("exchange answer is neither a bare token nor a JSON string: %v: %s", err, r.Body)
+		}
 	}
 	if !strings.HasPrefix(tok, "ocs_") || len(tok) != 53 {
 		t.Fatalf("exchange answer %q is not an ocs_ token", truncate(tok, 20))

@@ -96,7 +96,7 @@ func mainRun(m *testing.M) int {
 
 type sidecar struct {
 	t        testing.TB
-	URL      string // http://127.0.0.1:port (exchange + proxy)
+	URL      string // http://127.0.0.1:port (exchange + proxy); https:// with a tls block
 	Addr     string // 127.0.0.1:port
 	AdminURL string
 	Dir      string
@@ -170,6 +170,9 @@ func tryStartSidecar(t testing.TB, cfg map[string]any, env map[string]string) (*
 	s := &sidecar{
 		t: t, URL: "http://" + mainAddr, Addr: mainAddr, AdminURL: "http://" + adminAddr, Dir: dir,
 		logs: newLogSink(), exited: make(chan struct{}),
+	}
+	if _, ok := cfg["tls"]; ok { // the main listener serves HTTPS (the admin one stays plain)
+		s.URL = "https://" + mainAddr
 	}
 	s.cmd = exec.Command(sidecarBin, "serve", "--config", cfgPath)
 	s.cmd.Dir = dir

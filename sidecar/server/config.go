@@ -338,7 +338,7 @@ func (c *Config) validate() []string {
 	if c.BundlePoll.D() < time.Second {
 		add("bundle_poll %s must be at least 1s", c.BundlePoll.D())
 	}
-	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateClientFacing()...)
 	return errs
 }
 

@@ -46,9 +46,10 @@ func (t AdminTLSConfig) Enabled() bool { return t.CertFile != "" || t.KeyFile !=
 // without a file event (file systems that send none, missed events).
 const certPollInterval = time.Minute
 
-// validateTLS checks the tls and admin_tls blocks (the files themselves are
-// read by New).
-func (c *Config) validateTLS() []string {
+// validateClientFacing checks the keys that decide what clients see: the
+// tls and admin_tls blocks (the files themselves are read by New) and
+// buddy_response.
+func (c *Config) validateClientFacing() []string {
 	var errs []string
 	pair := func(block, cert, key string) {
 		switch {

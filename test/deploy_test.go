@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,6 +72,16 @@ func composeEnv(env map[string]string) func(string) string {
 	}
 }
 
+// mountedAt reports whether a compose volume is mounted at dir.
+func mountedAt(volumes []string, dir string) bool {
+	for _, v := range volumes {
+		if parts := strings.Split(v, ":"); len(parts) >= 2 && parts[1] == dir {
+			return true
+		}
+	}
+	return false
+}
+
 func TestComposeFile(t *testing.T) {
 	var c composeFile
 	readYAML(t, "../docker-compose.yml", &c)
@@ -125,6 +136,10 @@ func TestComposeFile(t *testing.T) {
 	hc := strings.Join(sc.Healthcheck.Test, " ")
 	if !strings.Contains(hc, "oidc-sidecar healthcheck") || !strings.Contains(hc, "127.0.0.1:"+adminPort+server.ReadyPath) {
 		t.Errorf("healthcheck %q must call the binary's healthcheck on the admin port's %s", hc, server.ReadyPath)
+	}
+	// The main port serves HTTPS from a mounted directory.
+	if !cfg.TLS.Enabled() || !mountedAt(sc.Volumes, filepath.Dir(cfg.TLS.CertFile)) || filepath.Dir(cfg.TLS.KeyFile) != filepath.Dir(cfg.TLS.CertFile) {
+		t.Errorf("compose must serve TLS from a mounted directory: tls %+v, volumes %v", cfg.TLS, sc.Volumes)
 	}
 	if sc.DependsOn["redis"].Condition != "service_healthy" {
 		t.Error("sidecar must wait for a healthy redis")
@@ -205,8 +220,9 @@ func TestKubernetesManifest(t *testing.T) {
 	}
 	type probe struct {
 		HTTPGet struct {
-			Path string `yaml:"path"`
-			Port string `yaml:"port"`
+			Path   string `yaml:"path"`
+			Port   string `yaml:"port"`
+			Scheme string `yaml:"scheme"`
 		} `yaml:"httpGet"`
 	}
 	type container struct {
@@ -220,6 +236,9 @@ func TestKubernetesManifest(t *testing.T) {
 		Env []struct {
 			Name string `yaml:"name"`
 		} `yaml:"env"`
+		VolumeMounts []struct {
+			MountPath string `yaml:"mountPath"`
+		} `yaml:"volumeMounts"`
 		Liveness        *probe `yaml:"livenessProbe"`
 		Readiness       *probe `yaml:"readinessProbe"`
 		SecurityContext struct {
@@ -290,6 +309,20 @@ func TestKubernetesManifest(t *testing.T) {
 		if ports[pr.HTTPGet.Port] != adminPort {
 			t.Errorf("%s probe port %q is container port %q, but admin_listen is on %s", name, pr.HTTPGet.Port, ports[pr.HTTPGet.Port], adminPort)
 		}
+	}
+	// Both listeners serve TLS from a mounted Secret directory; the probes
+	// speak HTTPS.
+	mounts := map[string]bool{}
+	for _, m := range sidecar.VolumeMounts {
+		mounts[m.MountPath] = true
+	}
+	for _, f := range []string{cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.AdminTLS.CertFile, cfg.AdminTLS.KeyFile} {
+		if f == "" || !mounts[filepath.Dir(f)] {
+			t.Errorf("TLS file %q is not in a mounted directory (mounts %v)", f, mounts)
+		}
+	}
+	if sidecar.Liveness.HTTPGet.Scheme != "HTTPS" || sidecar.Readiness.HTTPGet.Scheme != "HTTPS" {
+		t.Error("with admin_tls the probes must use scheme: HTTPS")
 	}
 	if sidecar.Readiness.HTTPGet.Path != server.ReadyPath {
 		t.Error("readiness must use /readyz (policy loaded and Redis reachable)")

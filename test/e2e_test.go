@@ -66,13 +66,16 @@ func stopGracefully(t *testing.T, s *sidecar) {
 func runFlow(t *testing.T, w *world, s *sidecar) {
 	ctx := ctxT(t)
 
-	// --- 1. GitHub-shaped token, Buddy endpoint: a bare JSON string.
+	// --- 1. GitHub-shaped token, Buddy endpoint: the bare token (text/plain).
 	before := w.keys(t)
 	ghJWT := w.ghToken(t, nil)
 	r := s.exchangeBuddy(t, ghID, ghJWT)
 	expectStatus(t, r, http.StatusOK)
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+	if ct := r.Header.Get("Content-Type"); ct != "text/plain; charset=utf-8" {
 		t.Errorf("Content-Type %q", ct)
+	}
+	if !strings.HasPrefix(string(r.Body), "ocs_") {
+		t.Errorf("body %q is not the bare token", truncate(string(r.Body), 20))
 	}
 	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control %q, want no-store", cc)

@@ -96,7 +96,7 @@ func mainRun(m *testing.M) int {
 
 type sidecar struct {
 	t        testing.TB
-	URL      string // http://127.0.0.1:port (exchange + proxy)
+	URL      string // http://127.0.0.1:port (exchange + proxy); https:// with a tls block
 	Addr     string // 127.0.0.1:port
 	AdminURL string
 	Dir      string
@@ -170,6 +170,9 @@ func tryStartSidecar(t testing.TB, cfg map[string]any, env map[string]string) (*
 	s := &sidecar{
 		t: t, URL: "http://" + mainAddr, Addr: mainAddr, AdminURL: "http://" + adminAddr, Dir: dir,
 		logs: newLogSink(), exited: make(chan struct{}),
+	}
+	if _, ok := cfg["tls"]; ok { // the main listener serves HTTPS (the admin one stays plain)
+		s.URL = "https://" + mainAddr
 	}
 	s.cmd = exec.Command(sidecarBin, "serve", "--config", cfgPath)
 	s.cmd.Dir = dir
@@ -547,12 +550,15 @@ func metricValue(text, series string) float64 {
 	return 0
 }
 
-// bareToken decodes the Buddy endpoint's answer: a bare JSON string.
+// bareToken reads the Buddy endpoint's answer: the token itself, unquoted
+// (buddy_response: text, the default), or a JSON string (json_string).
 func bareToken(t testing.TB, r *response) string {
 	t.Helper()
-	var tok string
-	if err := json.Unmarshal(r.Body, &tok); err != nil {
-		t.Fatalf("exchange answer is not a bare JSON string: %v: %s", err, r.Body)
+	tok := string(r.Body)
+	if strings.HasPrefix(tok, `"`) {
+		if err := json.Unmarshal(r.Body, &tok); err != nil {
+			t.Fatalf("exchange answer is neither a bare token nor a JSON string: %v: %s", err, r.Body)
+		}
 	}
 	if !strings.HasPrefix(tok, "ocs_") || len(tok) != 53 {
 		t.Fatalf("exchange answer %q is not an ocs_ token", truncate(tok, 20))

@@ -13,18 +13,36 @@ import (
 // buddyExample is the request body shape, quoted in 400 messages.
 const buddyExample = `{"provider_id": "<provider uuid>", "web_identity_token": "<OIDC token>"}`
 
+// Buddy response formats (Options.BuddyResponse): how a successful
+// POST /user/oidc/tokens carries the token.
+const (
+	// BuddyResponseText is the token itself, unquoted, as text/plain: what
+	// Buddy's own service answers and what its buddy/login action reads.
+	BuddyResponseText = "text"
+	// BuddyResponseJSONString is the token as a JSON string ("ocs_…"), the
+	// form in Buddy's API reference, for clients that JSON-decode the body.
+	BuddyResponseJSONString = "json_string"
+)
+
 // serveBuddy is POST /user/oidc/tokens, Buddy's exchange endpoint: a JSON
-// body {"provider_id", "web_identity_token"} in, the token as a bare JSON
-// string out; errors in Buddy's {"errors":[{"message"}]} shape.
+// body {"provider_id", "web_identity_token"} in, the token out (bare text,
+// or a JSON string with BuddyResponseJSONString); errors in Buddy's
+// {"errors":[{"message"}]} shape.
 func (h *Handler) serveBuddy(w http.ResponseWriter, r *http.Request) {
 	g, f := h.run(w, r, "buddy", h.parseBuddy)
 	if f != nil {
 		writeBuddyError(w, f)
 		return
 	}
-	body, _ := json.Marshal(g.token) // a token is base62: marshalling cannot fail
 	hd := w.Header()
-	hd.Set("Content-Type", "application/json")
+	var body []byte
+	if h.buddyJSON {
+		body, _ = json.Marshal(g.token) // a token is base62: marshalling cannot fail
+		hd.Set("Content-Type", "application/json")
+	} else {
+		body = []byte(g.token)
+		hd.Set("Content-Type", "text/plain; charset=utf-8")
+	}
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Pragma", "no-cache")
 	hd.Set("X-Content-Type-Options", "nosniff")

@@ -2,6 +2,8 @@ package exchange
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,10 +37,11 @@ func TestBuddyIssuesToken(t *testing.T) {
 			before := time.Now().Unix()
 			rec := r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
 			tok := r.issued(rec)
-			if body := rec.Body.String(); body != `"`+tok+`"` {
-				t.Errorf("body %q, want the bare JSON string %q", body, `"`+tok+`"`)
+			// The token itself, unquoted: what buddy/login reads (docs/exchange.md).
+			if body := rec.Body.String(); body != tok || !strings.HasPrefix(body, "ocs_") {
+				t.Errorf("body %q, want the bare token %q", body, tok)
 			}
-			for k, want := range map[string]string{"Content-Type": "application/json", "Cache-Control": "no-store"} {
+			for k, want := range map[string]string{"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
 				if got := rec.Header().Get(k); got != want {
 					t.Errorf("%s = %q, want %q", k, got, want)
 				}
@@ -1005,6 +1008,48 @@ func TestIntrospection(t *testing.T) {
 		r := newRig(t, "memory", withOptions(func(o *Options) { o.AdminToken = "" }))
 		oauthError(t, r.introspect("x"), 404, "not_found")
 	})
+	// A client certificate the admin listener verified is the second way
+	// to hold the admin credential; an unverified one (or none) is not.
+	t.Run("client certificate", func(t *testing.T) {
+		for _, adminTok := range []string{"", adminToken} {
+			r := newRig(t, "memory", withOptions(func(o *Options) { o.AdminToken = adminTok; o.AdminClientCert = true }))
+			tok := r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
+			verified := func(req *http.Request) {
+				req.Header.Del("Authorization")
+				req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+			}
+			if m := decode(t, r.introspect(tok, verified)); m["active"] != true {
+				t.Errorf("admin token %q, verified client certificate: %v", adminTok, m)
+			}
+			unverified := func(req *http.Request) {
+				req.Header.Del("Authorization")
+				req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
+			}
+			msg := oauthError(t, r.introspect(tok, unverified), 401, "invalid_token")
+			if !strings.Contains(msg, "client certificate") {
+				t.Errorf("401 message %q does not mention the client certificate", msg)
+			}
+		}
+	})
+}
+
+// The JSON-string form (buddy_response: json_string) for clients that
+// JSON-decode the body; errors are the same in both forms.
+func TestBuddyJSONStringResponse(t *testing.T) {
+	r := newRig(t, "memory", withOptions(func(o *Options) { o.BuddyResponse = BuddyResponseJSONString }))
+	rec := r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
+	tok := r.issued(rec)
+	if body := rec.Body.String(); body != `"`+tok+`"` {
+		t.Errorf("body %q, want the JSON string %q", body, `"`+tok+`"`)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	buddyError(t, r.buddy(idDeploy, "not-a-jwt"), http.StatusUnauthorized)
+
+	if _, err := New(Options{Engine: r.opts.Engine, Verifier: r.opts.Verifier, Store: r.opts.Store, BuddyResponse: "json"}); err == nil || !strings.Contains(err.Error(), `"json" is not "text" or "json_string"`) {
+		t.Errorf("New with BuddyResponse json: %v", err)
+	}
 }
 
 func TestRevocation(t *testing.T) {

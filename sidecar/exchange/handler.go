@@ -4,7 +4,7 @@
 //
 // Endpoints (see docs/exchange.md for every status and message):
 //
-//	POST /user/oidc/tokens          Buddy-compatible: JSON in, a bare JSON string out
+//	POST /user/oidc/tokens          Buddy-compatible: JSON in, the bare token (text/plain) out
 //	POST /_sidecar/oauth2/token     RFC 8693 token exchange (form in, JSON out)
 //	POST /_sidecar/oauth2/revoke    RFC 7009 revocation (bearer possession is the authority)
 //	POST /_sidecar/oauth2/introspect  RFC 7662 introspection, admin listener only
@@ -95,6 +95,13 @@ type Options struct {
 	// MaxBodyBytes caps request bodies (413 above it); DefaultMaxBodyBytes
 	// when 0.
 	MaxBodyBytes int64
+	// BuddyResponse is how POST /user/oidc/tokens returns the token:
+	// BuddyResponseText (the default when "") or BuddyResponseJSONString.
+	BuddyResponse string
+	// AdminClientCert also authorizes introspection for a request that
+	// presented a client certificate the admin listener verified (mutual
+	// TLS), as a second way to hold the admin credential.
+	AdminClientCert bool
 }
 
 // Handler serves the exchange, revocation and introspection endpoints. It
@@ -112,6 +119,10 @@ type Handler struct {
 	admin    []byte // SHA-256 of AdminToken, nil when introspection is off
 	now      func() time.Time
 	maxBody  int64
+	// buddyJSON: answer the Buddy exchange with a JSON string.
+	buddyJSON bool
+	// adminCert: a verified client certificate is an admin credential.
+	adminCert bool
 }
 
 // New checks o and returns a Handler.
@@ -139,6 +150,11 @@ func New(o Options) (*Handler, error) {
 	if (rl.PerIP > 0 || rl.PerProvider > 0) && rl.Window < time.Second {
 		return nil, fmt.Errorf("exchange: rate-limit window %s is shorter than 1s", rl.Window)
 	}
+	switch o.BuddyResponse {
+	case "", BuddyResponseText, BuddyResponseJSONString:
+	default:
+		return nil, fmt.Errorf("exchange: BuddyResponse %q is not %q or %q", o.BuddyResponse, BuddyResponseText, BuddyResponseJSONString)
+	}
 	if o.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("exchange: MaxBodyBytes %d is negative", o.MaxBodyBytes)
 	}
@@ -154,6 +170,9 @@ func New(o Options) (*Handler, error) {
 		limits:   rl,
 		now:      o.Now,
 		maxBody:  o.MaxBodyBytes,
+
+		buddyJSON: o.BuddyResponse == BuddyResponseJSONString,
+		adminCert: o.AdminClientCert,
 	}
 	if h.clients == nil {
 		h.clients = &clientip.Resolver{}
@@ -193,7 +212,8 @@ func (h *Handler) Register(r *mux.Router) {
 }
 
 // RegisterAdmin adds RFC 7662 introspection to the admin listener's router.
-// It answers 404 when Options.AdminToken is "".
+// It answers 404 when Options.AdminToken is "" and Options.AdminClientCert
+// is false.
 func (h *Handler) RegisterAdmin(r *mux.Router) {
 	r.HandleFunc(IntrospectPath, h.serveIntrospect)
 }

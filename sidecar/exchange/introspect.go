@@ -17,17 +17,18 @@ var inactive = map[string]any{"active": false}
 
 // serveIntrospect is POST /_sidecar/oauth2/introspect (RFC 7662), on the
 // admin listener. The caller authenticates with Authorization: Bearer
-// <admin token>.
+// <admin token>, or (Options.AdminClientCert) with a client certificate the
+// admin listener verified.
 func (h *Handler) serveIntrospect(w http.ResponseWriter, r *http.Request) {
-	if h.admin == nil {
+	if h.admin == nil && !h.adminCert {
 		writeJSON(w, http.StatusNotFound, OAuthError{Error: "not_found",
-			ErrorDescription: "introspection is disabled: the sidecar has no admin token configured (set admin_token_env)"})
+			ErrorDescription: "introspection is disabled: the sidecar has no admin token configured (set admin_token_env) and no admin client CA (admin_tls.client_ca_file)"})
 		return
 	}
 	if !h.adminAuthorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar-admin", error="invalid_token"`)
 		writeJSON(w, http.StatusUnauthorized, OAuthError{Error: "invalid_token",
-			ErrorDescription: "introspection needs the sidecar's admin token: send Authorization: Bearer <admin token>"})
+			ErrorDescription: h.adminHow()})
 		return
 	}
 	tok, ok := h.tokenParam(w, r, IntrospectPath, "introspect")
@@ -90,9 +91,28 @@ func introspection(rec *token.Record) map[string]any {
 	return out
 }
 
-// adminAuthorized compares the bearer credential with the admin token in
-// constant time (over SHA-256 digests, so the length does not leak either).
+// adminHow says how to authenticate to introspection.
+func (h *Handler) adminHow() string {
+	switch {
+	case h.admin != nil && h.adminCert:
+		return "introspection needs the sidecar's admin credential: send Authorization: Bearer <admin token>, or present a client certificate signed by the admin client CA"
+	case h.adminCert:
+		return "introspection needs a client certificate signed by the sidecar's admin client CA (admin_tls.client_ca_file)"
+	}
+	return "introspection needs the sidecar's admin token: send Authorization: Bearer <admin token>"
+}
+
+// adminAuthorized accepts a client certificate the admin listener verified
+// (when Options.AdminClientCert is set), or compares the bearer credential
+// with the admin token in constant time (over SHA-256 digests, so the
+// length does not leak either).
 func (h *Handler) adminAuthorized(r *http.Request) bool {
+	if h.adminCert && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return true
+	}
+	if h.admin == nil {
+		return false
+	}
 	auth := r.Header.Get("Authorization")
 	scheme, cred, ok := strings.Cut(auth, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {

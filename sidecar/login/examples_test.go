@@ -119,6 +119,10 @@ func TestGitHubActionsExample(t *testing.T) {
 	}
 }
 
+// TestCircleCIExample: the CircleCI example follows Buddy's own pattern
+// (curl posts $CIRCLE_OIDC_TOKEN_V2, falling back to $CIRCLE_OIDC_TOKEN, to
+// /user/oidc/tokens; the answer is the bearer token of the next command).
+// test/clients_test.go runs its commands against a sidecar.
 func TestCircleCIExample(t *testing.T) {
 	const path = "../../examples/circleci.yml"
 	var cfg struct {
@@ -154,7 +158,7 @@ func TestCircleCIExample(t *testing.T) {
 			}
 		}
 		text := script.String()
-		i := strings.Index(text, "oidc-sidecar login")
+		i := strings.Index(text, "/user/oidc/tokens")
 		if i < 0 {
 			continue
 		}
@@ -162,17 +166,17 @@ func TestCircleCIExample(t *testing.T) {
 		if len(job.Docker) == 0 || job.Docker[0].Image != "cimg/base:current" {
 			t.Errorf("job %s: image %v, want cimg/base:current", name, job.Docker)
 		}
-		flags := loginFlags(text)
-		checkFlags(t, path+" job "+name, flags, "--provider-id", "--sidecar-url", "--format")
-		if !strings.Contains(text[i:], "--format env") {
-			t.Errorf("job %s: login does not use --format env", name)
+		for _, want := range []string{"set -euo pipefail", "BUDDY_TOKEN=$(curl", `${CIRCLE_OIDC_TOKEN_V2:-$CIRCLE_OIDC_TOKEN}`, "--fail-with-body"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("job %s: the exchange step lacks %s", name, want)
+			}
 		}
-		if !strings.Contains(text[i:], `eval "$creds"`) || !strings.Contains(text[i:], `Authorization: Bearer $BUDDY_TOKEN`) {
-			t.Errorf("job %s: no eval of the login output followed by an API call with $BUDDY_TOKEN", name)
+		if !strings.Contains(text[i:], `Authorization: Bearer $BUDDY_TOKEN`) {
+			t.Errorf("job %s: no API call with $BUDDY_TOKEN after the exchange", name)
 		}
 	}
 	if !found {
-		t.Fatalf("%s: no job runs oidc-sidecar login", path)
+		t.Fatalf("%s: no job posts to /user/oidc/tokens", path)
 	}
 	if len(cfg.Workflows) == 0 {
 		t.Errorf("%s: no workflow runs the job", path)

@@ -156,10 +156,11 @@ func (r *runner) exchange(ctx context.Context, jwt string) (string, *Error) {
 	return fail(msg, hint)
 }
 
-// parseToken reads a successful exchange's body the way buddy/login does:
-// a bare JSON string (Buddy's documented answer), JSON with a token,
-// access_token or buddy_token field, or plain text. problem is "" on
-// success.
+// parseToken reads a successful exchange's body: the bare token as text
+// (the sidecar's default answer, and Buddy's service's), a JSON string
+// (Buddy's API reference; the sidecar's buddy_response: json_string), or
+// JSON with a token, access_token or buddy_token field (as buddy/login
+// does). problem is "" on success.
 func parseToken(body []byte) (token, problem string) {
 	s := strings.TrimSpace(string(body))
 	if s == "" {

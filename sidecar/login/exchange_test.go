@@ -16,6 +16,7 @@ func tokenEnv() map[string]string { return map[string]string{"OIDC_TOKEN": testJ
 func TestExchangeSuccessShapes(t *testing.T) {
 	for name, handle := range map[string]func(int, http.ResponseWriter, *http.Request){
 		"bare JSON string":   okJSONString,
+		"bare token (text)":  okText,
 		"plain text":         answer(200, "text/plain", issued+"\n"),
 		"token field":        answer(200, "application/json", `{"token":"`+issued+`","expires_in":600}`),
 		"access_token field": answer(200, "application/json", `{"access_token":"`+issued+`","token_type":"Bearer"}`),

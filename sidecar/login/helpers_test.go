@@ -86,8 +86,13 @@ func answer(status int, contentType, body string) func(int, http.ResponseWriter,
 	}
 }
 
-// okJSONString is the sidecar's (and Buddy's) documented success answer.
+// okJSONString is the success answer in Buddy's API reference, and the
+// sidecar's with buddy_response: json_string.
 var okJSONString = answer(200, "application/json", `"`+issued+`"`)
+
+// okText is the sidecar's default success answer (and Buddy's service's):
+// the bare token.
+var okText = answer(200, "text/plain; charset=utf-8", issued)
 
 // harness runs Run with an injected environment, recorded sleeps and
 // captured output, and checks what every run must satisfy.

@@ -80,6 +80,10 @@ type Config struct {
 	RateLimits    RateLimits    `yaml:"rate_limits"`
 	Limits        Limits        `yaml:"limits"`
 	Timeouts      TimeoutConfig `yaml:"timeouts"`
+
+	TLS           TLSConfig      `yaml:"tls"`            // HTTPS on listen (tls.go)
+	AdminTLS      AdminTLSConfig `yaml:"admin_tls"`      // HTTPS (and client certificates) on admin_listen
+	BuddyResponse string         `yaml:"buddy_response"` // text | json_string: how /user/oidc/tokens returns the token
 }
 
 // RedisConfig selects the Redis deployment: a URL, a Cluster (addrs) or a
@@ -137,6 +141,7 @@ func Defaults() Config {
 	c.BundlePoll = Duration(30 * time.Second)
 	c.AdminTokenEnv = "OIDC_SIDECAR_ADMIN_TOKEN"
 	c.LogLevel = "info"
+	c.BuddyResponse = "text"
 	c.OIDC = OIDCConfig{
 		Leeway:          Duration(60 * time.Second),
 		RefreshCooldown: Duration(30 * time.Second),
@@ -216,6 +221,7 @@ func (c *Config) resolvePaths(dir string) {
 	for i := range c.Policies {
 		c.Policies[i] = rel(c.Policies[i])
 	}
+	c.resolveTLSPaths(rel)
 }
 
 func (c *Config) validate() []string {
@@ -332,6 +338,7 @@ func (c *Config) validate() []string {
 	if c.BundlePoll.D() < time.Second {
 		add("bundle_poll %s must be at least 1s", c.BundlePoll.D())
 	}
+	errs = append(errs, c.validateClientFacing()...)
 	return errs
 }
 

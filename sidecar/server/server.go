@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,6 +67,11 @@ type Server struct {
 	lastErr  atomic.Pointer[string]
 
 	adminDigest []byte // SHA-256 of the admin credential; nil: none configured
+
+	// TLS (tls.go): nil when the listener serves plain HTTP. A verified
+	// client certificate on the admin listener is an admin credential when
+	// admin_tls.client_ca_file is set.
+	mainCerts, adminCerts *certReloader
 }
 
 // seenContent is the source content a reload last processed: its version
@@ -97,8 +103,22 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if upstreamToken == "" {
 		return nil, fmt.Errorf("upstream credential: the variable %s is empty; set it to the API token the sidecar forwards with (upstream.token_env names it)", cfg.Upstream.TokenEnv)
 	}
+	tm := newTLSMetrics(s.metrics.Registry)
+	if cfg.TLS.Enabled() {
+		if s.mainCerts, err = newCertReloader("main", cfg.TLS.CertFile, cfg.TLS.KeyFile, "", s.log, tm); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.AdminTLS.Enabled() {
+		if s.adminCerts, err = newCertReloader("admin", cfg.AdminTLS.CertFile, cfg.AdminTLS.KeyFile, cfg.AdminTLS.ClientCAFile, s.log, tm); err != nil {
+			return nil, err
+		}
+	}
+	adminCert := cfg.AdminTLS.ClientCAFile != ""
 	adminToken := o.Getenv(cfg.AdminTokenEnv)
-	if adminToken == "" {
+	if adminToken == "" && adminCert {
+		s.log.Info("the admin credential is a client certificate signed by admin_tls.client_ca_file (" + cfg.AdminTokenEnv + " is empty)")
+	} else if adminToken == "" {
 		s.log.Warn("introspection and " + ReloadPath + " are disabled: " + cfg.AdminTokenEnv + " is empty (admin_token_env names the variable holding the admin credential)")
 	} else {
 		d := sha256.Sum256([]byte(adminToken))
@@ -159,6 +179,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
 		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
+		BuddyResponse: cfg.BuddyResponse, AdminClientCert: adminCert,
 	})
 	if err != nil {
 		return nil, err
@@ -399,7 +420,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) reloadHandler(w http.ResponseWriter, r *http.Request) {
 	if !s.adminAuthorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar admin"`)
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "an admin bearer credential is required (admin_token_env)"})
+		msg := "an admin bearer credential is required (admin_token_env)"
+		if s.cfg.AdminTLS.ClientCAFile != "" {
+			msg = "an admin credential is required: Authorization: Bearer <admin token> (admin_token_env), or a client certificate signed by admin_tls.client_ca_file"
+		}
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": msg})
 		return
 	}
 	// A client that gives up must not abort a compile half-way (that would
@@ -418,8 +443,12 @@ func (s *Server) reloadHandler(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"revision": rev, "changed": changed})
 }
 
-// adminAuthorized checks Authorization: Bearer <admin credential>.
+// adminAuthorized checks Authorization: Bearer <admin credential>, or a
+// client certificate the admin listener verified (admin_tls.client_ca_file).
 func (s *Server) adminAuthorized(r *http.Request) bool {
+	if s.cfg.AdminTLS.ClientCAFile != "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return true
+	}
 	if s.adminDigest == nil {
 		return false
 	}
@@ -473,11 +502,22 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	s.log.Info("serving", "listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", redactURL(s.cfg.Upstream.URL),
+	s.log.Info("serving", "listen", s.Addr(), "tls", s.mainCerts != nil, "admin_listen", s.AdminAddr(), "admin_tls", s.adminCerts != nil, "upstream", redactURL(s.cfg.Upstream.URL),
 		"store", s.store.Kind(), "policy", s.source.Describe())
+	// With TLS the framing guard wraps the TLS connection, so it reads the
+	// decrypted HTTP bytes.
+	mainLn, adminLn := s.mainLn, s.adminLn
+	if s.mainCerts != nil {
+		mainLn = tlsListener{mainLn, s.mainCerts.config()}
+		go s.mainCerts.watch(s.bg)
+	}
+	if s.adminCerts != nil {
+		adminLn = tls.NewListener(adminLn, s.adminCerts.config())
+		go s.adminCerts.watch(s.bg)
+	}
 	errc := make(chan error, 2)
-	go func() { errc <- s.mainSrv.Serve(framingListener{s.mainLn}) }()
-	go func() { errc <- s.adminSrv.Serve(s.adminLn) }()
+	go func() { errc <- s.mainSrv.Serve(framingListener{mainLn}) }()
+	go func() { errc <- s.adminSrv.Serve(adminLn) }()
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})

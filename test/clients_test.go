@@ -7,8 +7,10 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -123,12 +125,43 @@ type actionRun struct {
 	output map[string]string // what it wrote to $GITHUB_OUTPUT
 }
 
-// runBuddyLoginAction runs test/testdata/buddy-login-action/dist/index.js
+// buddyLoginActionSHA256 is the SHA-256 of dist/index.js of buddy/login
+// release 1.6.0 (tag v1.6.0, commit a3d23650f16ba3a7c455ebff1fc08ec76ff86598).
+const buddyLoginActionSHA256 = "37a30c99aa2ddb61521e565a92d8d47f17d23ae2fac819f2d9d52a7897a73cad"
+
+// buddyLoginActionScript returns the path of the official action's
+// dist/index.js, from a checkout of github.com/buddy/login at v1.6.0 named
+// by OIDC_SIDECAR_BUDDY_LOGIN_ACTION. The action's code is third-party and
+// is not kept in this repository (see test/testdata/buddy-login-action/).
+// Without the variable the test skips, in CI too: nothing can fetch it there.
+// A file whose SHA-256 is not release 1.6.0's fails the test.
+func buddyLoginActionScript(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("OIDC_SIDECAR_BUDDY_LOGIN_ACTION")
+	if dir == "" {
+		t.Skip("skipping: set OIDC_SIDECAR_BUDDY_LOGIN_ACTION to a checkout of github.com/buddy/login at tag v1.6.0 " +
+			"(git clone --branch v1.6.0 https://github.com/buddy/login) to run Buddy's official login action against the sidecar")
+	}
+	script, err := filepath.Abs(filepath.Join(dir, "dist", "index.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatalf("OIDC_SIDECAR_BUDDY_LOGIN_ACTION=%s: %v (it must name a checkout of buddy/login v1.6.0 with dist/index.js)", dir, err)
+	}
+	if sum := fmt.Sprintf("%x", sha256.Sum256(data)); sum != buddyLoginActionSHA256 {
+		t.Fatalf("%s has SHA-256 %s, not release 1.6.0's %s: check out tag v1.6.0, or update buddyLoginActionSHA256 after reviewing the new release", script, sum, buddyLoginActionSHA256)
+	}
+	return script
+}
+
+// runBuddyLoginAction runs the action's dist/index.js
 // with node as a GitHub runner runs a `uses: buddy/login@v1` step with
 // these inputs: INPUT_<NAME> variables (the runner also sets the inputs'
 // defaults: region US), the runtime's ID-token variables, GITHUB_ENV and
 // GITHUB_OUTPUT files, and NODE_EXTRA_CA_CERTS for the sidecar's test CA.
-func runBuddyLoginAction(t *testing.T, node string, rt *fakeGitHubRuntime, caFile string, inputs map[string]string) actionRun {
+func runBuddyLoginAction(t *testing.T, node, script string, rt *fakeGitHubRuntime, caFile string, inputs map[string]string) actionRun {
 	t.Helper()
 	dir := t.TempDir()
 	envFile, outFile := filepath.Join(dir, "github_env"), filepath.Join(dir, "github_output")
@@ -148,10 +181,6 @@ func runBuddyLoginAction(t *testing.T, node string, rt *fakeGitHubRuntime, caFil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	script, err := filepath.Abs("testdata/buddy-login-action/dist/index.js")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Dir = dir
 	cmd.Env = env
@@ -208,6 +237,7 @@ func readFileCommands(t *testing.T, path string) map[string]string {
 // bare token is the default), while `oidc-sidecar login` reads both forms.
 func TestBuddyLoginAction(t *testing.T) {
 	node := needTool(t, "node", "nodejs")
+	script := buddyLoginActionScript(t)
 	w := newWorld(t, worldOpts{})
 	st := newSidecarTLS(t)
 	cfg := w.config()
@@ -221,7 +251,7 @@ func TestBuddyLoginAction(t *testing.T) {
 	projects := s.URL + "/workspaces/" + workspace + "/projects"
 
 	t.Run("token exported and usable through the proxy", func(t *testing.T) {
-		run := runBuddyLoginAction(t, node, rt, st.caFile, inputs)
+		run := runBuddyLoginAction(t, node, script, rt, st.caFile, inputs)
 		if run.code != 0 {
 			t.Fatalf("the action exited %d:\n%s", run.code, run.stdout)
 		}
@@ -252,7 +282,7 @@ func TestBuddyLoginAction(t *testing.T) {
 	t.Run("refused job shows the sidecar's message", func(t *testing.T) {
 		rt.repo.Store("evil-org/octo-repo")
 		defer rt.repo.Store(ghRepo)
-		run := runBuddyLoginAction(t, node, rt, st.caFile, inputs)
+		run := runBuddyLoginAction(t, node, script, rt, st.caFile, inputs)
 		if run.code != 1 {
 			t.Fatalf("the action exited %d, want 1:\n%s", run.code, run.stdout)
 		}
@@ -268,7 +298,7 @@ func TestBuddyLoginAction(t *testing.T) {
 
 	t.Run("plain http api_url is refused by the action", func(t *testing.T) {
 		in := map[string]string{"provider_id": ghID, "api_url": "http://" + s.Addr, "audience": ghAudience}
-		run := runBuddyLoginAction(t, node, rt, st.caFile, in)
+		run := runBuddyLoginAction(t, node, script, rt, st.caFile, in)
 		if run.code != 1 || !strings.Contains(run.stdout, "Invalid API URL format. Must be a valid HTTPS URL.") {
 			t.Errorf("http:// api_url: exit %d\n%s", run.code, run.stdout)
 		}
@@ -279,7 +309,7 @@ func TestBuddyLoginAction(t *testing.T) {
 		cfg["tls"] = st.block
 		cfg["buddy_response"] = "json_string"
 		sq := startSidecar(t, cfg, nil)
-		run := runBuddyLoginAction(t, node, rt, st.caFile, map[string]string{"provider_id": ghID, "api_url": sq.URL, "audience": ghAudience})
+		run := runBuddyLoginAction(t, node, script, rt, st.caFile, map[string]string{"provider_id": ghID, "api_url": sq.URL, "audience": ghAudience})
 		if run.code != 1 || !strings.Contains(run.stdout, "No token found in response. Expected fields: token, access_token, or buddy_token") {
 			t.Errorf("the action against the quoted form: exit %d, want the failure the issue reported:\n%s", run.code, run.stdout)
 		}

@@ -255,8 +255,15 @@ func TestOpsKitAgainstPrometheus(t *testing.T) {
 	expectStatus(t, r, http.StatusTooManyRequests) // per_provider: 4
 	deadJWT := sign(t, w.gen, map[string]any{"iss": deadIssuer, "aud": "dead", "sub": "x",
 		"iat": time.Now().Unix(), "exp": time.Now().Add(5 * time.Minute).Unix()})
+	// The exchange retries the dead issuer's discovery: the error counter
+	// grows while Prometheus watches (the JWKS alert needs an increase).
+	deadFetches := fmt.Sprintf(`oidc_sidecar_jwks_fetches_total{issuer=%q,kind="discovery",result="error"}`, deadIssuer)
+	fetchBase := s.metric(t, deadFetches)
 	if r := s.exchangeBuddy(t, deadID, deadJWT); r.Status == http.StatusOK {
 		t.Fatalf("an exchange for an issuer whose keys cannot be fetched: %s", r)
+	}
+	if got := s.metric(t, deadFetches); got <= fetchBase {
+		t.Fatalf("%s = %v after an exchange for the dead issuer, want more than %v", deadFetches, got, fetchBase)
 	}
 	expectStatus(t, s.call(t, http.MethodGet, projects, ghTok), http.StatusOK)
 	expectStatus(t, s.call(t, http.MethodGet, projects, ghTok), http.StatusOK) // a reused decision

@@ -139,6 +139,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	})
 	h.metrics.PolicyEval("exchange", time.Since(start))
 	if err != nil {
+		h.metrics.PolicyEvalError("exchange")
 		h.log.Error("exchange decision failed; refusing the exchange", "decision_id", ev.decisionID, "provider_id", p.ID, "revision", snap.Revision, "error", err.Error())
 		ev.err = "policy evaluation: " + err.Error()
 		return nil, fail(kindUnavailable, "the exchange policy could not be evaluated, so no token was issued; retry later, and if it persists tell the sidecar's operators (decision %s)", ev.decisionID)

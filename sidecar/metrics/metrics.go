@@ -27,6 +27,7 @@ type Metrics struct {
 	revision         *prometheus.GaugeVec
 	policyEval       *prometheus.HistogramVec
 	proxyReused      prometheus.Counter
+	ops              opsMetrics // ops.go
 
 	mu             sync.Mutex // guards activeRevision
 	activeRevision string
@@ -68,6 +69,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.proxyReused, m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
 		m.upstreamDuration, m.jwksFetches, m.redisErrors, m.reloads, m.revision, m.policyEval,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.initOps()
 	return m
 }
 

@@ -316,6 +316,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		d, err = snap.Authorize(req.Context(), in)
 		p.metrics.PolicyEval("proxy", time.Since(evalStart))
 		if err != nil {
+			p.metrics.PolicyEvalError("proxy")
 			x.authDur = time.Since(x.start)
 			p.log.Error("proxy decision failed; refusing the request", "request_id", x.id, "revision", snap.Revision, "error", err.Error())
 			w.Header().Set("Retry-After", "1")

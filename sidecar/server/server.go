@@ -129,6 +129,9 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		if s.store, err = newStore(cfg, o.Getenv, o.Now); err != nil {
 			return nil, err
 		}
+		if rs, ok := s.store.(*token.RedisStore); ok {
+			rs.Client().AddHook(s.metrics.RedisHook()) // oidc_sidecar_store_command_duration_seconds
+		}
 		// A store New made is closed again if New fails.
 		defer func() {
 			if err != nil {
@@ -212,7 +215,21 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	s.metrics.SetStatus(s.status)
 	return s, nil
+}
+
+// status is what every /metrics scrape reports as oidc_sidecar_ready,
+// oidc_sidecar_token_store_up and oidc_sidecar_policy_last_reload_successful:
+// the checks /readyz makes, and whether the latest load was accepted.
+func (s *Server) status() metrics.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.store.Ping(ctx)
+	if err != nil {
+		s.metrics.StoreError("ping")
+	}
+	return metrics.Status{PolicyLoaded: s.engine.Current() != nil, StoreUp: err == nil, LastReloadOK: s.lastErr.Load() == nil}
 }
 
 func newStore(cfg *Config, getenv func(string) string, now func() time.Time) (token.Store, error) {

@@ -29,7 +29,7 @@ import (
 
 // needTool returns the path of a command the test runs; without it the
 // test is skipped locally and fails under CI=true (.ci/run installs it).
-func needTool(t *testing.T, name, pkg string) string {
+func needTool(t testing.TB, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {

@@ -219,7 +219,7 @@ func mayBeEmpty(q string) string {
 // JWKS fetches) must be active while the ones a healthy sidecar must not
 // raise are not.
 func TestOpsKitAgainstPrometheus(t *testing.T) {
-	promBin := needTool(t, "prometheus")
+	promBin := needTool(t, "prometheus", "prometheus")
 	deadIssuer := "http://" + freeAddr(t) // nothing listens there
 	const deadID = "6c0b7a52-1e2f-4d3c-9b8a-7f6e5d4c3b2a"
 	w := newWorld(t, worldOpts{extraProviders: fmt.Sprintf(`  - id: %s

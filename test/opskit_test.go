@@ -25,22 +25,6 @@ const (
 	dashboardFile  = "../deploy/grafana/oidc-sidecar.json"
 )
 
-// needTool returns the path of a command from Debian's prometheus package
-// (prometheus, promtool). Missing, the test skips with a message, or fails
-// under CI=true so that CI cannot skip it silently.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found; CI must install it (apt-get install -y prometheus; .ci/run does)", name)
-	}
-	t.Skipf("%s not found: install Debian's prometheus package (apt-get install prometheus) to run this test", name)
-	return ""
-}
-
 // ---------------------------------------------------------------------------
 // Alert rules.
 
@@ -101,7 +85,7 @@ func runPromtool(t testing.TB, promtool string, args ...string) (string, error) 
 // check first) and has a unit test in which it fires; and the unit tests
 // can fail: a rule whose threshold is broken makes promtool fail.
 func TestAlertRules(t *testing.T) {
-	promtool := needTool(t, "promtool")
+	promtool := needTool(t, "promtool", "prometheus")
 	if out, err := runPromtool(t, promtool, "check", "rules", filepath.Base(alertsFile)); err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -18,11 +20,13 @@ import (
 //
 // Routes are split into one router per number of "/" in their template: a
 // path can only match a template with as many slashes (a variable never
-// spans one), so a request is matched against its bucket only — for
-// Buddy's table at most 15 routes instead of 50.
+// spans one), so a request is matched against its bucket only. Templates
+// ending in {name...} (the rest of the path, slashes included) are in one
+// more router, rest, tried when the path's bucket has no route for it.
 type table struct {
 	snap    *policy.Snapshot
 	routers map[int]*mux.Router // by strings.Count(template, "/")
+	rest    *mux.Router         // templates ending in {name...}; nil if none
 	byMux   map[*mux.Route]*routes.Route
 	methods []string   // every method some route accepts, sorted
 	shapes  []shape    // every route's segments, for the letter-case check
@@ -30,10 +34,15 @@ type table struct {
 	routes  []routes.Route
 }
 
-// shape is a route template split into segments; a variable is "".
+// shape is a route template split into segments; a variable is "". A
+// segment mixing literal text and variables ({base}...{head}) has a
+// case-insensitive pattern in mixed; rest is true for a template ending in
+// {name...} (its last segment is then not in segs).
 type shape struct {
 	route *routes.Route
 	segs  []string
+	mixed map[int]*regexp.Regexp
+	rest  bool
 }
 
 // wsPrefix locates the workspace variable: segs are the segments before
@@ -86,20 +95,43 @@ func newTable(snap *policy.Snapshot) *table {
 		for _, m := range methods {
 			methodSet[m] = true
 		}
-		n := strings.Count(r.Path, "/")
-		rt := t.routers[n]
-		if rt == nil {
-			// SkipClean: never a 301 to a cleaned path (checkPath rejects
-			// what cleaning would change). UseEncodedPath: match, and take
-			// variables from, the escaped path that is forwarded.
-			rt = mux.NewRouter().SkipClean(true).UseEncodedPath()
-			t.routers[n] = rt
+		// SkipClean: never a 301 to a cleaned path (checkPath rejects what
+		// cleaning would change). UseEncodedPath: match, and take variables
+		// from, the escaped path that is forwarded.
+		segs, names := splitTemplate(r.Path)
+		sh := shape{route: r, segs: segs}
+		muxPath := r.Path
+		var rt *mux.Router
+		if n := len(names); n > 0 && strings.HasSuffix(names[n-1], "...") {
+			// {name...}: one or more whole segments. checkPath has already
+			// refused empty, "." and ".." segments and encoded slashes, so
+			// the value is the rest of the path exactly as forwarded.
+			name := strings.TrimSuffix(names[n-1], "...")
+			muxPath = r.Path[:strings.LastIndexByte(r.Path, '/')+1] + "{" + name + ":.+}"
+			sh.segs, names, sh.rest = segs[:n-1], names[:n-1], true
+			if t.rest == nil {
+				t.rest = mux.NewRouter().SkipClean(true).UseEncodedPath()
+			}
+			rt = t.rest
+		} else {
+			n := strings.Count(r.Path, "/")
+			if rt = t.routers[n]; rt == nil {
+				rt = mux.NewRouter().SkipClean(true).UseEncodedPath()
+				t.routers[n] = rt
+			}
 		}
-		mr := rt.NewRoute().Path(r.Path).Methods(methods...)
+		mr := rt.NewRoute().Path(muxPath).Methods(methods...)
 		t.byMux[mr] = r
 
-		segs, names := splitTemplate(r.Path)
-		t.shapes = append(t.shapes, shape{route: r, segs: segs})
+		for j, seg := range sh.segs {
+			if seg != "" && strings.Contains(seg, "{") {
+				if sh.mixed == nil {
+					sh.mixed = map[int]*regexp.Regexp{}
+				}
+				sh.mixed[j] = mixedPattern(seg)
+			}
+		}
+		t.shapes = append(t.shapes, sh)
 		for j, name := range names {
 			if name != routes.WorkspaceVar {
 				continue
@@ -120,19 +152,26 @@ func newTable(snap *policy.Snapshot) *table {
 // match routes a request by method and escaped path (already checked by
 // checkPath). It never looks at anything else of the request.
 func (t *table) match(method, escPath string) match {
-	router := t.routers[strings.Count(escPath, "/")]
-	if router == nil {
-		return match{vars: t.workspaceOf(escPath), caseVariant: t.isCaseVariant(escPath)}
-	}
 	req := routingRequest(method, escPath)
-	var rm mux.RouteMatch
-	if router.Match(req, &rm) && rm.MatchErr == nil {
-		if r := t.byMux[rm.Route]; r != nil {
-			return match{route: r, vars: rm.Vars}
+	wrongMethod := false
+	// The path's own bucket first (fixed templates are more specific than
+	// any {name...} one), then the rest-of-path templates.
+	for _, router := range []*mux.Router{t.routers[strings.Count(escPath, "/")], t.rest} {
+		if router == nil {
+			continue
+		}
+		var rm mux.RouteMatch
+		if router.Match(req, &rm) && rm.MatchErr == nil {
+			if r := t.byMux[rm.Route]; r != nil {
+				return match{route: r, vars: rm.Vars}
+			}
+		}
+		if rm.MatchErr == mux.ErrMethodMismatch {
+			wrongMethod = true
 		}
 	}
 	m := match{vars: t.workspaceOf(escPath)}
-	if rm.MatchErr == mux.ErrMethodMismatch {
+	if wrongMethod {
 		m.wrongMethod = true
 	} else {
 		m.caseVariant = t.isCaseVariant(escPath)
@@ -142,14 +181,9 @@ func (t *table) match(method, escPath string) match {
 
 // allowed lists the methods that have a route for escPath (for Allow).
 func (t *table) allowed(escPath string) []string {
-	router := t.routers[strings.Count(escPath, "/")]
-	if router == nil {
-		return nil
-	}
 	var out []string
 	for _, m := range t.methods {
-		var rm mux.RouteMatch
-		if router.Match(routingRequest(m, escPath), &rm) && rm.MatchErr == nil {
+		if t.match(m, escPath).route != nil {
 			out = append(out, m)
 		}
 	}
@@ -191,13 +225,17 @@ func (t *table) workspaceOf(escPath string) map[string]string {
 func (t *table) isCaseVariant(escPath string) bool {
 	segs := strings.Split(escPath[1:], "/")
 	for _, sh := range t.shapes {
-		if len(sh.segs) != len(segs) {
+		if len(sh.segs) != len(segs) && !(sh.rest && len(segs) > len(sh.segs)) {
 			continue
 		}
 		ok := true
 		for i, s := range sh.segs {
-			if s != "" && !strings.EqualFold(s, segs[i]) {
+			if re := sh.mixed[i]; re != nil {
+				ok = re.MatchString(segs[i])
+			} else if s != "" && !strings.EqualFold(s, segs[i]) {
 				ok = false
+			}
+			if !ok {
 				break
 			}
 		}
@@ -219,7 +257,9 @@ func routingRequest(method, escPath string) *http.Request {
 
 // splitTemplate splits a route template into segments: literal segments
 // as they are and variables as "", with the variables' names alongside
-// (names[i] is "" for a literal segment).
+// (names[i] is "" for a literal segment; "name..." for a {name...}
+// segment). A segment mixing literal text and variables ({base}...{head})
+// is kept as it is, with no name.
 func splitTemplate(tpl string) (segs, names []string) {
 	if tpl == "/" {
 		return nil, nil
@@ -227,12 +267,32 @@ func splitTemplate(tpl string) (segs, names []string) {
 	segs = strings.Split(tpl[1:], "/")
 	names = make([]string, len(segs))
 	for i, s := range segs {
-		if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") {
+		if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && strings.Count(s, "{") == 1 {
 			names[i] = s[1 : len(s)-1]
 			segs[i] = ""
 		}
 	}
 	return segs, names
+}
+
+// mixedPattern matches a segment mixing literal text and variables, with
+// letter case ignored (for isCaseVariant): each {name} stands for
+// [^/]+, as in gorilla/mux.
+func mixedPattern(seg string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("(?i)^")
+	for seg != "" {
+		open := strings.IndexByte(seg, '{')
+		if open < 0 {
+			b.WriteString(regexp.QuoteMeta(seg))
+			break
+		}
+		b.WriteString(regexp.QuoteMeta(seg[:open]))
+		b.WriteString("[^/]+")
+		seg = seg[open+strings.IndexByte(seg[open:], '}')+1:]
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
 }
 
 // template is a route path with variable names erased, so /a/{x} and
@@ -260,4 +320,24 @@ func moreSpecific(a, b string) bool {
 		}
 	}
 	return false
+}
+
+// MatchRoute routes one request the way the proxy does — the same path
+// checks (docs/proxy.md, "Path handling") and the same matcher — against
+// the table rs, for tools that answer "which route, which scopes?"
+// (oidc-sidecar routes --match). target is the request target as a client
+// sends it: an escaped path, optionally with a query (ignored). The route
+// is nil when none matches; vars are the route's variables, escaped as in
+// the path.
+func MatchRoute(rs []routes.Route, method, target string) (*routes.Route, map[string]string, error) {
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, nil, fmt.Errorf("request target %q: %w", target, err)
+	}
+	esc, perr := checkPath(&http.Request{Method: method, URL: u})
+	if perr != nil {
+		return nil, nil, fmt.Errorf("request target %q is refused by the proxy (%d): %s", target, perr.status, perr.reason)
+	}
+	m := newTable(&policy.Snapshot{Routes: rs}).match(strings.ToUpper(method), esc)
+	return m.route, m.vars, nil
 }

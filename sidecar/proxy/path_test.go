@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -211,12 +212,19 @@ func FuzzPath(f *testing.F) {
 		"/workspaces/acme/projects/web/pipelines/7/executions?access_token=x", "/user", "/workspaces",
 		"/workspaces/acme%20/projects", "/workspaces/%61cme/projects", "http://h/workspaces/globex/projects",
 		"/workspaces/acme/projects;x", "/workspaces/acme/projects/%2e", "*", "/workspaces/globex%00/projects",
+		// Templates with a rest-of-path variable and with a mixed segment.
+		"/workspaces/acme/projects/web/repository/contents/src/main.go?revision=dev",
+		"/workspaces/acme/projects/web/repository/contents/src/../../../../globex/x",
+		"/workspaces/acme/projects/web/repository/contents/a%2F..%2F..%2Fb", "/workspaces/acme/projects/web/repository/contents/",
+		"/workspaces/acme/projects/web/repository/contents//etc/passwd", "/workspaces/acme/projects/web/repository/contents/.git/config",
+		"/workspaces/acme/projects/web/repository/comparison/abc...def", "/workspaces/acme/projects/web/repository/comparison/a...b...c",
+		"/workspaces/acme/projects/web/repository/comparison/...", "/workspaces/acme/projects/web/repository/COMPARISON/a...b",
 	} {
 		f.Add(s, uint8(0))
 	}
 	snap := snapshot(f, policy.Sources{Settings: policy.Settings{UnknownRoutes: "authenticated"}})
 	store := token.NewMemory(time.Now)
-	rec := record("WORKSPACE", "EXECUTION_MANAGE", "USER_INFO", "TOKEN_INFO", "VARIABLE_MANAGE", "SANDBOX_MANAGE")
+	rec := record("WORKSPACE", "EXECUTION_MANAGE", "USER_INFO", "TOKEN_INFO", "VARIABLE_MANAGE", "SANDBOX_MANAGE", "REPOSITORY_WRITE")
 	tok, hash, _ := token.New()
 	if err := store.Save(context.Background(), hash, &rec, time.Hour); err != nil {
 		f.Fatal(err)
@@ -303,13 +311,12 @@ func FuzzPath(f *testing.F) {
 	})
 }
 
-// expand fills a route template with variables.
+// expand fills a route template with variables: {name}, {name...} and
+// variables inside a segment ({base}...{head}).
 func expand(tpl string, vars map[string]string) string {
-	segs := strings.Split(tpl, "/")
-	for i, s := range segs {
-		if strings.HasPrefix(s, "{") {
-			segs[i] = vars[strings.Trim(s, "{}")]
-		}
-	}
-	return strings.Join(segs, "/")
+	return tplVarRE.ReplaceAllStringFunc(tpl, func(v string) string {
+		return vars[strings.TrimSuffix(v[1:len(v)-1], "...")]
+	})
 }
+
+var tplVarRE = regexp.MustCompile(`\{[a-z][a-z0-9_]*(\.\.\.)?\}`)

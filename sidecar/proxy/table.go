@@ -28,10 +28,13 @@ type table struct {
 	routers map[int]*mux.Router // by strings.Count(template, "/")
 	rest    *mux.Router         // templates ending in {name...}; nil if none
 	byMux   map[*mux.Route]*routes.Route
-	methods []string   // every method some route accepts, sorted
-	shapes  []shape    // every route's segments, for the letter-case check
-	wsAt    []wsPrefix // where {workspace} sits, for paths that match no route
-	routes  []routes.Route
+	// slashVars: per route, its variables that may hold an encoded slash
+	// ({branch%2F}); routes without any are absent.
+	slashVars map[*routes.Route]map[string]bool
+	methods   []string   // every method some route accepts, sorted
+	shapes    []shape    // every route's segments, for the letter-case check
+	wsAt      []wsPrefix // where {workspace} sits, for paths that match no route
+	routes    []routes.Route
 }
 
 // shape is a route template split into segments; a variable is "". A
@@ -57,6 +60,10 @@ type match struct {
 	wrongMethod bool
 	// caseVariant: the path matches a route only when letter case is ignored.
 	caseVariant bool
+	// slashRefused: the path has an encoded slash (%2F) that is not inside
+	// a variable the matched route declares may hold one (or no route
+	// matches); the proxy refuses it with 400 (route is then nil).
+	slashRefused bool
 }
 
 // newTable compiles a snapshot's routes. Routes are registered most
@@ -66,10 +73,11 @@ type match struct {
 // HEAD route for the same template.
 func newTable(snap *policy.Snapshot) *table {
 	t := &table{
-		snap:    snap,
-		routers: map[int]*mux.Router{},
-		byMux:   make(map[*mux.Route]*routes.Route, len(snap.Routes)),
-		routes:  slices.Clone(snap.Routes),
+		snap:      snap,
+		routers:   map[int]*mux.Router{},
+		byMux:     make(map[*mux.Route]*routes.Route, len(snap.Routes)),
+		slashVars: map[*routes.Route]map[string]bool{},
+		routes:    slices.Clone(snap.Routes),
 	}
 	explicitHead := map[string]bool{}
 	for _, r := range t.routes {
@@ -100,14 +108,18 @@ func newTable(snap *policy.Snapshot) *table {
 		// from, the escaped path that is forwarded.
 		segs, names := splitTemplate(r.Path)
 		sh := shape{route: r, segs: segs}
-		muxPath := r.Path
+		muxPath := routes.MuxTemplate(r.Path)
+		if sv := routes.SlashVars(r.Path); sv != nil {
+			t.slashVars[r] = sv
+		}
 		var rt *mux.Router
 		if n := len(names); n > 0 && strings.HasSuffix(names[n-1], "...") {
 			// {name...}: one or more whole segments. checkPath has already
-			// refused empty, "." and ".." segments and encoded slashes, so
-			// the value is the rest of the path exactly as forwarded.
+			// refused empty, "." and ".." segments, and match refuses an
+			// encoded slash in it, so the value is the rest of the path
+			// exactly as forwarded.
 			name := strings.TrimSuffix(names[n-1], "...")
-			muxPath = r.Path[:strings.LastIndexByte(r.Path, '/')+1] + "{" + name + ":.+}"
+			muxPath = muxPath[:strings.LastIndexByte(muxPath, '/')+1] + "{" + name + ":.+}"
 			sh.segs, names, sh.rest = segs[:n-1], names[:n-1], true
 			if t.rest == nil {
 				t.rest = mux.NewRouter().SkipClean(true).UseEncodedPath()
@@ -152,6 +164,32 @@ func newTable(snap *policy.Snapshot) *table {
 // match routes a request by method and escaped path (already checked by
 // checkPath). It never looks at anything else of the request.
 func (t *table) match(method, escPath string) match {
+	m := t.route(method, escPath)
+	if hasEncodedSlash(escPath) && !t.slashesAllowed(m) {
+		return match{slashRefused: true}
+	}
+	return m
+}
+
+// slashesAllowed reports whether every encoded slash of the matched path
+// lies inside a variable that the route declares may hold one. The path
+// outside the variables is the template's literal text, which never holds
+// a '%', so checking the variables' values covers the whole path.
+func (t *table) slashesAllowed(m match) bool {
+	if m.route == nil {
+		return false
+	}
+	sv := t.slashVars[m.route]
+	for name, v := range m.vars {
+		if hasEncodedSlash(v) && !sv[name] {
+			return false
+		}
+	}
+	return true
+}
+
+// route is match without the encoded-slash check.
+func (t *table) route(method, escPath string) match {
 	req := routingRequest(method, escPath)
 	wrongMethod := false
 	// The path's own bucket first (fixed templates are more specific than
@@ -261,6 +299,7 @@ func routingRequest(method, escPath string) *http.Request {
 // segment). A segment mixing literal text and variables ({base}...{head})
 // is kept as it is, with no name.
 func splitTemplate(tpl string) (segs, names []string) {
+	tpl = routes.MuxTemplate(tpl)
 	if tpl == "/" {
 		return nil, nil
 	}
@@ -339,5 +378,8 @@ func MatchRoute(rs []routes.Route, method, target string) (*routes.Route, map[st
 		return nil, nil, fmt.Errorf("request target %q is refused by the proxy (%d): %s", target, perr.status, perr.reason)
 	}
 	m := newTable(&policy.Snapshot{Routes: rs}).match(strings.ToUpper(method), esc)
+	if m.slashRefused {
+		return nil, nil, fmt.Errorf("request target %q is refused by the proxy (400): %s", target, encodedSlashReason)
+	}
 	return m.route, m.vars, nil
 }

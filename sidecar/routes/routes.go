@@ -68,9 +68,9 @@ var (
 		http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
 	}
 	literalRE = regexp.MustCompile(`^[A-Za-z0-9._~!$&'()*+,;=:@-]+$`)
-	// varRE finds the {name} variables of a segment; {name...} (rest of the
-	// path) is checked separately.
-	varRE  = regexp.MustCompile(`\{[a-z][a-z0-9_]*\}`)
+	// varRE finds the {name} and {name%2F} variables of a segment;
+	// {name...} (rest of the path) is checked separately.
+	varRE  = regexp.MustCompile(`\{[a-z][a-z0-9_]*(?:%2F)?\}`)
 	restRE = regexp.MustCompile(`^\{[a-z][a-z0-9_]*\.\.\.\}$`)
 )
 
@@ -146,7 +146,83 @@ func ParseCSV(name string, r io.Reader, knownScope func(string) bool) ([]Route, 
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: the route table has no routes", name)
 	}
+	if err := checkSlashVars(out); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	return out, nil
+}
+
+// SlashMarker ends the name of a variable that may hold an encoded slash:
+// {branch%2F} matches one path segment, in which %2F is allowed (a branch
+// named feature/x sent as feature%2Fx). Such a variable must be in the last
+// segment of its template, and no other template may continue below it
+// (checkSlashVars), so that an upstream which decodes %2F before routing
+// still picks the same route (docs/routes.md, "Encoded slashes").
+const SlashMarker = "%2F"
+
+// SlashVars returns the names (without SlashMarker) of the variables of
+// template tpl that may hold an encoded slash; nil if none.
+func SlashVars(tpl string) map[string]bool {
+	var out map[string]bool
+	for _, v := range varRE.FindAllString(tpl, -1) {
+		if n, ok := strings.CutSuffix(v[1:len(v)-1], SlashMarker); ok {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// MuxTemplate is tpl with the slash markers removed: {branch%2F} becomes
+// {branch}, the form gorilla/mux and the policy's variables use.
+func MuxTemplate(tpl string) string {
+	return strings.ReplaceAll(tpl, SlashMarker+"}", "}")
+}
+
+// checkSlashVars refuses a table in which a variable that may hold an
+// encoded slash could, once an upstream decodes the slash, make the path
+// reach another template: for a template whose last segment (index k) has
+// such a variable, every other template with more than k+1 segments (or a
+// {name...} one reaching past index k) must differ from it in a literal
+// segment before k. The decoded path has the template's first k segments
+// and at least two more, so only such templates could match it. (o.Path
+// of "/" never reaches here: it has one segment, "".)
+func checkSlashVars(rs []Route) error {
+	var errs []error
+	for i, r := range rs {
+		if SlashVars(r.Path) == nil {
+			continue
+		}
+		segs := strings.Split(r.Path[1:], "/")
+		k := len(segs) - 1
+		for j, o := range rs {
+			if i == j {
+				continue
+			}
+			osegs := strings.Split(o.Path[1:], "/")
+			fixed := len(osegs)
+			if restRE.MatchString(osegs[fixed-1]) {
+				fixed-- // {name...} takes any number of segments from there
+			} else if fixed < k+2 {
+				continue
+			}
+			clash := true
+			for x := 0; x < k && x < fixed; x++ {
+				a, b := segs[x], osegs[x]
+				if !strings.Contains(a, "{") && !strings.Contains(b, "{") && a != b {
+					clash = false
+					break
+				}
+			}
+			if clash {
+				errs = append(errs, fmt.Errorf("%s %s: its %%2F variable could reach %s %s once the upstream decodes the slash; "+
+					"drop the %%2F marker or make the templates differ in a literal segment", r.Method, r.Path, o.Method, o.Path))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkPath validates a path template: absolute, no empty, "." or ".."
@@ -185,7 +261,14 @@ func checkPath(p string) string {
 				} else if lit == "" && j > 0 {
 					return fmt.Sprintf("segment %q has two variables with no literal text between them", seg)
 				}
-				names = append(names, seg[l[0]+1:l[1]-1])
+				name := seg[l[0]+1 : l[1]-1]
+				if n, ok := strings.CutSuffix(name, SlashMarker); ok {
+					if i != len(segs)-1 {
+						return fmt.Sprintf("{%s} (a variable that may hold an encoded slash) must be in the last segment", name)
+					}
+					name = n
+				}
+				names = append(names, name)
 				prev = l[1]
 			}
 			if lit := seg[prev:]; lit != "" && !literalRE.MatchString(lit) {
@@ -277,6 +360,9 @@ func FromData(v any) ([]Route, error) {
 			}
 		}
 		out = append(out, r)
+	}
+	if err := checkSlashVars(out); err != nil {
+		return nil, fmt.Errorf("data.sidecar.routes: %w", err)
 	}
 	return out, nil
 }

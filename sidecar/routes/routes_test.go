@@ -242,3 +242,35 @@ func TestDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestSlashVars: {name%2F} is allowed only in the last segment and only
+// where no other template continues below it, so that an upstream which
+// decodes %2F cannot reach another route.
+func TestSlashVars(t *testing.T) {
+	ok := "method,path,required_scopes\nGET,/a/{x}/b/{name%2F},WORKSPACE\nGET,/a/{x}/c/{p...},WORKSPACE\nGET,/a/{x}/b,WORKSPACE\n"
+	rs, err := ParseCSV("ok.csv", strings.NewReader(ok), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sv := SlashVars(rs[0].Path); len(sv) != 1 || !sv["name"] || MuxTemplate(rs[0].Path) != "/a/{x}/b/{name}" {
+		t.Errorf("SlashVars = %v, MuxTemplate = %s", sv, MuxTemplate(rs[0].Path))
+	}
+	for body, want := range map[string]string{
+		"GET,/a/{name%2F}/b,WORKSPACE\n": "{name%2F} (a variable that may hold an encoded slash) must be in the last segment",
+		"GET,/a/b/{name%2F},WORKSPACE\nDELETE,/a/{y}/{z}/c,WORKSPACE\n": "GET /a/b/{name%2F}: its %2F variable could reach DELETE /a/{y}/{z}/c",
+		"GET,/a/b/{name%2F},WORKSPACE\nGET,/a/{p...},WORKSPACE\n":       "GET /a/b/{name%2F}: its %2F variable could reach GET /a/{p...}",
+		"GET,/a/b/{name%2F},WORKSPACE\nGET,/a/b/{n}/{m},WORKSPACE\n":    "could reach GET /a/b/{n}/{m}",
+	} {
+		_, err := ParseCSV("bad.csv", strings.NewReader("method,path,required_scopes\n"+body), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", body, err, want)
+		}
+	}
+	// The same check applies to a table read back from a bundle.
+	bad, _ := ParseCSV("x.csv", strings.NewReader("method,path,required_scopes\nGET,/a/b/{name%2F},WORKSPACE\nGET,/c/{n}/{m}/d,WORKSPACE\n"), nil)
+	data := Data(bad)
+	data = append(data, map[string]any{"method": "GET", "path": "/a/{q}/{r}/s", "scopes": []any{"WORKSPACE"}})
+	if _, err := FromData(data); err == nil || !strings.Contains(err.Error(), "could reach GET /a/{q}/{r}/s") {
+		t.Errorf("FromData: %v", err)
+	}
+}

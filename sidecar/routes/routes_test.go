@@ -256,7 +256,7 @@ func TestSlashVars(t *testing.T) {
 		t.Errorf("SlashVars = %v, MuxTemplate = %s", sv, MuxTemplate(rs[0].Path))
 	}
 	for body, want := range map[string]string{
-		"GET,/a/{name%2F}/b,WORKSPACE\n": "{name%2F} (a variable that may hold an encoded slash) must be in the last segment",
+		"GET,/a/{name%2F}/b,WORKSPACE\n":                                "{name%2F} (a variable that may hold an encoded slash) must be in the last segment",
 		"GET,/a/b/{name%2F},WORKSPACE\nDELETE,/a/{y}/{z}/c,WORKSPACE\n": "GET /a/b/{name%2F}: its %2F variable could reach DELETE /a/{y}/{z}/c",
 		"GET,/a/b/{name%2F},WORKSPACE\nGET,/a/{p...},WORKSPACE\n":       "GET /a/b/{name%2F}: its %2F variable could reach GET /a/{p...}",
 		"GET,/a/b/{name%2F},WORKSPACE\nGET,/a/b/{n}/{m},WORKSPACE\n":    "could reach GET /a/b/{n}/{m}",

@@ -39,7 +39,7 @@ var sections = []Section{
 	{"repository: commits", []string{"/workspaces/{}/projects/{}/repository/commits", "/workspaces/{}/projects/{}/repository/comparison"}, "REPOSITORY_WRITE"},
 	{"repository: contents", []string{"/workspaces/{}/projects/{}/repository/contents"}, "REPOSITORY_WRITE"},
 	{"repository: tags", []string{"/workspaces/{}/projects/{}/repository/tags"}, "REPOSITORY_WRITE"},
-	{"repository: pull requests", []string{"/workspaces/{}/projects/{}/repository/pull-requests"}, "REPOSITORY_WRITE"},
+	{"repository: pull requests", []string{"/workspaces/{}/projects/{}/repository/pulls"}, "REPOSITORY_WRITE"},
 	{"actions", []string{"/workspaces/{}/projects/{}/pipelines/{}/actions"}, "EXECUTION_MANAGE"},
 	{"executions", []string{"/workspaces/{}/projects/{}/pipelines/{}/executions"}, "EXECUTION_MANAGE"},
 	{"pipelines", []string{"/workspaces/{}/projects/{}/pipelines"}, "EXECUTION_MANAGE"},

@@ -69,7 +69,7 @@ func TestRoutesCLI(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s%s", code, out, errOut)
 		}
-		if !strings.Contains(out, "/workspaces/{workspace}/projects/{project}/repository/commits/{revision}") {
+		if !strings.Contains(out, "/workspaces/{workspace}/projects/{project}/repository/commits/{revision%2F}") {
 			t.Errorf("--scope REPOSITORY_READ lacks the commit route:\n%s", out)
 		}
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -96,6 +96,9 @@ type result struct {
 	providersValue *yaml.Node // the value of providers:, nil if absent
 	providers      []*Provider
 	diags          []Diagnostic
+	// charged is how many YAML nodes (aliases expanded) parse charged to
+	// the node budget: the work it did, whatever the file would expand to.
+	charged int
 }
 
 func (r *result) hasErrors() bool {
@@ -128,6 +131,7 @@ func parse(filename string, data []byte) (r *result) {
 	ps := &parser{file: filename, src: data, budget: nodeBudget + len(data), ids: map[string]idUse{}, seen: map[string]bool{}}
 	r = &result{}
 	defer func() {
+		r.charged = nodeBudget + len(data) - ps.budget
 		// yaml.v3 is not known to panic on any input, but a providers file
 		// must never take the process down: turn a panic into a diagnostic.
 		if v := recover(); v != nil {

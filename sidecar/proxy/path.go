@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 )
 
@@ -89,6 +90,17 @@ func checkPath(req *http.Request) (string, *pathError) {
 		case ".", "..":
 			return "", &pathError{http.StatusBadRequest, "the path contains a dot segment (. or ..)"}
 		}
+		// An encoded slash is allowed only inside a route variable that
+		// may hold one (checked after matching, table.match); whatever an
+		// upstream that decodes it makes of the segment must still be
+		// clean segments: no empty, "." or ".." piece.
+		if hasEncodedSlash(seg) {
+			for _, piece := range strings.Split(encodedSlashRE.ReplaceAllString(seg, "/"), "/") {
+				if piece == "" || piece == "." || piece == ".." {
+					return "", &pathError{http.StatusBadRequest, "the path contains an encoded slash (%2F) next to another slash, a . or a .."}
+				}
+			}
+		}
 		if !more {
 			break
 		}
@@ -101,7 +113,7 @@ func checkPath(req *http.Request) (string, *pathError) {
 func forbiddenEscape(b byte) string {
 	switch {
 	case b == '/':
-		return "the path contains an encoded slash (%2F)"
+		return "" // allowed only inside some route variables: checked after matching
 	case b == '\\':
 		return "the path contains an encoded backslash (%5C)"
 	case b == '.':
@@ -128,4 +140,17 @@ func unhex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
+}
+
+// encodedSlashReason is the 400's reason for an encoded slash outside a
+// variable that may hold one.
+const encodedSlashReason = "the path contains an encoded slash (%2F) outside a path variable that may hold one " +
+	"(branch, tag, revision names; see docs/routes.md)"
+
+var encodedSlashRE = regexp.MustCompile(`%2[fF]`)
+
+// hasEncodedSlash reports whether an escaped path (or part of one) holds
+// %2F or %2f.
+func hasEncodedSlash(s string) bool {
+	return strings.Contains(s, "%2F") || strings.Contains(s, "%2f")
 }

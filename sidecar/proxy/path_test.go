@@ -7,10 +7,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/mux"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
@@ -19,23 +24,31 @@ import (
 
 func TestCheckPath(t *testing.T) {
 	cases := map[string]string{ // target → accepted path, or "" for rejected
-		"/":                                     "/",
-		"/user":                                 "/user",
-		"/user/":                                "/user",
-		"/a/b%20c/d":                            "/a/b%20c/d",
-		"/a/%C3%A9":                             "/a/%C3%A9",
-		"/a/%c3%a9":                             "/a/%c3%a9",
-		"/a/b:c@d!$&'()*+,=":                    "/a/b:c@d!$&'()*+,=",
-		"/a/b.c/d..e/.f/g.":                     "/a/b.c/d..e/.f/g.",
-		"/a/..":                                 "",
-		"/a/.":                                  "",
-		"/../a":                                 "",
-		"/a/./b":                                "",
-		"/a//b":                                 "",
-		"//":                                    "",
-		"/a//":                                  "",
-		"/a%2Fb":                                "",
-		"/a%2fb":                                "",
+		"/":                  "/",
+		"/user":              "/user",
+		"/user/":             "/user",
+		"/a/b%20c/d":         "/a/b%20c/d",
+		"/a/%C3%A9":          "/a/%C3%A9",
+		"/a/%c3%a9":          "/a/%c3%a9",
+		"/a/b:c@d!$&'()*+,=": "/a/b:c@d!$&'()*+,=",
+		"/a/b.c/d..e/.f/g.":  "/a/b.c/d..e/.f/g.",
+		"/a/..":              "",
+		"/a/.":               "",
+		"/../a":              "",
+		"/a/./b":             "",
+		"/a//b":              "",
+		"//":                 "",
+		"/a//":               "",
+		// An encoded slash passes checkPath (the matcher decides where it
+		// may be), unless decoding it would make an empty or dot segment.
+		"/a%2Fb":                                "/a%2Fb",
+		"/a%2fb":                                "/a%2fb",
+		"/a%2F..%2Fb":                           "",
+		"/a%2F.%2Fb":                            "",
+		"/a%2F%2Fb":                             "",
+		"/%2Fa":                                 "",
+		"/a%2F":                                 "",
+		"/a/%2F/b":                              "",
 		"/a%2E%2E/b":                            "",
 		"/a/%2e":                                "",
 		"/a%5Cb":                                "",
@@ -211,12 +224,26 @@ func FuzzPath(f *testing.F) {
 		"/workspaces/acme/projects/web/pipelines/7/executions?access_token=x", "/user", "/workspaces",
 		"/workspaces/acme%20/projects", "/workspaces/%61cme/projects", "http://h/workspaces/globex/projects",
 		"/workspaces/acme/projects;x", "/workspaces/acme/projects/%2e", "*", "/workspaces/globex%00/projects",
+		// Templates with a rest-of-path variable and with a mixed segment.
+		"/workspaces/acme/projects/web/repository/contents/src/main.go?revision=dev",
+		"/workspaces/acme/projects/web/repository/contents/src/../../../../globex/x",
+		"/workspaces/acme/projects/web/repository/contents/a%2F..%2F..%2Fb", "/workspaces/acme/projects/web/repository/contents/",
+		"/workspaces/acme/projects/web/repository/contents//etc/passwd", "/workspaces/acme/projects/web/repository/contents/.git/config",
+		"/workspaces/acme/projects/web/repository/comparison/abc...def", "/workspaces/acme/projects/web/repository/comparison/a...b...c",
+		"/workspaces/acme/projects/web/repository/comparison/...", "/workspaces/acme/projects/web/repository/COMPARISON/a...b",
+		// Encoded slashes: allowed only in branch, tag and revision names.
+		"/workspaces/acme/projects/web/repository/branches/feature%2Flogin",
+		"/workspaces/acme/projects/web/repository/branches/a%2F..%2F..%2Fpipelines",
+		"/workspaces/acme/projects/web/repository/tags/release%2F1.0", "/workspaces/acme/projects/web/repository/commits/a%2fb",
+		"/workspaces/acme/projects/web/repository/comparison/feature%2Fx...main", "/workspaces/acme/projects/web/repository/comparison/a...b%2F...c",
+		"/workspaces/acme%2F..%2Fglobex/projects/web/repository/branches/x", "/workspaces/acme/projects/web%2Fpipelines/repository/tags/v1",
+		"/workspaces/acme/projects/web/repository/contents/a%2Fb", "/workspaces/acme/projects/web/repository/branches/x%2F%2Fy",
 	} {
 		f.Add(s, uint8(0))
 	}
 	snap := snapshot(f, policy.Sources{Settings: policy.Settings{UnknownRoutes: "authenticated"}})
 	store := token.NewMemory(time.Now)
-	rec := record("WORKSPACE", "EXECUTION_MANAGE", "USER_INFO", "TOKEN_INFO", "VARIABLE_MANAGE", "SANDBOX_MANAGE")
+	rec := record("WORKSPACE", "EXECUTION_MANAGE", "USER_INFO", "TOKEN_INFO", "VARIABLE_MANAGE", "SANDBOX_MANAGE", "REPOSITORY_WRITE")
 	tok, hash, _ := token.New()
 	if err := store.Save(context.Background(), hash, &rec, time.Hour); err != nil {
 		f.Fatal(err)
@@ -240,6 +267,7 @@ func FuzzPath(f *testing.F) {
 	}
 	methods := []string{"GET", "POST", "PATCH", "DELETE", "HEAD"}
 	tbl := p.table(snap)
+	upstream := decodingRouter(snap.Routes)
 
 	f.Fuzz(func(t *testing.T, target string, m uint8) {
 		method := methods[int(m)%len(methods)]
@@ -275,7 +303,7 @@ func FuzzPath(f *testing.F) {
 		if strings.Contains(fwd, "//") {
 			t.Fatalf("%q: forwarded path %q has an empty segment", target, fwd)
 		}
-		for _, bad := range []string{"/./", "/../", "%2f", "%2F", "%2e", "%2E", "\\", ";", "%5c", "%5C", "%25"} {
+		for _, bad := range []string{"/./", "/../", "%2e", "%2E", "\\", ";", "%5c", "%5C", "%25"} {
 			if strings.Contains(fwd+"/", bad) {
 				t.Fatalf("%q: forwarded path %q contains %q", target, fwd, bad)
 			}
@@ -291,6 +319,33 @@ func FuzzPath(f *testing.F) {
 				t.Fatalf("%q: route %s with vars %v is %q, forwarded %q", target, in.Route.Path, in.Vars, got, fwd)
 			}
 		}
+		// An upstream that decodes the path (%2F included) before routing
+		// it, with branch, tag and revision names spanning slashes, picks
+		// the authorized route, with the authorized variables decoded.
+		if in.Route != nil {
+			upRoute, upVars := upstream.route(method, fwd)
+			if upRoute != in.Route.Path {
+				t.Fatalf("%q: authorized %s, a decoding upstream routes %q to %q", target, in.Route.Path, fwd, upRoute)
+			}
+			for k, v := range in.Vars {
+				if dv, _ := url.PathUnescape(v); upVars[k] != dv {
+					t.Fatalf("%q: authorized %s = %q, a decoding upstream reads %q", target, k, v, upVars[k])
+				}
+			}
+		}
+		// An encoded slash is forwarded only inside a variable the route
+		// declares may hold one.
+		if hasEncodedSlash(fwd) {
+			if in.Route == nil {
+				t.Fatalf("%q: encoded slash forwarded without a route", target)
+			}
+			sv := routes.SlashVars(in.Route.Path)
+			for k, v := range in.Vars {
+				if hasEncodedSlash(v) && !sv[k] {
+					t.Fatalf("%q: encoded slash in {%s} of %s", target, k, in.Route.Path)
+				}
+			}
+		}
 		// Workspace confinement: a forwarded path under /workspaces/<w>
 		// (any letter case) is for acme.
 		segs := strings.Split(fwd[1:], "/")
@@ -303,13 +358,58 @@ func FuzzPath(f *testing.F) {
 	})
 }
 
-// expand fills a route template with variables.
+// expand fills a route template with variables: {name}, {name...} and
+// variables inside a segment ({base}...{head}).
 func expand(tpl string, vars map[string]string) string {
-	segs := strings.Split(tpl, "/")
-	for i, s := range segs {
-		if strings.HasPrefix(s, "{") {
-			segs[i] = vars[strings.Trim(s, "{}")]
+	return tplVarRE.ReplaceAllStringFunc(tpl, func(v string) string {
+		return vars[strings.TrimSuffix(strings.TrimSuffix(v[1:len(v)-1], "..."), routes.SlashMarker)]
+	})
+}
+
+var tplVarRE = regexp.MustCompile(`\{[a-z][a-z0-9_]*(\.\.\.|%2F)?\}`)
+
+// decodingUpstream models an upstream router that decodes the path (%2F
+// included) before routing, as many frameworks do: a variable declared to
+// hold an encoded slash ({branch%2F}) and {name...} match one or more
+// segments of the decoded path; other variables one segment. Templates are
+// tried most specific first, fixed ones before {name...} ones, like the
+// proxy's table.
+type decodingUpstream struct {
+	r     *mux.Router
+	paths map[*mux.Route]string
+}
+
+func decodingRouter(rs []routes.Route) *decodingUpstream {
+	u := &decodingUpstream{r: mux.NewRouter().SkipClean(true), paths: map[*mux.Route]string{}}
+	order := slices.Clone(rs)
+	sort.SliceStable(order, func(a, b int) bool {
+		ra, rb := strings.HasSuffix(order[a].Path, "...}"), strings.HasSuffix(order[b].Path, "...}")
+		if ra != rb {
+			return !ra
 		}
+		return moreSpecific(order[a].Path, order[b].Path)
+	})
+	spanning := regexp.MustCompile(`\{([a-z][a-z0-9_]*)(?:\.\.\.|%2F)\}`)
+	for _, r := range order {
+		tpl := spanning.ReplaceAllString(r.Path, "{$1:.+}")
+		u.paths[u.r.NewRoute().Path(tpl).Methods(r.Method)] = r.Path
 	}
-	return strings.Join(segs, "/")
+	return u
+}
+
+// route returns the template the upstream routes the escaped path to ("" if
+// none) and its variables, decoded.
+func (u *decodingUpstream) route(method, escPath string) (string, map[string]string) {
+	if method == http.MethodHead {
+		method = http.MethodGet // the proxy authorizes HEAD as GET
+	}
+	dec, err := url.PathUnescape(escPath)
+	if err != nil {
+		return "", nil
+	}
+	var rm mux.RouteMatch
+	if !u.r.Match(&http.Request{Method: method, URL: &url.URL{Path: dec}}, &rm) || rm.MatchErr != nil {
+		return "", nil
+	}
+	return u.paths[rm.Route], rm.Vars
 }

@@ -263,6 +263,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	x.path = esc
 	x.rawPath, _ = url.PathUnescape(esc) // checkPath accepted only valid escapes
+	// An encoded slash passes checkPath only to be placed here: inside a
+	// variable that the matched route declares may hold one, or refused
+	// like the other path problems, before anything else.
+	if hasEncodedSlash(esc) && p.table(snap).match(req.Method, esc).slashRefused {
+		p.reply(w, x, http.StatusBadRequest, CodeInvalidPath, "Invalid request path: "+encodedSlashReason)
+		return
+	}
 
 	tok, sent, err := bearerToken(req)
 	if err != nil {

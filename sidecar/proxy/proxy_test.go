@@ -294,11 +294,11 @@ func TestUnknownRoutesAuthenticated(t *testing.T) {
 		t.Fatalf("unknown route: got %d %q", r.status, r.body)
 	}
 	// A method the table does not list for a known path is an unknown route too.
-	if r := f.do("PATCH", "/workspaces/acme/projects/web/pipelines/7", tok, nil, strings.NewReader("{}")); r.status != 200 {
+	if r := f.do("PUT", "/workspaces/acme/projects/web/pipelines/7", tok, nil, strings.NewReader("{}")); r.status != 200 {
 		t.Fatalf("unlisted method: got %d %q", r.status, r.body)
 	}
 	// The token's workspace restriction still applies to unlisted paths.
-	r := f.do("PATCH", "/workspaces/globex/projects/web/pipelines/7", tok, nil, strings.NewReader("{}"))
+	r := f.do("PUT", "/workspaces/globex/projects/web/pipelines/7", tok, nil, strings.NewReader("{}"))
 	if r.status != 403 || !strings.Contains(r.body, `workspace \"globex\"`) {
 		t.Fatalf("other workspace: got %d %q", r.status, r.body)
 	}

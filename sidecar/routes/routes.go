@@ -24,7 +24,17 @@ type Route struct {
 	Path   string   // gorilla/mux path template, e.g. /workspaces/{workspace}/projects
 	Scopes []string // every one is required (through the scope hierarchy); empty: any valid token
 	Source string   // where the requirement comes from (documentation URL), informational
+	// Basis says where Scopes come from: BasisPage (the cited page states
+	// them) or BasisRule (the page states none; the conservative rule of
+	// docs/routes.md chose them). Empty in tables that do not say.
+	Basis string
 }
+
+// The values of Route.Basis (the optional fifth CSV column).
+const (
+	BasisPage = "page"
+	BasisRule = "rule"
+)
 
 // WorkspaceVar is the path variable checked against a token's workspaces.
 const WorkspaceVar = "workspace"
@@ -57,10 +67,14 @@ var (
 		http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
 		http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
 	}
-	segmentRE = regexp.MustCompile(`^([A-Za-z0-9._~!$&'()*+,;=:@-]+|\{[a-z][a-z0-9_]*\})$`)
+	literalRE = regexp.MustCompile(`^[A-Za-z0-9._~!$&'()*+,;=:@-]+$`)
+	// varRE finds the {name} and {name%2F} variables of a segment;
+	// {name...} (rest of the path) is checked separately.
+	varRE  = regexp.MustCompile(`\{[a-z][a-z0-9_]*(?:%2F)?\}`)
+	restRE = regexp.MustCompile(`^\{[a-z][a-z0-9_]*\.\.\.\}$`)
 )
 
-// ParseCSV reads a table with the header method,path,required_scopes[,source_url]
+// ParseCSV reads a table with the header method,path,required_scopes[,source_url[,basis]]
 // (scopes joined with "|"), the format of Buddy's published table. Every
 // problem is reported with its line number; knownScope, when not nil, rejects
 // scope names it does not know.
@@ -97,6 +111,12 @@ func ParseCSV(name string, r io.Reader, knownScope func(string) bool) ([]Route, 
 		if len(rec) > 3 {
 			rt.Source = strings.TrimSpace(rec[3])
 		}
+		if len(rec) > 4 {
+			rt.Basis = strings.TrimSpace(rec[4])
+			if rt.Basis != "" && rt.Basis != BasisPage && rt.Basis != BasisRule {
+				errs = append(errs, fmt.Errorf("%s:%d: basis %q is neither %q nor %q (or empty)", name, line, rt.Basis, BasisPage, BasisRule))
+			}
+		}
 		if !methods[rt.Method] {
 			errs = append(errs, fmt.Errorf("%s:%d: method %q is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", name, line, rec[0]))
 		}
@@ -126,11 +146,90 @@ func ParseCSV(name string, r io.Reader, knownScope func(string) bool) ([]Route, 
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: the route table has no routes", name)
 	}
+	if err := checkSlashVars(out); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	return out, nil
 }
 
+// SlashMarker ends the name of a variable that may hold an encoded slash:
+// {branch%2F} matches one path segment, in which %2F is allowed (a branch
+// named feature/x sent as feature%2Fx). Such a variable must be in the last
+// segment of its template, and no other template may continue below it
+// (checkSlashVars), so that an upstream which decodes %2F before routing
+// still picks the same route (docs/routes.md, "Encoded slashes").
+const SlashMarker = "%2F"
+
+// SlashVars returns the names (without SlashMarker) of the variables of
+// template tpl that may hold an encoded slash; nil if none.
+func SlashVars(tpl string) map[string]bool {
+	var out map[string]bool
+	for _, v := range varRE.FindAllString(tpl, -1) {
+		if n, ok := strings.CutSuffix(v[1:len(v)-1], SlashMarker); ok {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// MuxTemplate is tpl with the slash markers removed: {branch%2F} becomes
+// {branch}, the form gorilla/mux and the policy's variables use.
+func MuxTemplate(tpl string) string {
+	return strings.ReplaceAll(tpl, SlashMarker+"}", "}")
+}
+
+// checkSlashVars refuses a table in which a variable that may hold an
+// encoded slash could, once an upstream decodes the slash, make the path
+// reach another template: for a template whose last segment (index k) has
+// such a variable, every other template with more than k+1 segments (or a
+// {name...} one reaching past index k) must differ from it in a literal
+// segment before k. The decoded path has the template's first k segments
+// and at least two more, so only such templates could match it. (o.Path
+// of "/" never reaches here: it has one segment, "".)
+func checkSlashVars(rs []Route) error {
+	var errs []error
+	for i, r := range rs {
+		if SlashVars(r.Path) == nil {
+			continue
+		}
+		segs := strings.Split(r.Path[1:], "/")
+		k := len(segs) - 1
+		for j, o := range rs {
+			if i == j {
+				continue
+			}
+			osegs := strings.Split(o.Path[1:], "/")
+			fixed := len(osegs)
+			if restRE.MatchString(osegs[fixed-1]) {
+				fixed-- // {name...} takes any number of segments from there
+			} else if fixed < k+2 {
+				continue
+			}
+			clash := true
+			for x := 0; x < k && x < fixed; x++ {
+				a, b := segs[x], osegs[x]
+				if !strings.Contains(a, "{") && !strings.Contains(b, "{") && a != b {
+					clash = false
+					break
+				}
+			}
+			if clash {
+				errs = append(errs, fmt.Errorf("%s %s: its %%2F variable could reach %s %s once the upstream decodes the slash; "+
+					"drop the %%2F marker or make the templates differ in a literal segment", r.Method, r.Path, o.Method, o.Path))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // checkPath validates a path template: absolute, no empty, "." or ".."
-// segments, variables as {name}.
+// segments. A segment is literal text, a {variable}, literal text and
+// variables mixed with literal text between any two variables
+// ({base}...{head}), or — last segment only — {name...}, the rest of the
+// path (one or more segments).
 func checkPath(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		return "must start with /"
@@ -139,20 +238,48 @@ func checkPath(p string) string {
 		return ""
 	}
 	vars := map[string]bool{}
-	for _, seg := range strings.Split(p[1:], "/") {
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
 		switch {
 		case seg == "":
 			return "has an empty segment (// or a trailing /)"
 		case seg == "." || seg == "..":
 			return "has a . or .. segment"
-		case !segmentRE.MatchString(seg):
-			return fmt.Sprintf("segment %q is neither literal text nor a {variable} (lower-case name)", seg)
 		}
-		if strings.HasPrefix(seg, "{") {
-			if vars[seg] {
-				return fmt.Sprintf("variable %s appears twice", seg)
+		var names []string
+		if restRE.MatchString(seg) {
+			if i != len(segs)-1 {
+				return fmt.Sprintf("%s (the rest of the path) must be the last segment", seg)
 			}
-			vars[seg] = true
+			names = []string{seg[1 : len(seg)-4]}
+		} else {
+			locs := varRE.FindAllStringIndex(seg, -1)
+			prev := 0
+			for j, l := range locs {
+				if lit := seg[prev:l[0]]; lit != "" && !literalRE.MatchString(lit) {
+					return fmt.Sprintf("segment %q is neither literal text nor {variables} (lower-case names)", seg)
+				} else if lit == "" && j > 0 {
+					return fmt.Sprintf("segment %q has two variables with no literal text between them", seg)
+				}
+				name := seg[l[0]+1 : l[1]-1]
+				if n, ok := strings.CutSuffix(name, SlashMarker); ok {
+					if i != len(segs)-1 {
+						return fmt.Sprintf("{%s} (a variable that may hold an encoded slash) must be in the last segment", name)
+					}
+					name = n
+				}
+				names = append(names, name)
+				prev = l[1]
+			}
+			if lit := seg[prev:]; lit != "" && !literalRE.MatchString(lit) {
+				return fmt.Sprintf("segment %q is neither literal text nor {variables} (lower-case names)", seg)
+			}
+		}
+		for _, n := range names {
+			if vars[n] {
+				return fmt.Sprintf("variable {%s} appears twice", n)
+			}
+			vars[n] = true
 		}
 	}
 	return ""
@@ -160,14 +287,10 @@ func checkPath(p string) string {
 
 // normalize replaces variable names so that /a/{x} and /a/{y} compare equal.
 func normalize(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if strings.HasPrefix(s, "{") {
-			segs[i] = "{}"
-		}
-	}
-	return strings.Join(segs, "/")
+	return varRE.ReplaceAllString(restVarRE.ReplaceAllString(p, "{...}"), "{}")
 }
+
+var restVarRE = regexp.MustCompile(`\{[a-z][a-z0-9_]*\.\.\.\}`)
 
 func equalFold(a, b []string) bool {
 	for i := range b {
@@ -194,7 +317,7 @@ func Data(rs []Route) []any {
 		for j, s := range r.Scopes {
 			scopes[j] = s
 		}
-		out[i] = map[string]any{"method": r.Method, "path": r.Path, "scopes": scopes, "source": r.Source}
+		out[i] = map[string]any{"method": r.Method, "path": r.Path, "scopes": scopes, "source": r.Source, "basis": r.Basis}
 	}
 	return out
 }
@@ -215,6 +338,7 @@ func FromData(v any) ([]Route, error) {
 		r.Method, _ = m["method"].(string)
 		r.Path, _ = m["path"].(string)
 		r.Source, _ = m["source"].(string)
+		r.Basis, _ = m["basis"].(string)
 		r.Method = strings.ToUpper(r.Method)
 		if !methods[r.Method] {
 			return nil, fmt.Errorf("data.sidecar.routes[%d]: method %q is not a supported HTTP method", i, r.Method)
@@ -236,6 +360,9 @@ func FromData(v any) ([]Route, error) {
 			}
 		}
 		out = append(out, r)
+	}
+	if err := checkSlashVars(out); err != nil {
+		return nil, fmt.Errorf("data.sidecar.routes: %w", err)
 	}
 	return out, nil
 }

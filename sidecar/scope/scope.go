@@ -94,6 +94,8 @@ var scopes = []Scope{
 	{"DISTRIBUTION_INFO", "List distributions.", GroupNewer, false},
 	{"DISTRIBUTION_ADD", "Create distributions.", GroupNewer, false},
 	{"DISTRIBUTION_MANAGE", "Update and delete distributions.", GroupNewer, false},
+	{"ZONE_READ", "Read domains and their DNS records (API reference, Domains).", GroupNewer, false},
+	{"ZONE_WRITE", "Create and edit DNS records of domains (API reference, Domains).", GroupNewer, false},
 
 	{"RELEASE_INFO", "Read release history.", GroupLegacy, false},
 	{"RELEASE_RUN", "Run and stop releases.", GroupLegacy, false},
@@ -131,6 +133,7 @@ var edges = []Edge{
 	{"TOKEN_MANAGE", "TOKEN_INFO", false, srcNaming},
 	{"ARTIFACT_MANAGE", "ARTIFACT_WRITE", false, srcNaming},
 	{"ARTIFACT_WRITE", "ARTIFACT_READ", false, srcNaming},
+	{"ZONE_WRITE", "ZONE_READ", false, srcNaming},
 }
 
 var (

@@ -28,7 +28,7 @@ func TestListComplete(t *testing.T) {
 		"ENVIRONMENT_ADD", "ENVIRONMENT_MANAGE", "INTEGRATION_ADD",
 		"INTEGRATION_MANAGE", "ARTIFACT_READ", "ARTIFACT_WRITE",
 		"ARTIFACT_MANAGE", "DISTRIBUTION_INFO", "DISTRIBUTION_ADD",
-		"DISTRIBUTION_MANAGE",
+		"DISTRIBUTION_MANAGE", "ZONE_READ", "ZONE_WRITE",
 	}
 	slices.Sort(want)
 	if got := All(); !slices.Equal(got, want) {
@@ -94,8 +94,8 @@ func TestEdges(t *testing.T) {
 			t.Errorf("edge %s must be stated", s)
 		}
 	}
-	if len(Edges()) != 22 {
-		t.Errorf("%d edges, want 22", len(Edges()))
+	if len(Edges()) != 23 {
+		t.Errorf("%d edges, want 23", len(Edges()))
 	}
 }
 

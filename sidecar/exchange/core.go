@@ -313,10 +313,12 @@ func (h *Handler) unclaim(ctx context.Context, key, owner string, ev *event) {
 }
 
 // replayKey is the replay-guard key of a verified token: the issuer and jti,
-// hashed (they are caller-controlled), or the token's own hash without jti.
+// hashed (they are caller-controlled), or without jti the hash of what the
+// signature covers (header and payload, never the signature bytes, which
+// an ECDSA signer's token can carry in two valid forms: s and n-s).
 func replayKey(t *oidc.Token) string {
 	if t.JTI == "" {
-		return "tok:" + t.Hash
+		return "jws:" + t.Hash
 	}
 	sum := sha256.Sum256([]byte(t.Issuer + "\x00" + t.JTI))
 	return "jti:" + hex.EncodeToString(sum[:])

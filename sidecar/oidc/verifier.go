@@ -137,8 +137,11 @@ type Token struct {
 	Audience                               []string
 	// NotBefore is zero if the token has no nbf.
 	IssuedAt, ExpiresAt, NotBefore time.Time
-	// Hash is the hex SHA-256 of the raw token: a replay key when there is no
-	// jti, and a safe way to refer to the token in logs.
+	// Hash is the hex SHA-256 of the JWS signing input (header "." payload),
+	// what the signature covers: a replay key when there is no jti. It never
+	// covers the signature bytes, which are malleable (an ECDSA signature
+	// (r, s) also verifies as (r, n-s)), so every signature of one signed
+	// content has one Hash.
 	Hash string
 }
 
@@ -305,7 +308,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	if err := v.validate(tok, e); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(raw))
+	sum := sha256.Sum256([]byte(raw[:strings.LastIndexByte(raw, '.')]))
 	tok.Hash = hex.EncodeToString(sum[:])
 	return tok, nil
 }

@@ -121,7 +121,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	ev.providerName = p.Name
 
 	// 4. Verify the OIDC token against the provider's own issuer.
-	tok, err := h.verifier.Verify(ctx, req.subjectToken, oidc.Expect{Issuer: p.Issuer, Audience: p.Audience, MaxAge: p.MaxTokenAge})
+	tok, err := h.verifier.Verify(ctx, req.subjectToken, oidc.Expect{Issuer: p.Issuer, Audience: p.Audience, MaxAge: p.MaxTokenAge, MaxLifetime: p.EffectiveMaxTokenLifetime()})
 	if err != nil {
 		return nil, h.verifyFailure(p, err, ev)
 	}
@@ -165,7 +165,14 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	claimKey, owner := "", ""
 	if !p.AllowTokenReuse {
 		claimKey, owner = replayKey(tok), token.NewClaimOwner()
-		ttl := max(tok.ExpiresAt.Add(h.leeway).Sub(now), time.Second)
+		// Verify refused tokens whose exp is more than the provider's
+		// maximum lifetime after iat; the cap holds the key's TTL to it
+		// whatever exp says.
+		until := tok.ExpiresAt
+		if limit := tok.IssuedAt.Add(p.EffectiveMaxTokenLifetime()); limit.Before(until) {
+			until = limit
+		}
+		ttl := max(until.Add(h.leeway).Sub(now), time.Second)
 		first, err := h.store.ClaimOnce(ctx, claimKey, owner, ttl)
 		if err != nil {
 			// The outcome is unknown: the store may have applied the claim
@@ -356,6 +363,9 @@ func (h *Handler) verifyFailure(p *provider.Provider, err error, ev *event) *fai
 		if generic && strings.HasPrefix(msg, "token has no aud") {
 			msg = "token has no aud claim"
 		}
+	case oidc.CodeLifetimeTooLong:
+		msg += fmt.Sprintf("; provider %q accepts OIDC tokens valid for at most %s after iat (its max_token_lifetime): request a token with a shorter lifetime, or ask the sidecar's operators to raise max_token_lifetime if the issuer's tokens legitimately live longer",
+			p.Name, fmtDur(p.EffectiveMaxTokenLifetime()))
 	case oidc.CodeExpired, oidc.CodeTooOld:
 		msg += "; request a fresh token from your CI provider right before the exchange"
 	case oidc.CodeNotYetValid, oidc.CodeIssuedInFuture:

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
@@ -82,6 +83,57 @@ func TestECDSAMalleabilityReplay(t *testing.T) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestMaxTokenLifetime: a token whose exp is more than the provider's
+// max_token_lifetime (default 24h) after its iat is refused with a message
+// that says so, and the replay key's TTL stays within it (issue 11 #8).
+func TestMaxTokenLifetime(t *testing.T) {
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			r := newRig(t, kind)
+			iat := r.now().Unix() - 5
+			withExp := func(exp int64) func(map[string]any) {
+				return func(c map[string]any) { c["iat"], c["exp"] = iat, exp }
+			}
+			// exp in the year 5138.
+			far := r.ghToken("octo-org/octo-repo", "refs/heads/main", withExp(99999999999))
+			msg := buddyError(t, r.buddy(idDeploy, far), 401)
+			for _, want := range []string{"OIDC token rejected: token expires ", " days after it was issued", "exp 5138-",
+				"more than the maximum OIDC token lifetime 24h0m0s", `provider "GHA - deploy" accepts OIDC tokens valid for at most 24h`, "max_token_lifetime"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message %q lacks %q", msg, want)
+				}
+			}
+			if d := oauthError(t, r.tokenForm(exchangeForm(idDeploy, far)), 400, "invalid_request"); !strings.Contains(d, "maximum OIDC token lifetime") {
+				t.Errorf("RFC 8693 description %q", d)
+			}
+			// Just over the default: refused; exactly the default: issued.
+			over := r.ghToken("octo-org/octo-repo", "refs/heads/main", withExp(iat+24*3600+1))
+			if msg := buddyError(t, r.buddy(idDeploy, over), 401); !strings.Contains(msg, "more than the maximum OIDC token lifetime 24h0m0s") {
+				t.Errorf("exp = iat + 24h + 1s: message %q", msg)
+			}
+			r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main", withExp(iat+24*3600))))
+			// A provider with max_token_lifetime: 48h takes a 30h token and
+			// refuses a 49h one.
+			long := r.ghToken("octo-org/octo-repo", "refs/heads/main", withExp(iat+30*3600))
+			r.issued(r.buddy(idLong, long))
+			if msg := buddyError(t, r.buddy(idLong, r.ghToken("octo-org/octo-repo", "refs/heads/main", withExp(iat+49*3600))), 401); !strings.Contains(msg, "lifetime 48h0m0s") {
+				t.Errorf("49h token on the 48h provider: message %q", msg)
+			}
+			if r.redis != nil {
+				keys, _ := r.redis.Client().Keys(context.Background(), token.DefaultKeyPrefix+"once:*").Result()
+				for _, k := range keys {
+					if ttl := r.redis.Client().PTTL(context.Background(), k).Val(); ttl <= 0 || ttl > 30*time.Hour+time.Minute {
+						t.Errorf("replay key %s has TTL %s, want at most the token's 30h + leeway", k, ttl)
+					}
+				}
+				if len(keys) != 2 {
+					t.Errorf("replay keys %v, want the 24h and the 30h token's", keys)
+				}
 			}
 		})
 	}

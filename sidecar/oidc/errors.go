@@ -35,6 +35,9 @@ const (
 	CodeIssuedInFuture = "issued_in_future"
 	// CodeTooOld: Expect.MaxAge is set and now - iat > MaxAge + leeway.
 	CodeTooOld = "too_old"
+	// CodeLifetimeTooLong: Expect.MaxLifetime is set and exp - iat is more
+	// than it (a token that claims to stay valid for years).
+	CodeLifetimeTooLong = "lifetime_too_long"
 	// CodeMissingClaim: exp, iat or iss is absent, or aud is absent while
 	// Expect.Audience is set.
 	CodeMissingClaim = "missing_claim"
@@ -123,6 +126,15 @@ func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // fmtDur formats durations under an hour in whole seconds ("60s", "25s") and
 // longer ones as time.Duration does ("2h0m0s").
+// fmtSpan formats a number of seconds that may exceed time.Duration's
+// range: in days from two days on.
+func fmtSpan(sec int64) string {
+	if sec < 48*3600 {
+		return fmtDur(time.Duration(sec) * time.Second)
+	}
+	return strconv.FormatInt(sec/86400, 10) + " days"
+}
+
 func fmtDur(d time.Duration) string {
 	if d < 0 {
 		d = 0

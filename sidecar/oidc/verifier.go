@@ -126,6 +126,10 @@ type Expect struct {
 	// MaxAge, if not 0, rejects tokens issued longer ago than this (plus
 	// leeway), whatever their exp says.
 	MaxAge time.Duration
+	// MaxLifetime, if not 0, rejects tokens whose exp is more than this
+	// after their iat. Verified tokens then expire at most MaxLifetime
+	// after iat, which bounds how long anything keyed on them is kept.
+	MaxLifetime time.Duration
 }
 
 // Token is a verified token.
@@ -445,6 +449,14 @@ func (v *Verifier) validate(tok *Token, e Expect) *Error {
 		if age := now.Sub(tok.IssuedAt); age > e.MaxAge+lw {
 			return newError(CodeTooOld, "token issued at %s is %s old, more than the maximum age %s (now %s, leeway %s)",
 				fmtTime(tok.IssuedAt), fmtDur(age), fmtDur(e.MaxAge), fmtTime(now), fmtDur(lw))
+		}
+	}
+
+	if e.MaxLifetime > 0 {
+		// In seconds: a far exp overflows time.Duration (292 years).
+		if life := tok.ExpiresAt.Unix() - tok.IssuedAt.Unix(); life > int64(e.MaxLifetime/time.Second) {
+			return newError(CodeLifetimeTooLong, "token expires %s after it was issued (iat %s, exp %s), more than the maximum OIDC token lifetime %s",
+				fmtSpan(life), fmtTime(tok.IssuedAt), fmtTime(tok.ExpiresAt), fmtDur(e.MaxLifetime))
 		}
 	}
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,16 +329,22 @@ func (r *rig) ghToken(repo, ref string, edit ...func(map[string]any)) string {
 	return tok
 }
 
-// circleToken signs a CircleCI token of the configured project.
+// circleToken signs a CircleCI token of the configured project. Like
+// CircleCI's, it has no jti: two tokens signed in the same second would be
+// one token to the replay guard (it keys on the signed content), so each
+// call's iat is one second earlier than the previous one's.
 func (r *rig) circleToken(project string) string {
 	r.t.Helper()
 	c := oidctest.CircleCIClaims(provider.CircleCIIssuerPrefix+circleOrg, circleOrg, project, r.now())
+	c["iat"] = c["iat"].(int64) - circleSeq.Add(1)%3600
 	tok, err := r.w.circle.Sign(c)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	return tok
 }
+
+var circleSeq atomic.Int64
 
 // otherToken signs a token of the "other" issuer with subject sub.
 func (r *rig) otherToken(sub string) string {

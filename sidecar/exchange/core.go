@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,8 +108,10 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	}
 	ev.revision = snap.Revision
 
-	// 2. Rate limits: one store round trip, before any crypto work.
-	if f := h.rateLimit(ctx, req.providerID, ev); f != nil {
+	// 2. The per-address limit: one store round trip, before any crypto
+	// work. (The per-provider limit waits for a verified signature: provider
+	// ids are public, and garbage sent for one must not lock it out.)
+	if f := h.limitIP(ctx, ev); f != nil {
 		return nil, f
 	}
 
@@ -126,6 +129,12 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 		return nil, h.verifyFailure(p, err, ev)
 	}
 	ev.setClaims(tok)
+
+	// 4b. The per-provider limit counts only tokens the provider's issuer
+	// signed, so a flood of unverifiable tokens cannot starve valid ones.
+	if f := h.limitProvider(ctx, p.ID, ev); f != nil {
+		return nil, f
+	}
 
 	// 5. The exchange decision.
 	now := h.now()
@@ -224,22 +233,51 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	return &grant{token: raw, rec: rec, lifetime: lifetime}, nil
 }
 
-// rateLimit applies the per-address and per-provider limits in one
-// Store.Allow call.
-func (h *Handler) rateLimit(ctx context.Context, providerID string, ev *event) *failure {
-	var limits []token.Limit
-	var what []string
-	if h.limits.PerIP > 0 {
-		limits = append(limits, token.Limit{Key: "exchange:ip:" + ev.clientIP, Max: h.limits.PerIP, Window: h.limits.Window})
-		what = append(what, fmt.Sprintf("from %s: at most %d per %s", ev.clientIP, h.limits.PerIP, fmtDur(h.limits.Window)))
-	}
-	if h.limits.PerProvider > 0 {
-		limits = append(limits, token.Limit{Key: "exchange:provider:" + providerID, Max: h.limits.PerProvider, Window: h.limits.Window})
-		what = append(what, fmt.Sprintf("for provider %s: at most %d per %s", providerID, h.limits.PerProvider, fmtDur(h.limits.Window)))
-	}
-	if len(limits) == 0 {
+// limitIP applies the per-address limit, before the token is looked at.
+// IPv6 clients are counted per network of h.limits.IPv6Prefix bits (a /64
+// by default: one host usually holds a whole /64).
+func (h *Handler) limitIP(ctx context.Context, ev *event) *failure {
+	if h.limits.PerIP <= 0 {
 		return nil
 	}
+	bucket := rateBucket(ev.clientIP, h.limits.IPv6Prefix)
+	return h.rateLimit(ctx, ev,
+		token.Limit{Key: "exchange:ip:" + bucket, Max: h.limits.PerIP, Window: h.limits.Window},
+		fmt.Sprintf("from %s: at most %d per %s", bucket, h.limits.PerIP, fmtDur(h.limits.Window)))
+}
+
+// limitProvider applies the per-provider limit to a verified token.
+func (h *Handler) limitProvider(ctx context.Context, providerID string, ev *event) *failure {
+	if h.limits.PerProvider <= 0 {
+		return nil
+	}
+	return h.rateLimit(ctx, ev,
+		token.Limit{Key: "exchange:provider:" + providerID, Max: h.limits.PerProvider, Window: h.limits.Window},
+		fmt.Sprintf("for provider %s: at most %d per %s", providerID, h.limits.PerProvider, fmtDur(h.limits.Window)))
+}
+
+// rateBucket is the per-address rate-limit key of a client address: the
+// address itself for IPv4 (also IPv4-mapped IPv6), its enclosing /prefix
+// network for IPv6. Anything unparsable is used as is.
+func rateBucket(client string, prefix int) string {
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return client
+	}
+	a = a.Unmap()
+	if a.Is4() || prefix <= 0 || prefix >= 128 {
+		return a.WithZone("").String()
+	}
+	p, err := a.WithZone("").Prefix(prefix)
+	if err != nil {
+		return client
+	}
+	return p.String()
+}
+
+// rateLimit counts one request against limit in one Store.Allow call.
+func (h *Handler) rateLimit(ctx context.Context, ev *event, limit token.Limit, what string) *failure {
+	limits := []token.Limit{limit}
 	res, err := h.store.Allow(ctx, limits...)
 	if err != nil {
 		return h.storeFailure("rate_limit", err, ev)
@@ -249,20 +287,12 @@ func (h *Handler) rateLimit(ctx context.Context, providerID string, ev *event) *
 		h.log.Error("token store returned a wrong number of rate-limit results", "decision_id", ev.decisionID, "want", len(limits), "got", len(res))
 		return fail(kindUnavailable, "the token store answered the rate-limit check incorrectly, so no token was issued; retry later (decision %s)", ev.decisionID)
 	}
-	var hit []string
-	var retry time.Duration
-	for i, r := range res {
-		if !r.Allowed {
-			hit = append(hit, what[i])
-			retry = max(retry, r.RetryAfter)
-		}
-	}
-	if len(hit) == 0 {
+	if res[0].Allowed {
 		return nil
 	}
-	retry = max(ceilSecond(retry), time.Second)
-	ev.err = "rate limited: " + strings.Join(hit, "; ")
-	f := fail(kindRateLimited, "too many token exchanges %s; retry in %s", strings.Join(hit, " and "), fmtDur(retry))
+	retry := max(ceilSecond(res[0].RetryAfter), time.Second)
+	ev.err = "rate limited: " + what
+	f := fail(kindRateLimited, "too many token exchanges %s; retry in %s", what, fmtDur(retry))
 	f.retryAfter = retry
 	return f
 }

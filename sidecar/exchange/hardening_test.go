@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/elliptic"
 	"encoding/base64"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -137,4 +140,75 @@ func TestMaxTokenLifetime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnverifiedFloodDoesNotLockOutProvider: the per-provider limit counts
+// only tokens whose signature verified, so garbage sent for a (public)
+// provider id from many addresses cannot starve a valid job (issue 11 #6).
+func TestUnverifiedFloodDoesNotLockOutProvider(t *testing.T) {
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			r := newRig(t, kind, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 5, PerProvider: 3, Window: time.Hour} }))
+			valid := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+			forged := valid[:strings.LastIndexByte(valid, '.')+1] + "AAAA" + valid[strings.LastIndexByte(valid, '.')+5:]
+			for i := range 40 {
+				addr := fmt.Sprintf("198.51.100.%d:1", i+1)
+				jwt := "garbage"
+				if i%2 == 1 {
+					jwt = forged // well-formed, signature does not verify
+				}
+				if msg := buddyError(t, r.buddy(idDeploy, jwt, from(addr)), 401); !strings.HasPrefix(msg, "OIDC token rejected:") {
+					t.Fatalf("flood request %d: %q", i, msg)
+				}
+			}
+			// The provider still serves valid tokens, up to its limit...
+			for i := range 3 {
+				r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from(fmt.Sprintf("203.0.113.%d:1", i+1))))
+			}
+			// ...which counts verified tokens.
+			msg := buddyError(t, r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("203.0.113.9:1")), 429)
+			if !strings.HasPrefix(msg, "too many token exchanges for provider "+idDeploy+": at most 3 per 1h; retry in ") {
+				t.Errorf("message %q", msg)
+			}
+			// The per-address limit still comes before verification: the
+			// sixth request from one address is refused whatever it sends.
+			for range 5 {
+				buddyError(t, r.buddy(idDeploy, "garbage", from("192.0.2.77:1")), 401)
+			}
+			if msg := buddyError(t, r.buddy(idDeploy, "garbage", from("192.0.2.77:1")), 429); !strings.HasPrefix(msg, "too many token exchanges from 192.0.2.77: at most 5 per 1h") {
+				t.Errorf("per-IP message %q", msg)
+			}
+		})
+	}
+}
+
+// TestIPv6RateLimitPerPrefix: IPv6 clients share one per-address bucket per
+// /64 by default (a host holds a whole /64 and can rotate through it), and
+// the prefix is configurable (issue 11 #6).
+func TestIPv6RateLimitPerPrefix(t *testing.T) {
+	t.Run("default /64", func(t *testing.T) {
+		r := newRig(t, "redis", withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 2, Window: time.Hour} }))
+		buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:2::1]:1")), 401)
+		buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:2:ffff:ffff:ffff:fffe]:1")), 401)
+		msg := buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:2:aaaa::7]:1")), 429)
+		if !strings.HasPrefix(msg, "too many token exchanges from 2001:db8:1:2::/64: at most 2 per 1h; retry in ") {
+			t.Errorf("message %q", msg)
+		}
+		// The next /64 has its own bucket.
+		buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:3::1]:1")), 401)
+	})
+	t.Run("ipv6_prefix 128", func(t *testing.T) {
+		r := newRig(t, "memory", withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 1, Window: time.Hour, IPv6Prefix: 128} }))
+		buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:2::1]:1")), 401)
+		buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:2::2]:1")), 401)
+		if msg := buddyError(t, r.buddy(idDeploy, "garbage", from("[2001:db8:1:2::2]:1")), 429); !strings.Contains(msg, "from 2001:db8:1:2::2:") {
+			t.Errorf("message %q", msg)
+		}
+	})
+	t.Run("bad prefix", func(t *testing.T) {
+		_, err := New(Options{Engine: &policy.Engine{}, Verifier: &oidc.Verifier{}, Store: token.NewMemory(time.Now), RateLimits: RateLimits{PerIP: 1, IPv6Prefix: 129}})
+		if err == nil || !strings.Contains(err.Error(), "IPv6 rate-limit prefix /129") {
+			t.Errorf("err = %v", err)
+		}
+	})
 }

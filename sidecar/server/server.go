@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		// cache, so it takes effect at once on this instance (others: ≤ 1 s).
 		Store:   proxy.ForgetOnRevoke(s.store, s.proxy),
 		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
-		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
+		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D(), IPv6Prefix: cfg.RateLimits.IPv6Prefix},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
 	})
 	if err != nil {

@@ -212,3 +212,32 @@ func TestIPv6RateLimitPerPrefix(t *testing.T) {
 		}
 	})
 }
+
+// TestBuddyBodyStrictness: duplicate provider_id / web_identity_token
+// members are refused (encoding/json would keep the last one, matched
+// case-insensitively), and a UTF-8 BOM gets a message naming it (issue 11 #9).
+func TestBuddyBodyStrictness(t *testing.T) {
+	r := newRig(t, "memory")
+	const ex = `{"provider_id": "<provider uuid>", "web_identity_token": "<OIDC token>"}`
+	jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
+	cases := []struct{ name, body, msg string }{
+		{"duplicate provider_id", `{"provider_id": "` + idGeneric + `", "web_identity_token": "` + jwt + `", "provider_id": "` + idDeploy + `"}`,
+			"the request body has provider_id more than once; send each member once: " + ex},
+		{"duplicate web_identity_token", `{"provider_id": "` + idDeploy + `", "web_identity_token": "x", "web_identity_token": "` + jwt + `"}`,
+			"the request body has web_identity_token more than once; send each member once: " + ex},
+		{"duplicate in another case", `{"provider_id": "` + idGeneric + `", "Provider_ID": "` + idDeploy + `", "web_identity_token": "` + jwt + `"}`,
+			"the request body has provider_id more than once; send each member once: " + ex},
+		{"BOM", "\xef\xbb\xbf" + `{"provider_id": "` + idDeploy + `", "web_identity_token": "` + jwt + `"}`,
+			"the request body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; send the JSON without it (PowerShell's Set-Content/Out-File -Encoding utf8 write one): " + ex},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if msg := buddyError(t, r.do(r.main, "POST", BuddyPath, "application/json", c.body), 400); msg != c.msg {
+				t.Errorf("message\n got %s\nwant %s", msg, c.msg)
+			}
+		})
+	}
+	// Other repeated members are not the exchange's business.
+	r.issued(r.do(r.main, "POST", BuddyPath, "application/json",
+		`{"x": 1, "provider_id": "`+idDeploy+`", "x": 2, "web_identity_token": "`+jwt+`"}`))
+}

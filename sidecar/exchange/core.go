@@ -402,8 +402,15 @@ func (h *Handler) verifyFailure(p *provider.Provider, err error, ev *event) *fai
 		msg += "; check the clocks of the CI runner and the sidecar"
 	case oidc.CodeUnknownKID, oidc.CodeBadSignature, oidc.CodeMissingKID, oidc.CodeUnsupportedAlgorithm, oidc.CodeForbiddenHeader:
 		msg += fmt.Sprintf("; the token was not signed by a key of %s", p.Issuer)
-	case oidc.CodeMalformed, oidc.CodeTooLarge:
-		msg += "; send the raw JWT your CI provider issued, without quotes or a \"Bearer \" prefix"
+	case oidc.CodeMalformed:
+		// Only when the value is not shaped like a JWS at all: a token
+		// whose header or claims are wrong (types, duplicates, depth) was
+		// sent correctly, and the hint would mislead.
+		if oe.Shape {
+			msg += "; send the raw JWT your CI provider issued, without quotes or a \"Bearer \" prefix"
+		}
+	case oidc.CodeTooLarge:
+		msg += "; CI OIDC tokens are a few KiB at most: send only the token"
 	}
 	return fail(kindInvalidToken, "OIDC token rejected: %s", msg)
 }

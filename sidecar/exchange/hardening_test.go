@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/elliptic"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -240,4 +244,97 @@ func TestBuddyBodyStrictness(t *testing.T) {
 	// Other repeated members are not the exchange's business.
 	r.issued(r.do(r.main, "POST", BuddyPath, "application/json",
 		`{"x": 1, "provider_id": "`+idDeploy+`", "x": 2, "web_identity_token": "`+jwt+`"}`))
+}
+
+// TestVerifyMessagesSayWhatIsWrong: crit/b64 headers are refused with a
+// message about crit/b64 (not about keys); errors in a correctly sent
+// token's header or claims, and size errors, do not end with the hint
+// about sending the raw JWT without quotes, which only fits values that are
+// not shaped like a JWS (issue 11 #14).
+func TestVerifyMessagesSayWhatIsWrong(t *testing.T) {
+	r := newRig(t, "memory")
+	const rawHint = "without quotes or a \"Bearer \" prefix"
+	kid := r.w.gh.KID()
+	claims := oidctest.GitHubClaims(provider.GitHubIssuer, provider.DefaultGitHubAudience, "octo-org/octo-repo", "refs/heads/main", r.now())
+	payload, _ := json.Marshal(claims)
+	hand := func(header map[string]any, payload []byte) string {
+		t.Helper()
+		hb, _ := json.Marshal(header)
+		tok, err := oidctest.HandSign("RS256", r.w.gh.Key(kid), hb, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	signRaw := func(p string) string {
+		t.Helper()
+		tok, err := r.w.gh.SignRaw([]byte(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	withClaim := func(k string, v any) string {
+		c := maps.Clone(claims)
+		c[k] = v
+		b, _ := json.Marshal(c)
+		return string(b)
+	}
+	cases := []struct {
+		name, jwt string
+		want      []string
+		hint      bool
+	}{
+		{"crit", hand(map[string]any{"alg": "RS256", "kid": kid, "crit": []string{"exp"}, "exp": 1}, payload),
+			[]string{`token header "crit" is not supported`, "JWS extensions"}, false},
+		{"b64", hand(map[string]any{"alg": "RS256", "kid": kid, "b64": false}, payload),
+			[]string{`token header "b64" is not supported`, "base64url"}, false},
+		{"claim type", signRaw(withClaim("sub", 5)), []string{"claim sub is a number, not a string"}, false},
+		{"duplicate claim", signRaw(strings.TrimSuffix(string(payload), "}") + `,"sub":"other"}`), []string{"duplicate", "sub"}, false},
+		{"depth", signRaw(withClaim("deep", nest(40))), []string{"deep"}, false},
+		{"size", "eyJ" + strings.Repeat("a", 17<<10) + ".e.e", []string{"bytes, more than the 16384-byte limit; CI OIDC tokens are a few KiB at most: send only the token"}, false},
+		{"not a JWS", `"` + signRaw(string(payload)) + `"`, []string{"not base64url"}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			msg := buddyError(t, r.buddy(idDeploy, c.jwt), 401)
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q lacks %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, rawHint) != c.hint {
+				t.Errorf("message %q: raw-JWT hint present = %v, want %v", msg, !c.hint, c.hint)
+			}
+			if strings.Contains(msg, "key") {
+				t.Errorf("message %q talks about keys", msg)
+			}
+		})
+	}
+}
+
+// nest returns an array nested n deep.
+func nest(n int) any {
+	var v any = 1
+	for range n {
+		v = []any{v}
+	}
+	return v
+}
+
+// TestUnknownScopeNamed: a requested scope that is not a Buddy scope name
+// (e.g. lower case) is reported as unknown, not as "not granted" (issue 11
+// #14).
+func TestUnknownScopeNamed(t *testing.T) {
+	r := newRig(t, "memory")
+	for _, c := range []struct{ scope, want string }{
+		{"execution_run", `unknown scope "execution_run": Buddy's scope names are upper case; request EXECUTION_RUN`},
+		{"WORKSPACE Nope", `unknown scope "Nope": not a Buddy scope name (they are upper case, e.g. EXECUTION_RUN; see the scope table in the sidecar's docs/providers.md)`},
+	} {
+		v := exchangeForm(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
+		v.Set("scope", c.scope)
+		if d := oauthError(t, r.tokenForm(v), 400, "invalid_scope"); d != c.want {
+			t.Errorf("scope %q: description\n got %s\nwant %s", c.scope, d, c.want)
+		}
+	}
 }

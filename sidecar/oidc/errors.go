@@ -50,9 +50,13 @@ const (
 	// another issuer). Temporary is true, except when the configured issuer
 	// itself is not a valid issuer URL.
 	CodeIssuerUnavailable = "issuer_unavailable"
-	// CodeForbiddenHeader: the JOSE header carries jku, x5u, jwk, x5c, crit
-	// or b64. Keys are never taken from anything the token names.
+	// CodeForbiddenHeader: the JOSE header carries jku, x5u, jwk or x5c.
+	// Keys are never taken from anything the token names.
 	CodeForbiddenHeader = "forbidden_header"
+	// CodeUnsupportedHeader: the JOSE header carries crit or b64, which
+	// change how a JWS is processed (RFC 7515 §4.1.11, RFC 7797); the
+	// verifier implements no such extension.
+	CodeUnsupportedHeader = "unsupported_header"
 )
 
 // Error is the error type of Verify, Warm and Peek.
@@ -64,6 +68,12 @@ type Error struct {
 	Message string
 	// Temporary reports that retrying later may succeed (issuer unreachable).
 	Temporary bool
+	// Shape reports (with CodeMalformed) that the input is not shaped like
+	// a compact JWS at all — empty, characters outside base64url, not three
+	// parts, bad base64url — as when a client sends quotes, a "Bearer "
+	// prefix or another value than the token. Errors in the decoded header
+	// or claims (types, duplicate names, depth) are not Shape errors.
+	Shape bool
 	// Err is the underlying cause, if any.
 	Err error
 }
@@ -85,6 +95,13 @@ func CodeOf(err error) string {
 
 func newError(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// shapeError is a CodeMalformed error about the compact form itself.
+func shapeError(format string, args ...any) *Error {
+	e := newError(CodeMalformed, format, args...)
+	e.Shape = true
+	return e
 }
 
 // maxQuoted bounds how much of an attacker-controlled string a message echoes.

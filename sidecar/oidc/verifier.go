@@ -177,6 +177,17 @@ func (v *Verifier) Warm(ctx context.Context, issuer string) error {
 // processed. None of them is ever honoured; a token carrying one is rejected.
 var forbiddenHeaders = []string{"jku", "x5u", "jwk", "x5c", "crit", "b64"}
 
+// headerProblem says why header h is refused, and its code.
+func headerProblem(h string) (code, msg string) {
+	switch h {
+	case "crit":
+		return CodeUnsupportedHeader, `token header "crit" is not supported: it makes the listed JWS extensions mandatory, and the sidecar implements none (CI OIDC issuers do not use crit)`
+	case "b64":
+		return CodeUnsupportedHeader, `token header "b64" is not supported: the payload must be base64url-encoded as in a plain JWS (RFC 7797's unencoded payload is not accepted; CI OIDC issuers do not use b64)`
+	}
+	return CodeForbiddenHeader, fmt.Sprintf("token header %q is not allowed: keys come only from the issuer's discovery document", h)
+}
+
 // compact is a split, base64-decoded compact JWS.
 type compact struct {
 	header  map[string]any
@@ -192,7 +203,7 @@ var b64 = base64.RawURLEncoding.Strict()
 // splitCompact decodes the three parts of a compact JWS and its header.
 func splitCompact(raw string) (*compact, *Error) {
 	if raw == "" {
-		return nil, newError(CodeMalformed, "token is empty")
+		return nil, shapeError("token is empty")
 	}
 	d1 := -1
 	d2 := -1
@@ -207,25 +218,25 @@ func splitCompact(raw string) (*compact, *Error) {
 			case d2 < 0:
 				d2 = i
 			default:
-				return nil, newError(CodeMalformed, "token is not a compact JWS: more than 3 dot-separated parts")
+				return nil, shapeError("token is not a compact JWS: more than 3 dot-separated parts")
 			}
 		default:
-			return nil, newError(CodeMalformed, "token is not a compact JWS: character %s at offset %d is not base64url", strconv.QuoteRuneToASCII(rune(c)), i)
+			return nil, shapeError("token is not a compact JWS: character %s at offset %d is not base64url", strconv.QuoteRuneToASCII(rune(c)), i)
 		}
 	}
 	if d2 < 0 {
-		return nil, newError(CodeMalformed, "token is not a compact JWS: fewer than 3 dot-separated parts")
+		return nil, shapeError("token is not a compact JWS: fewer than 3 dot-separated parts")
 	}
 	c := &compact{}
 	hb, err := b64.DecodeString(raw[:d1])
 	if err != nil || len(hb) == 0 {
-		return nil, newError(CodeMalformed, "token header is not valid base64url")
+		return nil, shapeError("token header is not valid base64url")
 	}
 	if c.payload, err = b64.DecodeString(raw[d1+1 : d2]); err != nil {
-		return nil, newError(CodeMalformed, "token payload is not valid base64url")
+		return nil, shapeError("token payload is not valid base64url")
 	}
 	if c.sig, err = b64.DecodeString(raw[d2+1:]); err != nil {
-		return nil, newError(CodeMalformed, "token signature is not valid base64url")
+		return nil, shapeError("token signature is not valid base64url")
 	}
 	h, jerr := decodeObject(hb, maxJSONDepth)
 	if jerr != nil {
@@ -268,7 +279,8 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	}
 	for _, h := range forbiddenHeaders {
 		if _, present := c.header[h]; present {
-			return nil, newError(CodeForbiddenHeader, "token header %q is not allowed: keys come only from the issuer's discovery document", h)
+			code, msg := headerProblem(h)
+			return nil, newError(code, "%s", msg)
 		}
 	}
 	jalg, ok := v.algs[c.alg]

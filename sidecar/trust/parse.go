@@ -112,11 +112,9 @@ func asciiLower(s string) string {
 
 func (p *parser) parse() ([]Condition, error) {
 	if len(p.src) > MaxSourceBytes {
-		off := MaxSourceBytes
-		for off > 0 && !utf8.RuneStart(p.src[off]) {
-			off--
-		}
-		return nil, p.errorf(off, "condition text is too long: %d bytes, the limit is %d; split it up or shorten it",
+		// At the start: the whole text is the problem, not the byte where
+		// the limit happens to fall.
+		return nil, p.errorf(0, "condition text is too long: %d bytes, the limit is %d; split it up or shorten it",
 			len(p.src), MaxSourceBytes)
 	}
 	if !utf8.ValidString(p.src) {

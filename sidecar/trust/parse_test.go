@@ -178,7 +178,9 @@ func TestParseErrors(t *testing.T) {
 		{"été is \"x\" or", 1, 12, `expected "and" or end of conditions, found "or"`, "été is \"x\" or\n           ^"},
 		{long + ` exists`, 1, 1, fmt.Sprintf("claim name is too long: %d bytes, the limit is %d", MaxClaimBytes+1, MaxClaimBytes), ""},
 		{many, 1, 1 + MaxClauses*len("a exists and "), fmt.Sprintf("too many conditions: the limit is %d", MaxClauses), ""},
-		{big, 1, MaxSourceBytes + 1, fmt.Sprintf("condition text is too long: %d bytes, the limit is %d; split it up or shorten it", len(big), MaxSourceBytes), ""},
+		// At the start, with a short caret display (issue 11 #14).
+		{big, 1, 1, fmt.Sprintf("condition text is too long: %d bytes, the limit is %d; split it up or shorten it", len(big), MaxSourceBytes),
+			big[:2*caretContext+1] + "...\n^"},
 	}
 	for _, tc := range tests {
 		name := tc.src
@@ -217,6 +219,14 @@ func TestCaret(t *testing.T) {
 		{SyntaxError{Pos: Pos{1, 6}, Line: "ab"}, "ab\n     ^"}, // past the end
 		{SyntaxError{Pos: Pos{1, 3}, Line: "éé!"}, "éé!\n  ^"},
 		{SyntaxError{Pos: Pos{1, 1}, Line: ""}, "\n^"},
+		// Long lines are cut around the column.
+		{SyntaxError{Pos: Pos{1, 200}, Line: strings.Repeat("a", 199) + "!" + strings.Repeat("b", 300)},
+			"..." + strings.Repeat("a", 60) + "!" + strings.Repeat("b", 60) + "...\n" + strings.Repeat(" ", 63) + "^"},
+		{SyntaxError{Pos: Pos{1, 3}, Line: strings.Repeat("é", 500)},
+			strings.Repeat("é", 121) + "...\n  ^"},
+		{SyntaxError{Pos: Pos{1, 500}, Line: strings.Repeat("x", 450)},
+			"..." + strings.Repeat("x", 60) + "\n" + strings.Repeat(" ", 112) + "^"},
+
 	} {
 		if got := tc.e.Caret(); got != tc.want {
 			t.Errorf("Caret(%q, col %d) = %q, want %q", tc.e.Line, tc.e.Col, got, tc.want)

@@ -226,7 +226,6 @@ func TestCaret(t *testing.T) {
 			strings.Repeat("é", 121) + "...\n  ^"},
 		{SyntaxError{Pos: Pos{1, 500}, Line: strings.Repeat("x", 450)},
 			"..." + strings.Repeat("x", 60) + "\n" + strings.Repeat(" ", 112) + "^"},
-
 	} {
 		if got := tc.e.Caret(); got != tc.want {
 			t.Errorf("Caret(%q, col %d) = %q, want %q", tc.e.Line, tc.e.Col, got, tc.want)

@@ -170,6 +170,9 @@ func (c *Condition) check() error {
 		if !utf8.ValidString(v) {
 			return fmt.Errorf("%s %s: value %s is not valid UTF-8", quote(c.Claim), c.Op, quote(v))
 		}
+		if c.Op != OpMatches && c.Op != OpNotMatches && numberOutOfRange(v) {
+			return fmt.Errorf("%s %s: %s", quote(c.Claim), c.Op, outOfRangeMsg(quote(truncate(v, 40)), true))
+		}
 		if slices.Contains(c.Values[:i], v) {
 			return fmt.Errorf("%s %s: duplicate value %s", quote(c.Claim), c.Op, quote(v))
 		}

@@ -176,6 +176,12 @@ func TestParseErrors(t *testing.T) {
 		{"ref is \"x\" and\n  env\n\n", 2, 6, `expected "is", "matches", "exists" or "does not match" after claim "env", found end of input`,
 			"  env\n     ^"},
 		{"été is \"x\" or", 1, 12, `expected "and" or end of conditions, found "or"`, "été is \"x\" or\n           ^"},
+		// Numbers beyond float64 fail Rego's to_number at every evaluation
+		// against a number claim (issue 11 #3).
+		{`a is 1e400`, 1, 6, "number 1e400 " + rangeTail, ""},
+		{`a is "x" and b is not -1E+400`, 1, 23, "number -1E+400 " + rangeTail, ""},
+		{`a is "1e400"`, 1, 6, `value "1e400" reads as a number that ` + rangeTail, ""},
+		{`a is one of ["x", 1, "` + "1" + strings.Repeat("0", 400) + `"]`, 1, 22, `value "1` + strings.Repeat("0", 39) + `…" reads as a number that ` + rangeTail, ""},
 		{long + ` exists`, 1, 1, fmt.Sprintf("claim name is too long: %d bytes, the limit is %d", MaxClaimBytes+1, MaxClaimBytes), ""},
 		{many, 1, 1 + MaxClauses*len("a exists and "), fmt.Sprintf("too many conditions: the limit is %d", MaxClauses), ""},
 		// At the start, with a short caret display (issue 11 #14).
@@ -206,6 +212,20 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Caret():\n%s\nwant:\n%s", se.Caret(), tc.caret)
 			}
 		})
+	}
+}
+
+const rangeTail = "is beyond the range of numbers claims are compared as (about ±1.8e308): a claim that is a number could not be compared with it, and every evaluation would fail; write a number within range"
+
+func TestNumbersInRangeAccepted(t *testing.T) {
+	for _, src := range []string{`a is 1e308`, `a is 1e-400`, `a is "1e-400"`, `a matches "1e400"`, `a is "1e400x"`, `a is -0.5E+2`} {
+		if _, err := Parse(src); err != nil {
+			t.Errorf("Parse(%q): %v", src, err)
+		}
+	}
+	c := Condition{Claim: "a", Op: OpIs, Values: []string{"1e400"}}
+	if err := c.check(); err == nil || !strings.Contains(err.Error(), rangeTail) {
+		t.Errorf("check of a condition not made by Parse: %v", err)
 	}
 }
 

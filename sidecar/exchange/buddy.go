@@ -54,7 +54,7 @@ func buddyStatus(k kind) int {
 
 func writeBuddyError(w http.ResponseWriter, f *failure) {
 	switch f.kind {
-	case kindRateLimited:
+	case kindRateLimited, kindUnavailable:
 		retryAfterHeader(w, f.retryAfter)
 	case kindMethod:
 		w.Header().Set("Allow", http.MethodPost)

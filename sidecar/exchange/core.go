@@ -318,8 +318,21 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, endpoint string, p
 	return g, f
 }
 
-// storeFailure logs a store error and returns the 503.
+// overloadRetry is the Retry-After of an overload 503.
+const overloadRetry = time.Second
+
+// storeFailure logs a store error and returns the 503. Overload (no free
+// store connection: token.ErrOverloaded) has its own message, metric and
+// Retry-After, and does not blame the store.
 func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
+	if errors.Is(err, token.ErrOverloaded) {
+		h.metrics.StoreOverload(op)
+		h.log.Warn("sidecar overloaded during an exchange: no free token store connection in time; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
+		ev.err = "overloaded (" + op + "): " + err.Error()
+		f := fail(kindUnavailable, "the sidecar is overloaded (too many requests at once for its token store connections), so no token was issued; retry in %s (decision %s)", fmtDur(overloadRetry), ev.decisionID)
+		f.retryAfter = overloadRetry
+		return f
+	}
 	h.metrics.StoreError(op)
 	h.log.Error("token store failed during an exchange; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
 	ev.err = "token store (" + op + "): " + err.Error()

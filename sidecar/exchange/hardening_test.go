@@ -338,3 +338,33 @@ func TestUnknownScopeNamed(t *testing.T) {
 		}
 	}
 }
+
+// overloadedClaims fails ClaimOnce as the Redis store does when no pooled
+// connection is free in time.
+type overloadedClaims struct{ token.Store }
+
+func (overloadedClaims) ClaimOnce(context.Context, string, string, time.Duration) (bool, error) {
+	return false, fmt.Errorf("%w: %w: 300 operations in flight, 20 of 20 connections busy: redis EVALSHA (claim): context deadline exceeded", token.ErrUnavailable, token.ErrOverloaded)
+}
+
+// TestOverloadReportedAsOverload: an exchange refused for want of a store
+// connection says the sidecar is overloaded, with Retry-After, and does not
+// blame the token store (issue 11 #12).
+func TestOverloadReportedAsOverload(t *testing.T) {
+	r := newRig(t, "memory", withStoreWrapper(func(s token.Store) token.Store { return overloadedClaims{s} }))
+	rec := r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
+	msg := buddyError(t, rec, 503)
+	if !strings.HasPrefix(msg, "the sidecar is overloaded (too many requests at once for its token store connections), so no token was issued; retry in 1s (decision ") {
+		t.Errorf("message %q", msg)
+	}
+	if rec.Header().Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q", rec.Header().Get("Retry-After"))
+	}
+	rec = r.tokenForm(exchangeForm(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
+	if d := oauthError(t, rec, 503, "temporarily_unavailable"); !strings.HasPrefix(d, "the sidecar is overloaded") || rec.Header().Get("Retry-After") != "1" {
+		t.Errorf("RFC 8693: %q, Retry-After %q", d, rec.Header().Get("Retry-After"))
+	}
+	if strings.Contains(r.logs.String(), "token store failed") {
+		t.Errorf("the log blames the store:\n%s", r.logs.String())
+	}
+}

@@ -77,7 +77,7 @@ func oauthStatus(k kind) (int, string) {
 
 func writeOAuthFailure(w http.ResponseWriter, f *failure) {
 	switch f.kind {
-	case kindRateLimited:
+	case kindRateLimited, kindUnavailable:
 		retryAfterHeader(w, f.retryAfter)
 	case kindMethod:
 		w.Header().Set("Allow", http.MethodPost)

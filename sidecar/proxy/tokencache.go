@@ -34,8 +34,8 @@ type tokenCache struct {
 	flights singleflight.Group // by hash and shard generation
 	waiting atomic.Int64       // lookups waiting for a flight (tests await it)
 	ttl     time.Duration
-	shards [16]cacheShard // by the first hex digit of the token hash
-	memos  atomic.Int64   // decisions remembered in all entries' memos
+	shards  [16]cacheShard // by the first hex digit of the token hash
+	memos   atomic.Int64   // decisions remembered in all entries' memos
 }
 
 type cacheShard struct {

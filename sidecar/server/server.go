@@ -373,6 +373,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		body["revision"] = snap.Revision
 		body["providers"] = len(snap.Providers)
 		body["loaded_at"] = snap.LoadedAt.UTC().Format(time.RFC3339)
+		if failing, n, lastErr := snap.Failing(); failing {
+			problems = append(problems, fmt.Sprintf("revision %s has failed its last %d policy evaluations, with no success since (every exchange or proxied request is a 503); last error: %s", snap.Revision, n, lastErr))
+		}
 	}
 	if e := s.lastErr.Load(); e != nil {
 		body["last_reload_error"] = *e // informational: the previous revision still serves

@@ -214,7 +214,7 @@ func TestAdversarialTokens(t *testing.T) {
 		}, status: 401, want: []string{`token header "x5c" is not allowed`}},
 		{name: "crit header", jwt: func(t *testing.T) string {
 			return handSign(t, map[string]any{"alg": "RS256", "typ": "JWT", "kid": ghKID, "crit": []string{"exp"}}, payload(nil), w.gh.Key(ghKID))
-		}, status: 401, want: []string{`token header "crit" is not allowed`}},
+		}, status: 401, want: []string{`token header "crit" is not supported`}},
 		{name: "signed by another configured issuer's key", jwt: func(t *testing.T) string {
 			return sign(t, w.gen, valid()) // iss says GitHub-shaped, key is the generic issuer's
 		}, status: 401, want: []string{"is not in the issuer's key set"}},

@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"mime"
@@ -71,7 +72,7 @@ func buddyStatus(k kind) int {
 
 func writeBuddyError(w http.ResponseWriter, f *failure) {
 	switch f.kind {
-	case kindRateLimited:
+	case kindRateLimited, kindUnavailable:
 		retryAfterHeader(w, f.retryAfter)
 	case kindMethod:
 		w.Header().Set("Allow", http.MethodPost)
@@ -93,6 +94,12 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 	}
 	if err != nil {
 		return request{}, fail(kindBadRequest, "the request body could not be read: %v", err)
+	}
+	if bytes.HasPrefix(body, utf8BOM) {
+		return request{}, fail(kindBadRequest, "the request body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; send the JSON without it (PowerShell's Set-Content/Out-File -Encoding utf8 write one): %s", buddyExample)
+	}
+	if k := duplicateMember(body, "provider_id", "web_identity_token"); k != "" {
+		return request{}, fail(kindBadRequest, "the request body has %s more than once; send each member once: %s", k, buddyExample)
 	}
 	var in struct {
 		ProviderID       *string `json:"provider_id"`
@@ -117,6 +124,41 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 		return request{}, fail(kindBadRequest, "web_identity_token is missing; set it to the OIDC token (a JWT) your CI provider issued, as in %s", buddyExample)
 	}
 	return request{providerID: strings.ToLower(*in.ProviderID), subjectToken: *in.WebIdentityToken}, nil
+}
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// duplicateMember returns the first of names that body, a JSON object,
+// holds more than once — matched case-insensitively, as encoding/json
+// matches struct fields, so "provider_id" and "Provider_ID" are one name —
+// or "" if none is repeated. A body that is not a JSON object returns ""
+// (json.Unmarshal then says what is wrong).
+func duplicateMember(body []byte, names ...string) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	seen := make(map[string]bool, len(names))
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		key, _ := t.(string)
+		for _, n := range names {
+			if strings.EqualFold(key, n) {
+				if seen[n] {
+					return n
+				}
+				seen[n] = true
+			}
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
+		}
+	}
+	return ""
 }
 
 // checkContentType requires the media type want; a charset parameter is

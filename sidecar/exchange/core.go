@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,8 +108,10 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	}
 	ev.revision = snap.Revision
 
-	// 2. Rate limits: one store round trip, before any crypto work.
-	if f := h.rateLimit(ctx, req.providerID, ev); f != nil {
+	// 2. The per-address limit: one store round trip, before any crypto
+	// work. (The per-provider limit waits for a verified signature: provider
+	// ids are public, and garbage sent for one must not lock it out.)
+	if f := h.limitIP(ctx, ev); f != nil {
 		return nil, f
 	}
 
@@ -121,11 +124,17 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	ev.providerName = p.Name
 
 	// 4. Verify the OIDC token against the provider's own issuer.
-	tok, err := h.verifier.Verify(ctx, req.subjectToken, oidc.Expect{Issuer: p.Issuer, Audience: p.Audience, MaxAge: p.MaxTokenAge})
+	tok, err := h.verifier.Verify(ctx, req.subjectToken, oidc.Expect{Issuer: p.Issuer, Audience: p.Audience, MaxAge: p.MaxTokenAge, MaxLifetime: p.EffectiveMaxTokenLifetime()})
 	if err != nil {
 		return nil, h.verifyFailure(p, err, ev)
 	}
 	ev.setClaims(tok)
+
+	// 4b. The per-provider limit counts only tokens the provider's issuer
+	// signed, so a flood of unverifiable tokens cannot starve valid ones.
+	if f := h.limitProvider(ctx, p.ID, ev); f != nil {
+		return nil, f
+	}
 
 	// 5. The exchange decision.
 	now := h.now()
@@ -166,7 +175,14 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	claimKey, owner := "", ""
 	if !p.AllowTokenReuse {
 		claimKey, owner = replayKey(tok), token.NewClaimOwner()
-		ttl := max(tok.ExpiresAt.Add(h.leeway).Sub(now), time.Second)
+		// Verify refused tokens whose exp is more than the provider's
+		// maximum lifetime after iat; the cap holds the key's TTL to it
+		// whatever exp says.
+		until := tok.ExpiresAt
+		if limit := tok.IssuedAt.Add(p.EffectiveMaxTokenLifetime()); limit.Before(until) {
+			until = limit
+		}
+		ttl := max(until.Add(h.leeway).Sub(now), time.Second)
 		first, err := h.store.ClaimOnce(ctx, claimKey, owner, ttl)
 		if err != nil {
 			// The outcome is unknown: the store may have applied the claim
@@ -218,22 +234,51 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	return &grant{token: raw, rec: rec, lifetime: lifetime}, nil
 }
 
-// rateLimit applies the per-address and per-provider limits in one
-// Store.Allow call.
-func (h *Handler) rateLimit(ctx context.Context, providerID string, ev *event) *failure {
-	var limits []token.Limit
-	var what []string
-	if h.limits.PerIP > 0 {
-		limits = append(limits, token.Limit{Key: "exchange:ip:" + ev.clientIP, Max: h.limits.PerIP, Window: h.limits.Window})
-		what = append(what, fmt.Sprintf("from %s: at most %d per %s", ev.clientIP, h.limits.PerIP, fmtDur(h.limits.Window)))
-	}
-	if h.limits.PerProvider > 0 {
-		limits = append(limits, token.Limit{Key: "exchange:provider:" + providerID, Max: h.limits.PerProvider, Window: h.limits.Window})
-		what = append(what, fmt.Sprintf("for provider %s: at most %d per %s", providerID, h.limits.PerProvider, fmtDur(h.limits.Window)))
-	}
-	if len(limits) == 0 {
+// limitIP applies the per-address limit, before the token is looked at.
+// IPv6 clients are counted per network of h.limits.IPv6Prefix bits (a /64
+// by default: one host usually holds a whole /64).
+func (h *Handler) limitIP(ctx context.Context, ev *event) *failure {
+	if h.limits.PerIP <= 0 {
 		return nil
 	}
+	bucket := rateBucket(ev.clientIP, h.limits.IPv6Prefix)
+	return h.rateLimit(ctx, ev,
+		token.Limit{Key: "exchange:ip:" + bucket, Max: h.limits.PerIP, Window: h.limits.Window},
+		fmt.Sprintf("from %s: at most %d per %s", bucket, h.limits.PerIP, fmtDur(h.limits.Window)))
+}
+
+// limitProvider applies the per-provider limit to a verified token.
+func (h *Handler) limitProvider(ctx context.Context, providerID string, ev *event) *failure {
+	if h.limits.PerProvider <= 0 {
+		return nil
+	}
+	return h.rateLimit(ctx, ev,
+		token.Limit{Key: "exchange:provider:" + providerID, Max: h.limits.PerProvider, Window: h.limits.Window},
+		fmt.Sprintf("for provider %s: at most %d per %s", providerID, h.limits.PerProvider, fmtDur(h.limits.Window)))
+}
+
+// rateBucket is the per-address rate-limit key of a client address: the
+// address itself for IPv4 (also IPv4-mapped IPv6), its enclosing /prefix
+// network for IPv6. Anything unparsable is used as is.
+func rateBucket(client string, prefix int) string {
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return client
+	}
+	a = a.Unmap()
+	if a.Is4() || prefix <= 0 || prefix >= 128 {
+		return a.WithZone("").String()
+	}
+	p, err := a.WithZone("").Prefix(prefix)
+	if err != nil {
+		return client
+	}
+	return p.String()
+}
+
+// rateLimit counts one request against limit in one Store.Allow call.
+func (h *Handler) rateLimit(ctx context.Context, ev *event, limit token.Limit, what string) *failure {
+	limits := []token.Limit{limit}
 	res, err := h.store.Allow(ctx, limits...)
 	if err != nil {
 		return h.storeFailure("rate_limit", err, ev)
@@ -243,20 +288,12 @@ func (h *Handler) rateLimit(ctx context.Context, providerID string, ev *event) *
 		h.log.Error("token store returned a wrong number of rate-limit results", "decision_id", ev.decisionID, "want", len(limits), "got", len(res))
 		return fail(kindUnavailable, "the token store answered the rate-limit check incorrectly, so no token was issued; retry later (decision %s)", ev.decisionID)
 	}
-	var hit []string
-	var retry time.Duration
-	for i, r := range res {
-		if !r.Allowed {
-			hit = append(hit, what[i])
-			retry = max(retry, r.RetryAfter)
-		}
-	}
-	if len(hit) == 0 {
+	if res[0].Allowed {
 		return nil
 	}
-	retry = max(ceilSecond(retry), time.Second)
-	ev.err = "rate limited: " + strings.Join(hit, "; ")
-	f := fail(kindRateLimited, "too many token exchanges %s; retry in %s", strings.Join(hit, " and "), fmtDur(retry))
+	retry := max(ceilSecond(res[0].RetryAfter), time.Second)
+	ev.err = "rate limited: " + what
+	f := fail(kindRateLimited, "too many token exchanges %s; retry in %s", what, fmtDur(retry))
 	f.retryAfter = retry
 	return f
 }
@@ -282,8 +319,21 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, endpoint string, p
 	return g, f
 }
 
-// storeFailure logs a store error and returns the 503.
+// overloadRetry is the Retry-After of an overload 503.
+const overloadRetry = time.Second
+
+// storeFailure logs a store error and returns the 503. Overload (no free
+// store connection: token.ErrOverloaded) has its own message, metric and
+// Retry-After, and does not blame the store.
 func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
+	if errors.Is(err, token.ErrOverloaded) {
+		h.metrics.StoreOverload(op)
+		h.log.Warn("sidecar overloaded during an exchange: no free token store connection in time; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
+		ev.err = "overloaded (" + op + "): " + err.Error()
+		f := fail(kindUnavailable, "the sidecar is overloaded (too many requests at once for its token store connections), so no token was issued; retry in %s (decision %s)", fmtDur(overloadRetry), ev.decisionID)
+		f.retryAfter = overloadRetry
+		return f
+	}
 	h.metrics.StoreError(op)
 	h.log.Error("token store failed during an exchange; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
 	ev.err = "token store (" + op + "): " + err.Error()
@@ -314,10 +364,12 @@ func (h *Handler) unclaim(ctx context.Context, key, owner string, ev *event) {
 }
 
 // replayKey is the replay-guard key of a verified token: the issuer and jti,
-// hashed (they are caller-controlled), or the token's own hash without jti.
+// hashed (they are caller-controlled), or without jti the hash of what the
+// signature covers (header and payload, never the signature bytes, which
+// an ECDSA signer's token can carry in two valid forms: s and n-s).
 func replayKey(t *oidc.Token) string {
 	if t.JTI == "" {
-		return "tok:" + t.Hash
+		return "jws:" + t.Hash
 	}
 	sum := sha256.Sum256([]byte(t.Issuer + "\x00" + t.JTI))
 	return "jti:" + hex.EncodeToString(sum[:])
@@ -355,14 +407,24 @@ func (h *Handler) verifyFailure(p *provider.Provider, err error, ev *event) *fai
 		if generic && strings.HasPrefix(msg, "token has no aud") {
 			msg = "token has no aud claim"
 		}
+	case oidc.CodeLifetimeTooLong:
+		msg += fmt.Sprintf("; provider %q accepts OIDC tokens valid for at most %s after iat (its max_token_lifetime): request a token with a shorter lifetime, or ask the sidecar's operators to raise max_token_lifetime if the issuer's tokens legitimately live longer",
+			p.Name, fmtDur(p.EffectiveMaxTokenLifetime()))
 	case oidc.CodeExpired, oidc.CodeTooOld:
 		msg += "; request a fresh token from your CI provider right before the exchange"
 	case oidc.CodeNotYetValid, oidc.CodeIssuedInFuture:
 		msg += "; check the clocks of the CI runner and the sidecar"
 	case oidc.CodeUnknownKID, oidc.CodeBadSignature, oidc.CodeMissingKID, oidc.CodeUnsupportedAlgorithm, oidc.CodeForbiddenHeader:
 		msg += fmt.Sprintf("; the token was not signed by a key of %s", p.Issuer)
-	case oidc.CodeMalformed, oidc.CodeTooLarge:
-		msg += "; send the raw JWT your CI provider issued, without quotes or a \"Bearer \" prefix"
+	case oidc.CodeMalformed:
+		// Only when the value is not shaped like a JWS at all: a token
+		// whose header or claims are wrong (types, duplicates, depth) was
+		// sent correctly, and the hint would mislead.
+		if oe.Shape {
+			msg += "; send the raw JWT your CI provider issued, without quotes or a \"Bearer \" prefix"
+		}
+	case oidc.CodeTooLarge:
+		msg += "; CI OIDC tokens are a few KiB at most: send only the token"
 	}
 	return fail(kindInvalidToken, "OIDC token rejected: %s", msg)
 }

@@ -614,7 +614,7 @@ func TestRateLimits(t *testing.T) {
 			t.Run("per provider", func(t *testing.T) {
 				r := newRig(t, kind, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 100, PerProvider: 1, Window: time.Minute} }))
 				r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("192.0.2.1:1")))
-				msg := buddyError(t, r.buddy(idDeploy, "garbage", from("192.0.2.2:1")), 429)
+				msg := buddyError(t, r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("192.0.2.2:1")), 429)
 				if !strings.HasPrefix(msg, "too many token exchanges for provider "+idDeploy+": at most 1 per 1m; retry in ") {
 					t.Errorf("message %s", msg)
 				}

@@ -10,9 +10,9 @@
 //	POST /_sidecar/oauth2/introspect  RFC 7662 introspection, admin listener only
 //
 // Both exchange endpoints run one core (Handler.exchange): validate the
-// request, take the current policy snapshot, apply the rate limits (one store
-// round trip, before any crypto), verify the OIDC token against the
-// provider's issuer, evaluate the exchange decision in OPA, claim the OIDC
+// request, take the current policy snapshot, apply the per-address rate
+// limit (one store round trip, before any crypto), verify the OIDC token
+// against the provider's issuer, apply the per-provider limit, evaluate the exchange decision in OPA, claim the OIDC
 // token once (replay guard), mint a token and save its record with the
 // provider's lifetime. Every request writes exactly one audit event. A store
 // or policy failure is always a 503, never an allow.
@@ -50,13 +50,22 @@ const DefaultMaxBodyBytes = 64 << 10
 // DefaultRateWindow is the rate-limit window when RateLimits.Window is 0.
 const DefaultRateWindow = time.Minute
 
+// DefaultIPv6Prefix is RateLimits.IPv6Prefix when 0: an IPv6 host usually
+// holds a whole /64, so one address per request would evade PerIP.
+const DefaultIPv6Prefix = 64
+
 // RateLimits are fixed-window limits on exchange requests, counted in the
 // token store (so every replica shares them). 0 turns a limit off.
 type RateLimits struct {
 	// PerIP is the number of exchanges one client address may make per Window.
 	PerIP int
-	// PerProvider is the number of exchanges per Window for one provider_id.
+	// PerProvider is the number of exchanges per Window for one provider,
+	// counted only for tokens whose signature verified (provider ids are
+	// public: garbage sent for one must not lock it out).
 	PerProvider int
+	// IPv6Prefix is the length of the network PerIP counts an IPv6 client
+	// in; DefaultIPv6Prefix (a /64) when 0, one address when 128.
+	IPv6Prefix int
 	// Window is the length of a window; DefaultRateWindow when 0.
 	Window time.Duration
 }
@@ -146,6 +155,12 @@ func New(o Options) (*Handler, error) {
 	}
 	if rl.Window == 0 {
 		rl.Window = DefaultRateWindow
+	}
+	if rl.IPv6Prefix == 0 {
+		rl.IPv6Prefix = DefaultIPv6Prefix
+	}
+	if rl.IPv6Prefix < 0 || rl.IPv6Prefix > 128 {
+		return nil, fmt.Errorf("exchange: IPv6 rate-limit prefix /%d is not between /1 and /128", rl.IPv6Prefix)
 	}
 	if (rl.PerIP > 0 || rl.PerProvider > 0) && rl.Window < time.Second {
 		return nil, fmt.Errorf("exchange: rate-limit window %s is shorter than 1s", rl.Window)

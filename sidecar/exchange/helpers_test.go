@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ const (
 	idCircle   = "3f2a9c1e-7b6d-4e5f-9a8b-1c2d3e4f5a6b" // circleci
 	idOther    = "0b7e6a52-31f4-4c0e-9d55-2f8a7d1c9e40" // other (ES384 issuer on loopback)
 	idMaxAge   = "1c8f7b63-42a5-4d1f-8e66-3a9b8e2d0f51" // github_actions, max_token_age 1m
+	idLong     = "2d9e8c74-53b6-4e2a-9f77-4bac9f3e1a62" // github_actions, max_token_lifetime 48h
 	idUnknown  = "deadbeef-0000-4000-8000-000000000000" // not configured
 	circleOrg  = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
 	circleProj = "c0ffee00-1234-4abc-9def-001122334455"
@@ -74,6 +76,12 @@ providers:
     type: github_actions
     trust_conditions: 'repository_owner is "octo-org"'
     max_token_age: 1m
+    scopes: [WORKSPACE]
+  - id: ` + idLong + `
+    name: GHA - long-lived tokens
+    type: github_actions
+    trust_conditions: 'repository_owner is "octo-org"'
+    max_token_lifetime: 48h
     scopes: [WORKSPACE]
   - id: ` + idCircle + `
     name: CircleCI - octo
@@ -322,16 +330,22 @@ func (r *rig) ghToken(repo, ref string, edit ...func(map[string]any)) string {
 	return tok
 }
 
-// circleToken signs a CircleCI token of the configured project.
+// circleToken signs a CircleCI token of the configured project. Like
+// CircleCI's, it has no jti: two tokens signed in the same second would be
+// one token to the replay guard (it keys on the signed content), so each
+// call's iat is one second earlier than the previous one's.
 func (r *rig) circleToken(project string) string {
 	r.t.Helper()
 	c := oidctest.CircleCIClaims(provider.CircleCIIssuerPrefix+circleOrg, circleOrg, project, r.now())
+	c["iat"] = c["iat"].(int64) - circleSeq.Add(1)%3600
 	tok, err := r.w.circle.Sign(c)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	return tok
 }
+
+var circleSeq atomic.Int64
 
 // otherToken signs a token of the "other" issuer with subject sub.
 func (r *rig) otherToken(sub string) string {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
 )
 
 // RFC 8693 identifiers.
@@ -75,7 +77,7 @@ func oauthStatus(k kind) (int, string) {
 
 func writeOAuthFailure(w http.ResponseWriter, f *failure) {
 	switch f.kind {
-	case kindRateLimited:
+	case kindRateLimited, kindUnavailable:
 		retryAfterHeader(w, f.retryAfter)
 	case kindMethod:
 		w.Header().Set("Allow", http.MethodPost)
@@ -142,6 +144,15 @@ func (h *Handler) parseToken(w http.ResponseWriter, r *http.Request) (request, *
 		scopes = splitScopes(form.Get("scope"))
 		if len(scopes) > maxScopes {
 			return request{}, fail(kindBadRequest, "scope lists %d scopes; at most %d are allowed", len(scopes), maxScopes)
+		}
+		for _, s := range scopes {
+			if scope.Known(s) {
+				continue
+			}
+			if up := strings.ToUpper(s); scope.Known(up) {
+				return request{}, fail(kindInvalidScope, "unknown scope %s: Buddy's scope names are upper case; request %s", quote(s), up)
+			}
+			return request{}, fail(kindInvalidScope, "unknown scope %s: not a Buddy scope name (they are upper case, e.g. EXECUTION_RUN; see the scope table in the sidecar's docs/providers.md)", quote(s))
 		}
 	}
 	return request{providerID: strings.ToLower(clientID), subjectToken: subject, scopes: scopes}, nil

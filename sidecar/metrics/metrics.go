@@ -23,6 +23,7 @@ type Metrics struct {
 	upstreamDuration *prometheus.HistogramVec
 	jwksFetches      *prometheus.CounterVec
 	redisErrors      *prometheus.CounterVec
+	overloads        *prometheus.CounterVec
 	reloads          *prometheus.CounterVec
 	revision         *prometheus.GaugeVec
 	policyEval       *prometheus.HistogramVec
@@ -58,6 +59,8 @@ func New() *Metrics {
 		Help: "OIDC discovery and JWKS fetches by issuer, kind and result."}, []string{"issuer", "kind", "result"})
 	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 		Help: "Token store (Redis) errors by operation."}, []string{"op"})
+	m.overloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_overloads_total",
+		Help: "Token store operations refused because this process had more concurrent operations than store connections (not counted in store_errors_total), by operation."}, []string{"op"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_reloads_total",
 		Help: "Policy loads by result (ok, error)."}, []string{"result"})
 	m.revision = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "policy_revision_info",
@@ -67,7 +70,7 @@ func New() *Metrics {
 	m.proxyReused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "proxy_decisions_reused_total",
 		Help: "Proxy decisions reused for a cached token's repeated method, path and client address (no OPA evaluation)."})
 	m.Registry.MustRegister(m.proxyReused, m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
-		m.upstreamDuration, m.jwksFetches, m.redisErrors, m.reloads, m.revision, m.policyEval,
+		m.upstreamDuration, m.jwksFetches, m.redisErrors, m.overloads, m.reloads, m.revision, m.policyEval,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.initOps()
 	return m
@@ -129,6 +132,15 @@ func (m *Metrics) StoreError(op string) {
 		return
 	}
 	m.redisErrors.WithLabelValues(op).Inc()
+}
+
+// StoreOverload records a token store operation that failed for want of a
+// free connection (token.ErrOverloaded).
+func (m *Metrics) StoreOverload(op string) {
+	if m == nil {
+		return
+	}
+	m.overloads.WithLabelValues(op).Inc()
 }
 
 // Reload records a policy load; on success the revision gauge moves to rev.

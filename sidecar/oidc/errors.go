@@ -35,6 +35,9 @@ const (
 	CodeIssuedInFuture = "issued_in_future"
 	// CodeTooOld: Expect.MaxAge is set and now - iat > MaxAge + leeway.
 	CodeTooOld = "too_old"
+	// CodeLifetimeTooLong: Expect.MaxLifetime is set and exp - iat is more
+	// than it (a token that claims to stay valid for years).
+	CodeLifetimeTooLong = "lifetime_too_long"
 	// CodeMissingClaim: exp, iat or iss is absent, or aud is absent while
 	// Expect.Audience is set.
 	CodeMissingClaim = "missing_claim"
@@ -47,9 +50,13 @@ const (
 	// another issuer). Temporary is true, except when the configured issuer
 	// itself is not a valid issuer URL.
 	CodeIssuerUnavailable = "issuer_unavailable"
-	// CodeForbiddenHeader: the JOSE header carries jku, x5u, jwk, x5c, crit
-	// or b64. Keys are never taken from anything the token names.
+	// CodeForbiddenHeader: the JOSE header carries jku, x5u, jwk or x5c.
+	// Keys are never taken from anything the token names.
 	CodeForbiddenHeader = "forbidden_header"
+	// CodeUnsupportedHeader: the JOSE header carries crit or b64, which
+	// change how a JWS is processed (RFC 7515 §4.1.11, RFC 7797); the
+	// verifier implements no such extension.
+	CodeUnsupportedHeader = "unsupported_header"
 )
 
 // Error is the error type of Verify, Warm and Peek.
@@ -61,6 +68,12 @@ type Error struct {
 	Message string
 	// Temporary reports that retrying later may succeed (issuer unreachable).
 	Temporary bool
+	// Shape reports (with CodeMalformed) that the input is not shaped like
+	// a compact JWS at all — empty, characters outside base64url, not three
+	// parts, bad base64url — as when a client sends quotes, a "Bearer "
+	// prefix or another value than the token. Errors in the decoded header
+	// or claims (types, duplicate names, depth) are not Shape errors.
+	Shape bool
 	// Err is the underlying cause, if any.
 	Err error
 }
@@ -82,6 +95,13 @@ func CodeOf(err error) string {
 
 func newError(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// shapeError is a CodeMalformed error about the compact form itself.
+func shapeError(format string, args ...any) *Error {
+	e := newError(CodeMalformed, format, args...)
+	e.Shape = true
+	return e
 }
 
 // maxQuoted bounds how much of an attacker-controlled string a message echoes.
@@ -123,6 +143,15 @@ func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // fmtDur formats durations under an hour in whole seconds ("60s", "25s") and
 // longer ones as time.Duration does ("2h0m0s").
+// fmtSpan formats a number of seconds that may exceed time.Duration's
+// range: in days from two days on.
+func fmtSpan(sec int64) string {
+	if sec < 48*3600 {
+		return fmtDur(time.Duration(sec) * time.Second)
+	}
+	return strconv.FormatInt(sec/86400, 10) + " days"
+}
+
 func fmtDur(d time.Duration) string {
 	if d < 0 {
 		d = 0

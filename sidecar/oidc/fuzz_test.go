@@ -20,6 +20,7 @@ var knownCodes = map[string]bool{
 	oidc.CodeExpired: true, oidc.CodeNotYetValid: true, oidc.CodeIssuedInFuture: true,
 	oidc.CodeTooOld: true, oidc.CodeMissingClaim: true, oidc.CodeWrongIssuer: true,
 	oidc.CodeWrongAudience: true, oidc.CodeIssuerUnavailable: true, oidc.CodeForbiddenHeader: true,
+	oidc.CodeUnsupportedHeader: true, oidc.CodeLifetimeTooLong: true,
 }
 
 // FuzzVerify feeds arbitrary strings to a warmed verifier. It must never

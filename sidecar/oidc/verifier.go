@@ -126,6 +126,10 @@ type Expect struct {
 	// MaxAge, if not 0, rejects tokens issued longer ago than this (plus
 	// leeway), whatever their exp says.
 	MaxAge time.Duration
+	// MaxLifetime, if not 0, rejects tokens whose exp is more than this
+	// after their iat. Verified tokens then expire at most MaxLifetime
+	// after iat, which bounds how long anything keyed on them is kept.
+	MaxLifetime time.Duration
 }
 
 // Token is a verified token.
@@ -137,8 +141,11 @@ type Token struct {
 	Audience                               []string
 	// NotBefore is zero if the token has no nbf.
 	IssuedAt, ExpiresAt, NotBefore time.Time
-	// Hash is the hex SHA-256 of the raw token: a replay key when there is no
-	// jti, and a safe way to refer to the token in logs.
+	// Hash is the hex SHA-256 of the JWS signing input (header "." payload),
+	// what the signature covers: a replay key when there is no jti. It never
+	// covers the signature bytes, which are malleable (an ECDSA signature
+	// (r, s) also verifies as (r, n-s)), so every signature of one signed
+	// content has one Hash.
 	Hash string
 }
 
@@ -170,6 +177,17 @@ func (v *Verifier) Warm(ctx context.Context, issuer string) error {
 // processed. None of them is ever honoured; a token carrying one is rejected.
 var forbiddenHeaders = []string{"jku", "x5u", "jwk", "x5c", "crit", "b64"}
 
+// headerProblem says why header h is refused, and its code.
+func headerProblem(h string) (code, msg string) {
+	switch h {
+	case "crit":
+		return CodeUnsupportedHeader, `token header "crit" is not supported: it makes the listed JWS extensions mandatory, and the sidecar implements none (CI OIDC issuers do not use crit)`
+	case "b64":
+		return CodeUnsupportedHeader, `token header "b64" is not supported: the payload must be base64url-encoded as in a plain JWS (RFC 7797's unencoded payload is not accepted; CI OIDC issuers do not use b64)`
+	}
+	return CodeForbiddenHeader, fmt.Sprintf("token header %q is not allowed: keys come only from the issuer's discovery document", h)
+}
+
 // compact is a split, base64-decoded compact JWS.
 type compact struct {
 	header  map[string]any
@@ -185,7 +203,7 @@ var b64 = base64.RawURLEncoding.Strict()
 // splitCompact decodes the three parts of a compact JWS and its header.
 func splitCompact(raw string) (*compact, *Error) {
 	if raw == "" {
-		return nil, newError(CodeMalformed, "token is empty")
+		return nil, shapeError("token is empty")
 	}
 	d1 := -1
 	d2 := -1
@@ -200,25 +218,25 @@ func splitCompact(raw string) (*compact, *Error) {
 			case d2 < 0:
 				d2 = i
 			default:
-				return nil, newError(CodeMalformed, "token is not a compact JWS: more than 3 dot-separated parts")
+				return nil, shapeError("token is not a compact JWS: more than 3 dot-separated parts")
 			}
 		default:
-			return nil, newError(CodeMalformed, "token is not a compact JWS: character %s at offset %d is not base64url", strconv.QuoteRuneToASCII(rune(c)), i)
+			return nil, shapeError("token is not a compact JWS: character %s at offset %d is not base64url", strconv.QuoteRuneToASCII(rune(c)), i)
 		}
 	}
 	if d2 < 0 {
-		return nil, newError(CodeMalformed, "token is not a compact JWS: fewer than 3 dot-separated parts")
+		return nil, shapeError("token is not a compact JWS: fewer than 3 dot-separated parts")
 	}
 	c := &compact{}
 	hb, err := b64.DecodeString(raw[:d1])
 	if err != nil || len(hb) == 0 {
-		return nil, newError(CodeMalformed, "token header is not valid base64url")
+		return nil, shapeError("token header is not valid base64url")
 	}
 	if c.payload, err = b64.DecodeString(raw[d1+1 : d2]); err != nil {
-		return nil, newError(CodeMalformed, "token payload is not valid base64url")
+		return nil, shapeError("token payload is not valid base64url")
 	}
 	if c.sig, err = b64.DecodeString(raw[d2+1:]); err != nil {
-		return nil, newError(CodeMalformed, "token signature is not valid base64url")
+		return nil, shapeError("token signature is not valid base64url")
 	}
 	h, jerr := decodeObject(hb, maxJSONDepth)
 	if jerr != nil {
@@ -261,7 +279,8 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	}
 	for _, h := range forbiddenHeaders {
 		if _, present := c.header[h]; present {
-			return nil, newError(CodeForbiddenHeader, "token header %q is not allowed: keys come only from the issuer's discovery document", h)
+			code, msg := headerProblem(h)
+			return nil, newError(code, "%s", msg)
 		}
 	}
 	jalg, ok := v.algs[c.alg]
@@ -305,7 +324,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	if err := v.validate(tok, e); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(raw))
+	sum := sha256.Sum256([]byte(raw[:strings.LastIndexByte(raw, '.')]))
 	tok.Hash = hex.EncodeToString(sum[:])
 	return tok, nil
 }
@@ -442,6 +461,14 @@ func (v *Verifier) validate(tok *Token, e Expect) *Error {
 		if age := now.Sub(tok.IssuedAt); age > e.MaxAge+lw {
 			return newError(CodeTooOld, "token issued at %s is %s old, more than the maximum age %s (now %s, leeway %s)",
 				fmtTime(tok.IssuedAt), fmtDur(age), fmtDur(e.MaxAge), fmtTime(now), fmtDur(lw))
+		}
+	}
+
+	if e.MaxLifetime > 0 {
+		// In seconds: a far exp overflows time.Duration (292 years).
+		if life := tok.ExpiresAt.Unix() - tok.IssuedAt.Unix(); life > int64(e.MaxLifetime/time.Second) {
+			return newError(CodeLifetimeTooLong, "token expires %s after it was issued (iat %s, exp %s), more than the maximum OIDC token lifetime %s",
+				fmtSpan(life), fmtTime(tok.IssuedAt), fmtTime(tok.ExpiresAt), fmtDur(e.MaxLifetime))
 		}
 	}
 

@@ -115,7 +115,10 @@ func TestUndefinedDecisionFailsClosed(t *testing.T) {
 	pols, _ := EmbeddedPolicies(false)
 	for i, f := range pols {
 		if f.Path == "exchange.rego" {
-			pols[i].Src = []byte("package sidecar.exchange\n\ndecision := {\"allow\": true} if input.never\n")
+			// Undefined only for tokens with a "trigger" claim: a decision
+			// undefined for the probe input is refused at Compile
+			// (TestProbeRefusesUndefinedRevision).
+			pols[i].Src = []byte("package sidecar.exchange\n\ndecision := {\"allow\": false, \"reasons\": [{\"code\": \"x\", \"message\": \"x\"}]} if not input.claims.trigger\n")
 		}
 	}
 	b, err := Build(ctx, Sources{Providers: manyProviders(t, 1), Policies: pols})
@@ -126,19 +129,21 @@ func TestUndefinedDecisionFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := s.Exchange(ctx, ExchangeInput{ProviderID: "x", Claims: map[string]any{}, Time: time.Now()})
+	d, err := s.Exchange(ctx, ExchangeInput{ProviderID: "x", Claims: map[string]any{"trigger": true}, Time: time.Now()})
 	if err == nil || d != nil {
 		t.Fatalf("undefined decision: %+v, %v", d, err)
 	}
 	// An allow without a lifetime is refused too.
 	for i, f := range pols {
 		if f.Path == "exchange.rego" {
-			pols[i].Src = []byte("package sidecar.exchange\n\ndecision := {\"allow\": true, \"reasons\": []}\n")
+			pols[i].Src = []byte("package sidecar.exchange\n\ndecision := {\"allow\": true, \"reasons\": []} if {\n\tinput.claims.trigger\n} else := {\"allow\": false, \"reasons\": [{\"code\": \"x\", \"message\": \"x\"}]}\n")
 		}
 	}
 	b, _ = Build(ctx, Sources{Providers: manyProviders(t, 1), Policies: pols})
-	s, _ = Compile(ctx, b)
-	if d, err := s.Exchange(ctx, ExchangeInput{ProviderID: "x", Claims: map[string]any{}, Time: time.Now()}); err == nil {
+	if s, err = Compile(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Exchange(ctx, ExchangeInput{ProviderID: "x", Claims: map[string]any{"trigger": true}, Time: time.Now()}); err == nil {
 		t.Fatalf("allow without lifetime accepted: %+v", d)
 	}
 }

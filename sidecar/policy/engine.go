@@ -50,6 +50,42 @@ type Snapshot struct {
 
 	proxyPure   bool   // see ProxyDecisionPure
 	proxyImpure string // why not
+
+	health evalHealth
+}
+
+// FailingAfter is the number of consecutive failed evaluations (errors or
+// undefined decisions, with no success between them) after which a
+// snapshot reports itself failing (Snapshot.Failing; /readyz).
+const FailingAfter = 20
+
+// evalHealth counts a snapshot's evaluations that failed in a row.
+type evalHealth struct {
+	failures atomic.Int64 // since the last success
+	lastErr  atomic.Pointer[string]
+}
+
+func (h *evalHealth) record(err error) {
+	if err == nil {
+		if h.failures.Load() != 0 { // read first: no shared write per success
+			h.failures.Store(0)
+		}
+		return
+	}
+	msg := err.Error()
+	h.lastErr.Store(&msg)
+	h.failures.Add(1)
+}
+
+// Failing reports whether the snapshot's last FailingAfter evaluations or
+// more all failed (none succeeded since), with how many and the last
+// error. A revision that decides nothing is then visible in /readyz.
+func (s *Snapshot) Failing() (failing bool, n int64, lastErr string) {
+	n = s.health.failures.Load()
+	if p := s.health.lastErr.Load(); p != nil {
+		lastErr = *p
+	}
+	return n >= FailingAfter, n, lastErr
 }
 
 // ProxyDecisionPure reports whether the proxy decision depends only on
@@ -210,7 +246,69 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Snapshot, error) {
 	if s.proxy, err = prep(ProxyQuery); err != nil {
 		return nil, errorList(err)
 	}
+	if err := s.probe(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// probeUnknownID is the provider id of the unknown-provider probe.
+const probeUnknownID = "00000000-0000-4000-8000-00000000dead"
+
+// ProbeClientIP is the client address of the probe inputs.
+const ProbeClientIP = "192.0.2.1"
+
+// probe evaluates both decisions for built-in inputs — an exchange for an
+// unknown provider and for one provider of each shape with a token that
+// has only the registered claims, a proxied request without a token — and refuses
+// the revision when a decision is undefined or cannot be evaluated: such a
+// revision would answer 503 to every request of that shape. The probes do
+// not count in the snapshot's health.
+func (s *Snapshot) probe(ctx context.Context) error {
+	now := time.Now()
+	claims := map[string]any{
+		"iss": "https://issuer.invalid", "sub": "probe", "aud": "probe", "jti": "probe",
+		"iat": json.Number(strconv.FormatInt(now.Unix()-5, 10)), "exp": json.Number(strconv.FormatInt(now.Unix()+300, 10)),
+	}
+	// One provider per type, hand-written policy and presence of
+	// conditions (what decides which rules run): a few evaluations, not
+	// one per provider, so 10,000 providers load as fast as before.
+	all := make([]string, 0, len(s.Providers))
+	for id := range s.Providers {
+		all = append(all, id)
+	}
+	sort.Strings(all)
+	type shape struct {
+		t      provider.Type
+		policy string
+		conds  bool
+	}
+	seen := map[shape]bool{}
+	var ids []string
+	for _, id := range all {
+		p := s.Providers[id]
+		k := shape{p.Type, p.Policy, p.Conditions != nil && len(p.Conditions.Conditions) > 0}
+		if !seen[k] {
+			seen[k] = true
+			ids = append(ids, id)
+		}
+	}
+	if s.Providers[probeUnknownID] == nil {
+		ids = append([]string{probeUnknownID}, ids...)
+	}
+	for _, id := range ids {
+		if _, err := s.exchangeDecision(ctx, ExchangeInput{ProviderID: id, Claims: claims, ClientIP: ProbeClientIP, Time: now}); err != nil {
+			what := "an unknown provider_id"
+			if p := s.Providers[id]; p != nil {
+				what = fmt.Sprintf("provider %s (%s)", id, p.Source)
+			}
+			return fmt.Errorf("the policies decide nothing for a probe exchange with %s and a token with only iss, sub, aud, jti, iat and exp: %w; every such exchange would be a 503 — the entry point %s must give a decision (allow, or a denial with reasons) for every input", what, err, ExchangeQuery)
+		}
+	}
+	if _, err := s.authorize(ctx, ProxyInput{Method: "GET", Path: "/workspaces", ClientIP: ProbeClientIP, Time: now}); err != nil {
+		return fmt.Errorf("the policies decide nothing for a probe proxy request without a token (GET /workspaces): %w; every such request would be a 503 — the entry point %s must give a decision for every input", err, ProxyQuery)
+	}
+	return nil
 }
 
 func providersFromData(v any) (map[string]*provider.Provider, error) {
@@ -349,6 +447,12 @@ type ExchangeDecision struct {
 // Exchange evaluates the exchange decision. An evaluation error or an
 // undefined result is an error: the caller must deny.
 func (s *Snapshot) Exchange(ctx context.Context, in ExchangeInput) (*ExchangeDecision, error) {
+	d, err := s.exchangeDecision(ctx, in)
+	s.health.record(err)
+	return d, err
+}
+
+func (s *Snapshot) exchangeDecision(ctx context.Context, in ExchangeInput) (*ExchangeDecision, error) {
 	// The claims reach the policy as a lazy object: a claim is converted to
 	// an OPA value when a rule reads it, and policies read a handful of a
 	// token's 20-30 claims. checkJSON first makes sure every value is one
@@ -473,6 +577,12 @@ type ProxyDecision struct {
 // Authorize evaluates the proxy decision. An evaluation error or an
 // undefined result is an error: the caller must deny.
 func (s *Snapshot) Authorize(ctx context.Context, in ProxyInput) (*ProxyDecision, error) {
+	d, err := s.authorize(ctx, in)
+	s.health.record(err)
+	return d, err
+}
+
+func (s *Snapshot) authorize(ctx context.Context, in ProxyInput) (*ProxyDecision, error) {
 	route := ast.NullTerm()
 	if in.Route != nil {
 		route = s.routeTerm(in.Route)

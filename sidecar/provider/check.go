@@ -61,6 +61,42 @@ func parseMaxTokenAge(s string) (time.Duration, string) {
 	return d, checkMaxTokenAge(d)
 }
 
+// DefaultMaxTokenLifetime is max_token_lifetime when the file omits it.
+// CI OIDC tokens live minutes to hours (GitHub: 5-10 min, CircleCI: 1 h).
+const DefaultMaxTokenLifetime = 24 * time.Hour
+
+// MaxMaxTokenLifetime bounds max_token_lifetime.
+const MaxMaxTokenLifetime = 30 * 24 * time.Hour
+
+// EffectiveMaxTokenLifetime is p's maximum OIDC token lifetime, with 0
+// meaning the default.
+func (p *Provider) EffectiveMaxTokenLifetime() time.Duration {
+	if p.MaxTokenLifetime <= 0 {
+		return DefaultMaxTokenLifetime
+	}
+	return p.MaxTokenLifetime
+}
+
+func parseMaxTokenLifetime(s string) (time.Duration, string) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Sprintf("%q is not a duration; write e.g. 1h or 24h", s)
+	}
+	return d, checkMaxTokenLifetime(d)
+}
+
+func checkMaxTokenLifetime(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return fmt.Sprintf("%s is not positive; write the longest time between iat and exp the issuer's tokens may have, e.g. 1h (the default is 24h)", d)
+	case d%time.Second != 0:
+		return fmt.Sprintf("%s is not a whole number of seconds; use e.g. %s", d, d.Truncate(time.Second)+time.Second)
+	case d > MaxMaxTokenLifetime:
+		return fmt.Sprintf("%s is more than the maximum %s; CI OIDC tokens live minutes to hours", d, "720h (30 days)")
+	}
+	return ""
+}
+
 func checkMaxTokenAge(d time.Duration) string {
 	switch {
 	case d < 0:

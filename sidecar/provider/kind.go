@@ -2,7 +2,10 @@ package provider
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 )
 
 // Kind holds the rules of one provider type: which issuer and audience its
@@ -68,14 +71,65 @@ func (githubActions) Validate(p *Provider, report func(field, msg string, warnin
 	if p.OrganizationID != "" {
 		report("organization_id", "organization_id applies to circleci providers only; remove it", false)
 	}
-	if conditionsFailed(p) || (p.Conditions != nil && p.Conditions.Pins(ownerClaims...)) {
+	if conditionsFailed(p) {
 		return
+	}
+	if p.Conditions != nil {
+		weak := false
+		for _, c := range p.Conditions.Conditions {
+			if c.Op != trust.OpIs || !slices.Contains(ownerClaims, c.Claim) {
+				continue
+			}
+			if msg := weakPin(c.Claim, c.Values[0]); msg != "" {
+				report("trust_conditions", fmt.Sprintf("%s does not pin an owner: %s", c.String(), msg), false)
+				weak = true
+			}
+		}
+		if weak || p.Conditions.Pins(ownerClaims...) {
+			return
+		}
 	}
 	if p.Policy != "" {
 		report("trust_conditions", fmt.Sprintf(`the conditions do not pin repository_owner or repository_owner_id with "is"; policy %q (package sidecar.custom.%s) must pin the owner itself, or any repository on GitHub can get a token`, p.Policy, p.Policy), true)
 		return
 	}
 	report("trust_conditions", `github_actions providers must pin the repository owner: add repository_owner is "<org>" (or repository_owner_id is "<id>"); Buddy requires it, and without it any repository on GitHub can get a token`, false)
+}
+
+// weakPin says why v cannot be the value of an owner pin on claim, or "".
+// A pin must be a literal owner: "" matches only an empty claim, "*" is
+// not a glob under "is" (and no owner is called "*"), true/false are not
+// names; such a "pin" states nothing about who owns the repository.
+func weakPin(claim, v string) string {
+	if claim == "repository_owner_id" {
+		if v == "" || v[0] == '0' || strings.Trim(v, "0123456789") != "" {
+			return `repository_owner_id is GitHub's numeric id of the owner, e.g. repository_owner_id is "123456"`
+		}
+		return ""
+	}
+	switch {
+	case v == "true" || v == "false":
+		return `a boolean is not an owner name; write the owner's name, e.g. repository_owner is "octo-org" (or pin repository_owner_id)`
+	case !githubOwner(v):
+		return `a pin must be the owner's literal name (letters, digits, "-" and "_"; "is" takes no wildcards), e.g. repository_owner is "octo-org"`
+	}
+	return ""
+}
+
+// githubOwner reports whether v is shaped like a GitHub user or
+// organization name: letters, digits, hyphens (and "_" of Enterprise
+// Managed Users), starting with a letter or digit, at most 100 characters.
+func githubOwner(v string) bool {
+	if v == "" || len(v) > 100 || v[0] == '-' || v[0] == '_' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 type circleCI struct{}

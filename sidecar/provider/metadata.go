@@ -19,7 +19,8 @@ import (
 var metadataKeys = []string{
 	"id", "name", "type", "issuer", "audience", "lifetime_seconds", "scopes",
 	"workspaces", "ip_restrictions", "trust_conditions", "has_conditions",
-	"policy", "allow_token_reuse", "max_token_age_seconds", "denial_detail",
+	"policy", "allow_token_reuse", "max_token_age_seconds", "max_token_lifetime_seconds",
+	"denial_detail",
 	"source",
 }
 
@@ -42,22 +43,23 @@ func (p *Provider) Metadata() map[string]any {
 		ws = strs(p.Workspaces)
 	}
 	return map[string]any{
-		"id":                    p.ID,
-		"name":                  p.Name,
-		"type":                  string(p.Type),
-		"issuer":                p.Issuer,
-		"audience":              p.Audience,
-		"lifetime_seconds":      int(p.Lifetime / time.Second),
-		"scopes":                strs(p.Scopes),
-		"workspaces":            ws,
-		"ip_restrictions":       ips,
-		"trust_conditions":      p.TrustConditions,
-		"has_conditions":        p.conditionCount() > 0,
-		"policy":                p.Policy,
-		"allow_token_reuse":     p.AllowTokenReuse,
-		"max_token_age_seconds": int(p.MaxTokenAge / time.Second),
-		"denial_detail":         string(p.DenialDetail),
-		"source":                p.Source.String(),
+		"id":                         p.ID,
+		"name":                       p.Name,
+		"type":                       string(p.Type),
+		"issuer":                     p.Issuer,
+		"audience":                   p.Audience,
+		"lifetime_seconds":           int(p.Lifetime / time.Second),
+		"scopes":                     strs(p.Scopes),
+		"workspaces":                 ws,
+		"ip_restrictions":            ips,
+		"trust_conditions":           p.TrustConditions,
+		"has_conditions":             p.conditionCount() > 0,
+		"policy":                     p.Policy,
+		"allow_token_reuse":          p.AllowTokenReuse,
+		"max_token_age_seconds":      int(p.MaxTokenAge / time.Second),
+		"max_token_lifetime_seconds": int(p.EffectiveMaxTokenLifetime() / time.Second),
+		"denial_detail":              string(p.DenialDetail),
+		"source":                     p.Source.String(),
 	}
 }
 
@@ -187,6 +189,12 @@ func FromMetadata(m map[string]any) (*Provider, error) {
 		p.MaxTokenAge = time.Duration(n) * time.Second
 		if msg := checkMaxTokenAge(p.MaxTokenAge); msg != "" {
 			d.fail("max_token_age_seconds", msg)
+		}
+	}
+	if n, ok := d.int("max_token_lifetime_seconds"); ok {
+		p.MaxTokenLifetime = time.Duration(n) * time.Second
+		if msg := checkMaxTokenLifetime(p.MaxTokenLifetime); msg != "" {
+			d.fail("max_token_lifetime_seconds", msg)
 		}
 	}
 	p.DenialDetail = DenialDetail(d.str("denial_detail"))

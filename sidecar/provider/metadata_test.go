@@ -88,6 +88,7 @@ func TestMetadataExample(t *testing.T) {
 	want := `{"allow_token_reuse":false,"audience":"Buddy","denial_detail":"conditions","has_conditions":true,` +
 		`"id":"550e8400-e29b-41d4-a716-446655440000","ip_restrictions":["203.0.113.0/24"],` +
 		`"issuer":"https://token.actions.githubusercontent.com","lifetime_seconds":600,"max_token_age_seconds":0,` +
+		`"max_token_lifetime_seconds":86400,` +
 		`"name":"GHA - octo-repo:deploy","policy":"","scopes":["WORKSPACE","EXECUTION_RUN"],"source":"providers.yaml:2",` +
 		`"trust_conditions":"repository_owner is \"octo-org\" and ref is \"refs/heads/main\"","type":"github_actions",` +
 		`"workspaces":["my-company"]}`

@@ -727,6 +727,14 @@ func (ps *parser) provider(i int, item *yaml.Node) *Provider {
 			p.MaxTokenAge = d
 		}
 	}
+	p.MaxTokenLifetime = DefaultMaxTokenLifetime
+	if s, v, ok := pp.token("max_token_lifetime"); ok {
+		if d, msg := parseMaxTokenLifetime(s); msg != "" {
+			pp.errorf(v, "max_token_lifetime", "%s", msg)
+		} else {
+			p.MaxTokenLifetime = d
+		}
+	}
 	p.DenialDetail = DenialConditions
 	if s, v, ok := pp.token("denial_detail"); ok {
 		if msg := checkDenialDetail(s); msg != "" {

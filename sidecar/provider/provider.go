@@ -141,6 +141,11 @@ type Provider struct {
 	// MaxTokenAge rejects OIDC tokens whose iat is older than this; 0 means
 	// no limit beyond exp. Always whole seconds.
 	MaxTokenAge time.Duration `yaml:"max_token_age"`
+	// MaxTokenLifetime rejects OIDC tokens whose exp is more than this after
+	// their iat, and so bounds the replay guard's keys. Parse sets
+	// DefaultMaxTokenLifetime when the file does not; 0 (a Provider built
+	// in code) means the default too. Always whole seconds.
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
 	// DenialDetail says how much a 401 reply tells.
 	DenialDetail DenialDetail `yaml:"denial_detail"`
 

@@ -230,7 +230,7 @@ func TestEveryKeyDecoded(t *testing.T) {
 		"audience": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d", "organization_id": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
 		"issuer": "https://oidc.circleci.com/org/9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d", "trust_conditions": "sub exists",
 		"policy": "p", "ip_restrictions": "[10.0.0.0/8]", "workspaces": "[w]", "scopes": "[WORKSPACE]",
-		"allow_token_reuse": "true", "max_token_age": "1m", "denial_detail": "generic",
+		"allow_token_reuse": "true", "max_token_age": "1m", "max_token_lifetime": "2h", "denial_detail": "generic",
 	}
 	var b strings.Builder
 	b.WriteString("providers:\n  - ")
@@ -250,7 +250,7 @@ func TestEveryKeyDecoded(t *testing.T) {
 	}
 	p := f.Providers[0]
 	if p.Lifetime != 3*time.Hour || p.Policy != "p" || len(p.IPRestrictions) != 1 || !slices.Equal(p.Workspaces, []string{"w"}) ||
-		!p.AllowTokenReuse || p.MaxTokenAge != time.Minute || p.DenialDetail != DenialGeneric || p.Conditions == nil || p.Name != "n" {
+		!p.AllowTokenReuse || p.MaxTokenAge != time.Minute || p.MaxTokenLifetime != 2*time.Hour || p.DenialDetail != DenialGeneric || p.Conditions == nil || p.Name != "n" {
 		t.Errorf("provider = %+v", p)
 	}
 	var warnings []string

@@ -33,6 +33,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,7 @@ const (
 	CodePolicyUnavailable   = "policy_unavailable"
 	CodePolicyError         = "policy_error"
 	CodeStoreUnavailable    = "store_unavailable"
+	CodeOverloaded          = "overloaded"
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeCaseVariant         = "case_variant"
 	CodeUpstreamTimeout     = "upstream_timeout"
@@ -281,6 +283,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var memo *decisionMemo
 	if sent && token.WellFormed(tok) {
 		rec, val, dm, err := p.lookup(req.Context(), token.Hash(tok))
+		if errors.Is(err, token.ErrOverloaded) {
+			p.metrics.StoreOverload("get")
+			p.log.Warn("sidecar overloaded: no free token store connection in time; refusing the request", "request_id", x.id, "error", err.Error())
+			w.Header().Set("Retry-After", "1")
+			p.reply(w, x, http.StatusServiceUnavailable, CodeOverloaded, "The sidecar is overloaded; retry in a second")
+			return
+		}
 		if err != nil {
 			p.metrics.StoreError("get")
 			p.log.Error("token store lookup failed; refusing the request", "request_id", x.id, "error", err.Error())
@@ -389,14 +398,46 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // not answer (the request must be refused, never forwarded).
 func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Value, *decisionMemo, error) {
 	start := time.Now()
-	var gen uint64
-	if p.cache != nil {
-		e, g, ok := p.cache.get(hash, start)
-		if ok {
-			return e.rec, e.val, e.memo, nil
-		}
-		gen = g
+	if p.cache == nil {
+		return p.fetch(ctx, hash, start, 0)
 	}
+	e, gen, ok := p.cache.get(hash, start)
+	if ok {
+		return e.rec, e.val, e.memo, nil
+	}
+	// One flight per token and shard generation: a lookup that starts
+	// after a forget (revocation) never joins a flight that read the
+	// store before it. The flight runs detached from this request's
+	// cancellation (the store's own timeout bounds it), so a caller that
+	// leaves does not fail the others; each caller still stops waiting
+	// when its own request ends.
+	key := hash + ":" + strconv.FormatUint(gen, 10)
+	ch := p.cache.flights.DoChan(key, func() (any, error) {
+		rec, val, memo, err := p.fetch(context.WithoutCancel(ctx), hash, start, gen)
+		return lookupResult{rec, val, memo}, err
+	})
+	p.cache.waiting.Add(1)
+	defer p.cache.waiting.Add(-1)
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, nil, nil, r.Err
+		}
+		lr := r.Val.(lookupResult)
+		return lr.rec, lr.val, lr.memo, nil
+	case <-ctx.Done():
+		return nil, nil, nil, context.Cause(ctx)
+	}
+}
+
+type lookupResult struct {
+	rec  *token.Record
+	val  ast.Value
+	memo *decisionMemo
+}
+
+// fetch reads a token from the store and caches what it found.
+func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uint64) (*token.Record, ast.Value, *decisionMemo, error) {
 	rec, err := p.store.Get(ctx, hash)
 	switch {
 	case errors.Is(err, token.ErrNotFound):

@@ -804,7 +804,10 @@ func TestPolicyEvaluationError(t *testing.T) {
 	}
 	for i := range pols {
 		if pols[i].Path == "proxy.rego" {
-			pols[i].Src = []byte("package sidecar.proxy\n\ndecision := {\"allow\": true, \"status\": to_number(input.method), \"code\": \"x\", \"message\": \"\"}\n")
+			// An error only for /user: a revision whose decision fails for
+			// the probe input does not load at all.
+			pols[i].Src = []byte("package sidecar.proxy\n\ndecision := {\"allow\": true, \"status\": to_number(input.method), \"code\": \"x\", \"message\": \"\"} if input.path == \"/user\"\n" +
+				"decision := {\"allow\": false, \"status\": 401, \"code\": \"x\", \"message\": \"x\"} if input.path != \"/user\"\n")
 		}
 	}
 	f := newFixture(t, token.NewMemory(time.Now), func(o *Options) {

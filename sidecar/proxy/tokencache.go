@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
@@ -26,10 +27,15 @@ const maxCachedTokens = 16384
 // store round trip and a revoked or expired one is refused as soon as its
 // entry (at most ttl old) lapses; the record's own exp is checked on every
 // use. Entries are immutable and shared between requests.
+//
+// Concurrent lookups of one uncached token share one store round trip
+// (flights): a burst on a cold token costs one GET, not one per request.
 type tokenCache struct {
-	ttl    time.Duration
-	shards [16]cacheShard // by the first hex digit of the token hash
-	memos  atomic.Int64   // decisions remembered in all entries' memos
+	flights singleflight.Group // by hash and shard generation
+	waiting atomic.Int64       // lookups waiting for a flight (tests await it)
+	ttl     time.Duration
+	shards  [16]cacheShard // by the first hex digit of the token hash
+	memos   atomic.Int64   // decisions remembered in all entries' memos
 }
 
 type cacheShard struct {

@@ -113,6 +113,7 @@ type RateLimits struct {
 	PerIP       int      `yaml:"per_ip"`
 	PerProvider int      `yaml:"per_provider"`
 	Window      Duration `yaml:"window"`
+	IPv6Prefix  int      `yaml:"ipv6_prefix"`
 }
 
 // Limits cap request sizes.
@@ -148,7 +149,7 @@ func Defaults() Config {
 		RefreshInterval: Duration(time.Hour),
 		FetchTimeout:    Duration(5 * time.Second),
 	}
-	c.RateLimits = RateLimits{PerIP: 120, PerProvider: 1200, Window: Duration(time.Minute)}
+	c.RateLimits = RateLimits{PerIP: 120, PerProvider: 1200, Window: Duration(time.Minute), IPv6Prefix: 64}
 	c.Limits = Limits{MaxHeaderBytes: 64 << 10, MaxExchangeBytes: 64 << 10}
 	c.Timeouts = TimeoutConfig{
 		ReadHeader: Duration(10 * time.Second),
@@ -315,6 +316,9 @@ func (c *Config) validate() []string {
 	}
 	if c.RateLimits.PerIP < 0 || c.RateLimits.PerProvider < 0 {
 		add("rate_limits: per_ip and per_provider must be 0 (off) or positive")
+	}
+	if c.RateLimits.IPv6Prefix < 1 || c.RateLimits.IPv6Prefix > 128 {
+		add("rate_limits.ipv6_prefix %d must be between 1 and 128 (64: one bucket per /64, 128: per address)", c.RateLimits.IPv6Prefix)
 	}
 	if (c.RateLimits.PerIP > 0 || c.RateLimits.PerProvider > 0) && c.RateLimits.Window.D() < time.Second {
 		add("rate_limits.window %s must be at least 1s", c.RateLimits.Window.D())

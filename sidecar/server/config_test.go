@@ -72,6 +72,7 @@ oidc:
   refresh_cooldown: 0s
 rate_limits:
   per_ip: -1
+  ipv6_prefix: 0
 limits:
   max_header_bytes: 10
 `
@@ -92,6 +93,7 @@ limits:
 		`oidc.leeway 10m0s must be between`,
 		`oidc.refresh_cooldown 0s must be at least 1s`,
 		`rate_limits: per_ip and per_provider must be 0 (off) or positive`,
+		`rate_limits.ipv6_prefix 0 must be between 1 and 128`,
 		`limits.max_header_bytes 10 is below 4096`,
 		`OIDC_SIDECAR_RATE_LIMITS_PER_PROVIDER="many": not an integer`,
 	} {

@@ -180,7 +180,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		// cache, so it takes effect at once on this instance (others: ≤ 1 s).
 		Store:   proxy.ForgetOnRevoke(s.store, s.proxy),
 		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
-		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
+		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D(), IPv6Prefix: cfg.RateLimits.IPv6Prefix},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
 		BuddyResponse: cfg.BuddyResponse, AdminClientCert: adminCert,
 	})
@@ -411,6 +411,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		body["revision"] = snap.Revision
 		body["providers"] = len(snap.Providers)
 		body["loaded_at"] = snap.LoadedAt.UTC().Format(time.RFC3339)
+		if failing, n, lastErr := snap.Failing(); failing {
+			problems = append(problems, fmt.Sprintf("revision %s has failed its last %d policy evaluations, with no success since (every exchange or proxied request is a 503); last error: %s", snap.Revision, n, lastErr))
+		}
 	}
 	if e := s.lastErr.Load(); e != nil {
 		body["last_reload_error"] = *e // informational: the previous revision still serves

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -45,10 +47,16 @@ type RedisOptions struct {
 	// Timeout bounds each operation (dial, read, write, and a context deadline
 	// added on top of the caller's); default DefaultTimeout (250ms).
 	Timeout time.Duration
-	// PoolSize is the maximum number of connections per node; 0 = go-redis default
-	// (10 × GOMAXPROCS).
+	// PoolSize is the maximum number of connections per node; 0 =
+	// DefaultPoolSize() (10 × GOMAXPROCS, go-redis's own default, set
+	// explicitly so the store knows it).
 	PoolSize int
 }
+
+// DefaultPoolSize is the connection pool size per node when
+// RedisOptions.PoolSize is 0: 10 × runtime.GOMAXPROCS(0), read when the
+// store is built (20 on 2 CPUs).
+func DefaultPoolSize() int { return 10 * runtime.GOMAXPROCS(0) }
 
 // RedisStore is a Store backed by Redis (single server, Sentinel or Cluster).
 //
@@ -65,6 +73,9 @@ type RedisStore struct {
 	prefix  string
 	timeout time.Duration
 	now     func() time.Time // wall clock for window indexes and ExpiresAt checks; replaced in tests
+
+	pool     int          // connections per node
+	inflight atomic.Int64 // operations started and not finished
 
 	closeOnce sync.Once
 	closeErr  error
@@ -125,6 +136,7 @@ func NewRedis(o RedisOptions) (*RedisStore, error) {
 		prefix:  prefix,
 		timeout: uo.ReadTimeout,
 		now:     time.Now,
+		pool:    uo.PoolSize,
 	}, nil
 }
 
@@ -144,6 +156,10 @@ func (o RedisOptions) universal() (*redis.UniversalOptions, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
+	pool := o.PoolSize
+	if pool == 0 {
+		pool = DefaultPoolSize()
+	}
 	uo := &redis.UniversalOptions{
 		Username: o.Username,
 		Password: o.Password,
@@ -156,7 +172,7 @@ func (o RedisOptions) universal() (*redis.UniversalOptions, error) {
 		PoolTimeout:           timeout,
 		MaxRetries:            1,
 		DialerRetries:         1,
-		PoolSize:              o.PoolSize,
+		PoolSize:              pool,
 		// CLIENT MAINT_NOTIFICATIONS is a Redis Enterprise/Cloud feature; skip the
 		// extra handshake command (and its error) on every new connection.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
@@ -263,13 +279,30 @@ func (s *RedisStore) Close() error {
 	return s.closeErr
 }
 
+// PoolSize returns the connection pool size per node.
+func (s *RedisStore) PoolSize() int { return s.pool }
+
+// ctx bounds one operation by the store's timeout and counts it in flight
+// until its cancel function is called.
 func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.timeout)
+	s.inflight.Add(1)
+	c, cancel := context.WithTimeout(ctx, s.timeout)
+	return c, func() { cancel(); s.inflight.Add(-1) }
 }
 
 // unavailable wraps a backend error so that errors.Is(err, ErrUnavailable)
-// holds and the message names the failed command.
+// holds and the message names the failed command. When the pool had no
+// free connection — go-redis's pool timeout; more operations in flight
+// than connections; or every connection open and busy when the error
+// came — it wraps ErrOverloaded as well: the wait for a connection (or the
+// CPU) used up the timeout, which says nothing about Redis's health.
 func (s *RedisStore) unavailable(cmd string, err error) error {
+	n := s.inflight.Load()
+	st := s.client.PoolStats()
+	if errors.Is(err, redis.ErrPoolTimeout) || n > int64(s.pool) || (st.IdleConns == 0 && int(st.TotalConns) >= s.pool) {
+		return fmt.Errorf("%w: %w: %d operations in flight, %d of %d connections busy: redis %s: %w",
+			ErrUnavailable, ErrOverloaded, n, st.TotalConns-st.IdleConns, s.pool, cmd, err)
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Errorf("%w: redis %s: %w (timeout %s)", ErrUnavailable, cmd, err, s.timeout)

@@ -103,6 +103,12 @@ var (
 	ErrNotFound = errors.New("token: not found")
 	// ErrUnavailable means the store could not answer; errors wrapping it say what failed.
 	ErrUnavailable = errors.New("token store unavailable")
+	// ErrOverloaded means the store could not answer because this process
+	// asked too much of it at once: no connection became free in time
+	// (every one busy with other operations). Errors wrapping it wrap
+	// ErrUnavailable too; callers that tell overload from failure test it
+	// first, answer 503 with Retry-After, and do not blame the store.
+	ErrOverloaded = errors.New("token store overloaded: more concurrent operations than connections")
 )
 
 // DefaultKeyPrefix is the default namespace for every key the stores write.

@@ -94,16 +94,35 @@ func renderClaim(name string) string {
 	return name
 }
 
+// caretContext bounds the source shown by Caret: at most this many
+// characters before and after the offending column, the cuts marked "...".
+const caretContext = 60
+
 // Caret renders the error's source line with a caret under the offending
 // column on the line below; tabs before the column are kept so that the
-// caret lines up.
+// caret lines up. A long line is cut to caretContext characters either
+// side of the column.
 func (e *SyntaxError) Caret() string {
+	line, col := e.Line, e.Col
+	if runes := []rune(line); len(runes) > 2*caretContext+1 {
+		from := max(0, min(col-1, len(runes))-caretContext)
+		to := min(len(runes), from+2*caretContext+1)
+		line = string(runes[from:to])
+		col -= from
+		if from > 0 {
+			line = "..." + line
+			col += 3
+		}
+		if to < len(runes) {
+			line += "..."
+		}
+	}
 	var b strings.Builder
-	b.WriteString(e.Line)
+	b.WriteString(line)
 	b.WriteByte('\n')
 	n := 0
-	for _, r := range e.Line {
-		if n >= e.Col-1 {
+	for _, r := range line {
+		if n >= col-1 {
 			break
 		}
 		if r == '\t' {
@@ -113,7 +132,7 @@ func (e *SyntaxError) Caret() string {
 		}
 		n++
 	}
-	for ; n < e.Col-1; n++ {
+	for ; n < col-1; n++ {
 		b.WriteByte(' ')
 	}
 	b.WriteByte('^')
@@ -150,6 +169,9 @@ func (c *Condition) check() error {
 	for i, v := range c.Values {
 		if !utf8.ValidString(v) {
 			return fmt.Errorf("%s %s: value %s is not valid UTF-8", quote(c.Claim), c.Op, quote(v))
+		}
+		if c.Op != OpMatches && c.Op != OpNotMatches && numberOutOfRange(v) {
+			return fmt.Errorf("%s %s: %s", quote(c.Claim), c.Op, outOfRangeMsg(quote(truncate(v, 40)), true))
 		}
 		if slices.Contains(c.Values[:i], v) {
 			return fmt.Errorf("%s %s: duplicate value %s", quote(c.Claim), c.Op, quote(v))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -112,11 +113,9 @@ func asciiLower(s string) string {
 
 func (p *parser) parse() ([]Condition, error) {
 	if len(p.src) > MaxSourceBytes {
-		off := MaxSourceBytes
-		for off > 0 && !utf8.RuneStart(p.src[off]) {
-			off--
-		}
-		return nil, p.errorf(off, "condition text is too long: %d bytes, the limit is %d; split it up or shorten it",
+		// At the start: the whole text is the problem, not the byte where
+		// the limit happens to fall.
+		return nil, p.errorf(0, "condition text is too long: %d bytes, the limit is %d; split it up or shorten it",
 			len(p.src), MaxSourceBytes)
 	}
 	if !utf8.ValidString(p.src) {
@@ -326,6 +325,9 @@ func (p *parser) list(after string) ([]string, error) {
 func (p *parser) value(t token, where string) (string, error) {
 	switch t.kind {
 	case tString:
+		if numberOutOfRange(t.val) {
+			return "", p.errorf(t.off, "%s", outOfRangeMsg(quote(truncate(t.val, 40)), true))
+		}
 		return t.val, nil
 	case tWord:
 		w := p.text(t)
@@ -337,6 +339,9 @@ func (p *parser) value(t token, where string) (string, error) {
 			end := scanNumber(p.src, t.off)
 			if end > t.off {
 				if r, _ := utf8.DecodeRuneInString(p.src[end:]); end == len(p.src) || !isClaimChar(r) && r != '+' {
+					if numberOutOfRange(p.src[t.off:end]) {
+						return "", p.errorf(t.off, "%s", outOfRangeMsg(truncate(p.src[t.off:end], 40), false))
+					}
 					p.off = end
 					return p.src[t.off:end], nil
 				}
@@ -668,6 +673,29 @@ func (p *parser) sourceOffset(t token, valueOff int) int {
 		return t.off
 	}
 	return offs[valueOff]
+}
+
+// numberOutOfRange reports whether v is a JSON number beyond float64's
+// range (1e400, or an integer of more than 309 digits). A claim that is a
+// number is compared with a literal by reading the literal as a number
+// (Rego's to_number), which fails for such a value: every evaluation of the
+// condition would be an error, so Parse refuses it. (Tiny values such as
+// 1e-400 read as 0 and are fine.)
+func numberOutOfRange(v string) bool {
+	if v == "" || scanNumber(v, 0) != len(v) {
+		return false
+	}
+	_, err := strconv.ParseFloat(v, 64)
+	return errors.Is(err, strconv.ErrRange)
+}
+
+// outOfRangeMsg is the error for a literal numberOutOfRange refuses.
+func outOfRangeMsg(lit string, quoted bool) string {
+	what := "number " + lit
+	if quoted {
+		what = "value " + lit + " reads as a number that"
+	}
+	return what + " is beyond the range of numbers claims are compared as (about ±1.8e308): a claim that is a number could not be compared with it, and every evaluation would fail; write a number within range"
 }
 
 // scanNumber returns the end of the JSON number starting at s[i], or i if

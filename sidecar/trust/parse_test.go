@@ -176,9 +176,17 @@ func TestParseErrors(t *testing.T) {
 		{"ref is \"x\" and\n  env\n\n", 2, 6, `expected "is", "matches", "exists" or "does not match" after claim "env", found end of input`,
 			"  env\n     ^"},
 		{"été is \"x\" or", 1, 12, `expected "and" or end of conditions, found "or"`, "été is \"x\" or\n           ^"},
+		// Numbers beyond float64 fail Rego's to_number at every evaluation
+		// against a number claim (issue 11 #3).
+		{`a is 1e400`, 1, 6, "number 1e400 " + rangeTail, ""},
+		{`a is "x" and b is not -1E+400`, 1, 23, "number -1E+400 " + rangeTail, ""},
+		{`a is "1e400"`, 1, 6, `value "1e400" reads as a number that ` + rangeTail, ""},
+		{`a is one of ["x", 1, "` + "1" + strings.Repeat("0", 400) + `"]`, 1, 22, `value "1` + strings.Repeat("0", 39) + `…" reads as a number that ` + rangeTail, ""},
 		{long + ` exists`, 1, 1, fmt.Sprintf("claim name is too long: %d bytes, the limit is %d", MaxClaimBytes+1, MaxClaimBytes), ""},
 		{many, 1, 1 + MaxClauses*len("a exists and "), fmt.Sprintf("too many conditions: the limit is %d", MaxClauses), ""},
-		{big, 1, MaxSourceBytes + 1, fmt.Sprintf("condition text is too long: %d bytes, the limit is %d; split it up or shorten it", len(big), MaxSourceBytes), ""},
+		// At the start, with a short caret display (issue 11 #14).
+		{big, 1, 1, fmt.Sprintf("condition text is too long: %d bytes, the limit is %d; split it up or shorten it", len(big), MaxSourceBytes),
+			big[:2*caretContext+1] + "...\n^"},
 	}
 	for _, tc := range tests {
 		name := tc.src
@@ -207,6 +215,20 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+const rangeTail = "is beyond the range of numbers claims are compared as (about ±1.8e308): a claim that is a number could not be compared with it, and every evaluation would fail; write a number within range"
+
+func TestNumbersInRangeAccepted(t *testing.T) {
+	for _, src := range []string{`a is 1e308`, `a is 1e-400`, `a is "1e-400"`, `a matches "1e400"`, `a is "1e400x"`, `a is -0.5E+2`} {
+		if _, err := Parse(src); err != nil {
+			t.Errorf("Parse(%q): %v", src, err)
+		}
+	}
+	c := Condition{Claim: "a", Op: OpIs, Values: []string{"1e400"}}
+	if err := c.check(); err == nil || !strings.Contains(err.Error(), rangeTail) {
+		t.Errorf("check of a condition not made by Parse: %v", err)
+	}
+}
+
 func TestCaret(t *testing.T) {
 	for _, tc := range []struct {
 		e    SyntaxError
@@ -217,6 +239,13 @@ func TestCaret(t *testing.T) {
 		{SyntaxError{Pos: Pos{1, 6}, Line: "ab"}, "ab\n     ^"}, // past the end
 		{SyntaxError{Pos: Pos{1, 3}, Line: "éé!"}, "éé!\n  ^"},
 		{SyntaxError{Pos: Pos{1, 1}, Line: ""}, "\n^"},
+		// Long lines are cut around the column.
+		{SyntaxError{Pos: Pos{1, 200}, Line: strings.Repeat("a", 199) + "!" + strings.Repeat("b", 300)},
+			"..." + strings.Repeat("a", 60) + "!" + strings.Repeat("b", 60) + "...\n" + strings.Repeat(" ", 63) + "^"},
+		{SyntaxError{Pos: Pos{1, 3}, Line: strings.Repeat("é", 500)},
+			strings.Repeat("é", 121) + "...\n  ^"},
+		{SyntaxError{Pos: Pos{1, 500}, Line: strings.Repeat("x", 450)},
+			"..." + strings.Repeat("x", 60) + "\n" + strings.Repeat(" ", 112) + "^"},
 	} {
 		if got := tc.e.Caret(); got != tc.want {
 			t.Errorf("Caret(%q, col %d) = %q, want %q", tc.e.Line, tc.e.Col, got, tc.want)

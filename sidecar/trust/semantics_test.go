@@ -3,6 +3,7 @@ package trust
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -366,5 +367,43 @@ func TestGlobSemanticsMatchOPA(t *testing.T) {
 		x := mustParse(t, cond)
 		path, src := mustGenerate(t, x)
 		evalModule(t, path, src, map[string]any{"claims": map[string]any{"ref": strings.Repeat("a/", 3)}})
+	}
+}
+
+// TestDocumentedGlobSyntax evaluates every row of the glob table in
+// docs/policy.md with OPA, so that the docs and the loader agree on the
+// glob syntax (issue 11 #10).
+func TestDocumentedGlobSyntax(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "<!-- glob-examples -->")
+	table, _, ok2 := strings.Cut(rest, "<!-- /glob-examples -->")
+	if !ok || !ok2 {
+		t.Fatal("docs/policy.md has no <!-- glob-examples --> table")
+	}
+	rows := 0
+	for _, line := range strings.Split(table, "\n") {
+		cells := strings.Split(strings.TrimSpace(line), "|")
+		if len(cells) != 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		cell := func(i int) string { return strings.Trim(strings.TrimSpace(cells[i]), "`") }
+		pattern, value, result := cell(1), cell(2), cell(3)
+		x, err := Parse("ref matches " + pattern)
+		if err != nil {
+			t.Errorf("documented pattern %s does not load: %v", pattern, err)
+			continue
+		}
+		path, src := mustGenerate(t, x)
+		r := evalModule(t, path, src, map[string]any{"claims": map[string]any{"ref": value}})
+		if want := result == "matches"; r.Allow != want {
+			t.Errorf("docs say %s %s %s; OPA says allow=%v", pattern, result, value, r.Allow)
+		}
+		rows++
+	}
+	if rows < 10 {
+		t.Fatalf("found %d rows in the glob table", rows)
 	}
 }

@@ -288,7 +288,7 @@ func TestOpsKitAgainstPrometheus(t *testing.T) {
 	await(t, awaitTimeout, "a new revision", func() bool { _, r := s.readyz(t); return r["revision"] != rev0 })
 
 	// --- Await Prometheus: it holds the sidecar's final counts.
-	final := s.metric(t, `oidc_sidecar_exchanges_total{outcome="rate_limited",provider="unknown"}`)
+	final := s.metric(t, `oidc_sidecar_exchanges_total{outcome="rate_limited",provider="`+genID+`"}`) // per_provider counts verified tokens, after the provider is known
 	if final < 1 {
 		t.Fatalf("the sidecar counted %v rate-limited exchanges, want at least 1", final)
 	}

@@ -98,7 +98,8 @@ func (e *MetadataError) Error() string {
 // OPA produces (numbers as int, int64, float64 or json.Number; lists as []any
 // or []string), checks the same rules as Parse — including the type's Kind —
 // and returns a *MetadataError listing every problem. Every key of the
-// document is required and unknown keys are rejected.
+// document is required (but max_token_lifetime_seconds, newer than the
+// format) and unknown keys are rejected.
 // Metadata(FromMetadata(Metadata(p))) equals Metadata(p).
 func FromMetadata(m map[string]any) (*Provider, error) {
 	d := &metaDecoder{m: m}
@@ -191,7 +192,11 @@ func FromMetadata(m map[string]any) (*Provider, error) {
 			d.fail("max_token_age_seconds", msg)
 		}
 	}
-	if n, ok := d.int("max_token_lifetime_seconds"); ok {
+	// max_token_lifetime_seconds is optional, so that bundles built before
+	// it existed still load; absent, the default applies.
+	if _, present := m["max_token_lifetime_seconds"]; !present {
+		p.MaxTokenLifetime = 0
+	} else if n, ok := d.int("max_token_lifetime_seconds"); ok {
 		p.MaxTokenLifetime = time.Duration(n) * time.Second
 		if msg := checkMaxTokenLifetime(p.MaxTokenLifetime); msg != "" {
 			d.fail("max_token_lifetime_seconds", msg)

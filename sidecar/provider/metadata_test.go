@@ -235,3 +235,19 @@ func TestParsePos(t *testing.T) {
 		}
 	}
 }
+
+// A bundle built before max_token_lifetime_seconds existed still loads,
+// with the default lifetime cap.
+func TestFromMetadataWithoutMaxTokenLifetime(t *testing.T) {
+	for _, p := range validProviders(t) {
+		m := p.Metadata()
+		delete(m, "max_token_lifetime_seconds")
+		q, err := FromMetadata(m)
+		if err != nil {
+			t.Fatalf("%s: a document without max_token_lifetime_seconds: %v", p.ID, err)
+		}
+		if got := q.EffectiveMaxTokenLifetime(); got != DefaultMaxTokenLifetime {
+			t.Errorf("%s: max token lifetime %v, want the default %v", p.ID, got, DefaultMaxTokenLifetime)
+		}
+	}
+}

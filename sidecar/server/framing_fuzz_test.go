@@ -208,4 +208,3 @@ func FuzzFramingAgainstNetHTTP(f *testing.F) {
 		checkFramingAgainstNetHTTP(t, stream, readMask)
 	})
 }
-

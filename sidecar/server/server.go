@@ -476,7 +476,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("serving", "listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", redactURL(s.cfg.Upstream.URL),
 		"store", s.store.Kind(), "policy", s.source.Describe())
 	errc := make(chan error, 2)
-	go func() { errc <- s.mainSrv.Serve(framingListener{Listener: s.mainLn, maxHeaderBytes: s.mainSrv.MaxHeaderBytes}) }()
+	go func() {
+		errc <- s.mainSrv.Serve(framingListener{Listener: s.mainLn, maxHeaderBytes: s.mainSrv.MaxHeaderBytes})
+	}()
 	go func() { errc <- s.adminSrv.Serve(s.adminLn) }()
 
 	wctx, stopWatch := context.WithCancel(ctx)

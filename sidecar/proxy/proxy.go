@@ -257,6 +257,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		p.reply(w, x, http.StatusServiceUnavailable, CodePolicyUnavailable, "The sidecar has no authorization policy loaded")
 		return
 	}
+	if req.Method == http.MethodConnect {
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE")
+		p.reply(w, x, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			"Method CONNECT is not supported: the sidecar forwards API requests, it is not a forward proxy")
+		return
+	}
 	esc, perr := checkPath(req)
 	if perr != nil {
 		p.reply(w, x, perr.status, CodeInvalidPath, "Invalid request path: "+perr.reason)

@@ -159,6 +159,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
 		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
+		BodyTimeout: cfg.Timeouts.ExchangeBody.D(),
 	})
 	if err != nil {
 		return nil, err
@@ -332,6 +333,10 @@ func (s *Server) MainHandler() http.Handler {
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	s.exchange.Register(r)
 	r.PathPrefix("/").Handler(s.proxy)
+	// A target that is no path (CONNECT host:443, an absolute URL without
+	// one) matches no route: the proxy refuses it in Buddy's error shape,
+	// with an audit line, instead of mux's plain-text 404.
+	r.NotFoundHandler = s.proxy
 	return r
 }
 

@@ -517,3 +517,26 @@ func FuzzFramingScanner(f *testing.F) {
 		}
 	})
 }
+
+// TestFramingGuardFailsClosed: when the scanner stops following a
+// connection (here at a trailer line ending in a bare LF, which net/http
+// tolerates), the request it parsed before that point is served, the next
+// one net/http hands over is refused with 400, Connection: close and the
+// reason, and a WARN line names the reason.
+func TestFramingGuardFailsClosed(t *testing.T) {
+	ts, logs := guardedServer(t, echo)
+	rc := dialRaw(t, ts.Listener.Addr().String())
+	rc.send("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: 1\n\n" + pipelinedGET)
+	if resp, body := rc.response(); resp.StatusCode != 200 || body != "POST /a 0" {
+		t.Fatalf("the request before the point the scanner stopped: %d %q", resp.StatusCode, body)
+	}
+	resp, body := rc.response()
+	want := fmt.Sprintf(unfollowableMessage, "a trailer line does not end with CRLF")
+	if resp.StatusCode != 400 || !resp.Close || buddyMessage(t, body) != want {
+		t.Fatalf("the request after it: %d close=%v %s; want 400, close, %q", resp.StatusCode, resp.Close, body, want)
+	}
+	rc.closed()
+	if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), `"reason":"a trailer line does not end with CRLF"`) {
+		t.Errorf("no WARN line with the reason:\n%s", logs.String())
+	}
+}

@@ -144,9 +144,10 @@ func (c *framingConn) next(r *http.Request) (h scannedHeader, reason string) {
 	sc.queue[0] = scannedHeader{}
 	sc.queue = sc.queue[1:]
 	if !h.matches(r) {
-		sc.stop("the request differs from the one the scanner parsed")
+		const mismatch = "the request differs from the one the scanner parsed"
+		sc.stop(mismatch)
 		sc.queue = nil
-		return scannedHeader{}, sc.reason
+		return scannedHeader{}, mismatch
 	}
 	return h, ""
 }

@@ -386,8 +386,8 @@ func TestFramingConnNext(t *testing.T) {
 	if h, reason := fc.next(req("/b")); reason != "" || !h.hasCL || !h.hasTE {
 		t.Fatalf("/b: %+v %q", h, reason)
 	}
-	if _, reason := fc.next(req("/not-c")); reason == "" {
-		t.Fatal("a request that does not match the parsed header was accepted")
+	if _, reason := fc.next(req("/not-c")); reason != "the request differs from the one the scanner parsed" {
+		t.Fatalf("a request that does not match the parsed header: reason %q", reason)
 	}
 	if _, reason := fc.next(req("/c")); reason == "" || !fc.sc.broken {
 		t.Fatal("the scanner did not stop after a mismatch")

@@ -121,7 +121,7 @@ func TestAdversarialProxy(t *testing.T) {
 		{"trailing slash is removed", get(projects+"/", bearer(ghTok)), 200, "", projects},
 		{"absolute-form target naming another host", "GET http://evil.example" + projects + " HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer " + ghTok + "\r\nConnection: close\r\n\r\n", 200, "", projects},
 		{"absolute-form target into another workspace", "GET http://evil.example/workspaces/other-company/projects HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer " + ghTok + "\r\nConnection: close\r\n\r\n", 403, `workspace "other-company"`, ""},
-		{"CONNECT", "CONNECT api.buddy.works:443 HTTP/1.1\r\nHost: api.buddy.works:443\r\nAuthorization: Bearer " + ghTok + "\r\nConnection: close\r\n\r\n", -1, "", ""},
+		{"CONNECT", "CONNECT api.buddy.works:443 HTTP/1.1\r\nHost: api.buddy.works:443\r\nAuthorization: Bearer " + ghTok + "\r\nConnection: close\r\n\r\n", 405, "Method CONNECT is not supported", ""},
 		// net/http answers OPTIONS * itself (200, empty); nothing is forwarded.
 		{"asterisk target", "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ghTok + "\r\nConnection: close\r\n\r\n", 200, "", ""},
 	}

@@ -4,6 +4,7 @@
 package clientip
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -43,6 +44,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("an IPv6 zone is not allowed")
+	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
@@ -57,8 +61,16 @@ func (r *Resolver) isTrusted(a netip.Addr) bool {
 }
 
 // IP returns the client address of req. IPv4-mapped IPv6 addresses are
-// unmapped. It returns the invalid Addr only when the peer address itself
-// cannot be parsed (never for a real TCP connection).
+// unmapped, and the result never has an IPv6 zone (its String form is
+// what the policy's net.cidr_contains can read). It returns the invalid
+// Addr only when the peer address itself cannot be parsed (never for a real
+// TCP connection).
+//
+// An X-Forwarded-For entry that is not a plain IP address — garbage, a
+// port, brackets, or an IPv6 zone identifier such as fe80::1%eth0 (only
+// meaningful on the host that wrote it, and never written by a proxy) — is
+// malformed: the walk stops there and nothing further left is believed.
+// The peer's own zone (a link-local connection) is dropped.
 func (r *Resolver) IP(req *http.Request) netip.Addr {
 	peer := peerAddr(req.RemoteAddr)
 	if !peer.IsValid() || r == nil || !r.isTrusted(peer) {
@@ -74,7 +86,7 @@ func (r *Resolver) IP(req *http.Request) netip.Addr {
 	client := peer
 	for i := len(addrs) - 1; i >= 0; i-- {
 		a, err := netip.ParseAddr(strings.TrimSpace(addrs[i]))
-		if err != nil {
+		if err != nil || a.Zone() != "" {
 			break // a malformed entry: trust nothing further left
 		}
 		client = a.Unmap()
@@ -94,5 +106,5 @@ func peerAddr(remote string) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return a.Unmap()
+	return a.Unmap().WithZone("")
 }

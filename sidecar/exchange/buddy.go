@@ -58,6 +58,8 @@ func buddyStatus(k kind) int {
 		return http.StatusBadRequest
 	case kindTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case kindBodyTimeout:
+		return http.StatusRequestTimeout
 	case kindMethod:
 		return http.StatusMethodNotAllowed
 	case kindUnknownProvider, kindInvalidToken, kindDenied, kindReplayed:
@@ -91,6 +93,9 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 	body, err := h.readBody(w, r)
 	if errors.Is(err, errTooLarge) {
 		return request{}, fail(kindTooLarge, "the request body is larger than %d bytes; send only %s", h.maxBody, buddyExample)
+	}
+	if errors.Is(err, errBodyTimeout) {
+		return request{}, h.bodyTimeoutFailure()
 	}
 	if err != nil {
 		return request{}, fail(kindBadRequest, "the request body could not be read: %v", err)

@@ -51,7 +51,7 @@ const (
 
 func (k kind) outcome() string {
 	switch k {
-	case kindBadRequest, kindTooLarge, kindMethod, kindUnsupportedType:
+	case kindBadRequest, kindTooLarge, kindMethod, kindUnsupportedType, kindBodyTimeout:
 		return outcomeBadRequest
 	case kindUnknownProvider, kindDenied, kindIPNotAllowed, kindInvalidScope:
 		return outcomeDenied

@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -46,6 +47,11 @@ const (
 
 // DefaultMaxBodyBytes caps request bodies when Options.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 64 << 10
+
+// DefaultBodyTimeout bounds the time to receive a request body when
+// Options.BodyTimeout is 0. Exchange bodies are a few KiB (an OIDC token is
+// at most 16 KiB): a client that needs longer is trickling them.
+const DefaultBodyTimeout = 5 * time.Second
 
 // DefaultRateWindow is the rate-limit window when RateLimits.Window is 0.
 const DefaultRateWindow = time.Minute
@@ -111,6 +117,11 @@ type Options struct {
 	// presented a client certificate the admin listener verified (mutual
 	// TLS), as a second way to hold the admin credential.
 	AdminClientCert bool
+	// BodyTimeout bounds the time to receive a request body, from the
+	// moment the handler starts reading it (408 and the connection closed
+	// past it); DefaultBodyTimeout when 0, none when negative. It needs a
+	// real connection (http.ResponseController.SetReadDeadline).
+	BodyTimeout time.Duration
 }
 
 // Handler serves the exchange, revocation and introspection endpoints. It
@@ -132,6 +143,7 @@ type Handler struct {
 	buddyJSON bool
 	// adminCert: a verified client certificate is an admin credential.
 	adminCert bool
+	bodyTO    time.Duration // <= 0: none
 }
 
 // New checks o and returns a Handler.
@@ -188,6 +200,7 @@ func New(o Options) (*Handler, error) {
 
 		buddyJSON: o.BuddyResponse == BuddyResponseJSONString,
 		adminCert: o.AdminClientCert,
+		bodyTO:    o.BodyTimeout,
 	}
 	if h.clients == nil {
 		h.clients = &clientip.Resolver{}
@@ -209,6 +222,9 @@ func New(o Options) (*Handler, error) {
 	}
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBodyBytes
+	}
+	if h.bodyTO == 0 {
+		h.bodyTO = DefaultBodyTimeout
 	}
 	if o.AdminToken != "" {
 		h.admin = digest(o.AdminToken)
@@ -251,15 +267,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // errTooLarge reports a body over the limit.
 var errTooLarge = errors.New("request body too large")
 
-// readBody reads the whole request body up to h.maxBody bytes.
+// errBodyTimeout reports a body that did not arrive within the body timeout.
+var errBodyTimeout = errors.New("request body timed out")
+
+// kindBodyTimeout: the body did not arrive in time (408).
+const kindBodyTimeout kind = 100
+
+// readBody reads the whole request body up to h.maxBody bytes, within
+// h.bodyTO. A body that is late gets errBodyTimeout and the connection is
+// closed after the response (Connection: close), so a client trickling a
+// body holds a connection for seconds, not for timeouts.read.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBody {
 		return nil, errTooLarge
 	}
+	var rc *http.ResponseController
+	if h.bodyTO > 0 {
+		if c := http.NewResponseController(w); c.SetReadDeadline(time.Now().Add(h.bodyTO)) == nil {
+			rc = c
+		}
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if rc != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The deadline stays in the past, so net/http does not wait for
+		// the rest of the body after the response either: it closes the
+		// connection at once.
+		w.Header().Set("Connection", "close")
+		return nil, errBodyTimeout
+	}
+	if rc != nil {
+		// Once the body is in, no deadline: net/http's background read
+		// (which notices a client going away) must not time out while the
+		// exchange runs. The next request sets its own.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, errTooLarge
 	}
 	return body, err
+}
+
+// bodyTimeoutFailure is the failure for errBodyTimeout.
+func (h *Handler) bodyTimeoutFailure() *failure {
+	return fail(kindBodyTimeout, "the request body did not arrive within %s of the request; exchange bodies are small, so send the whole body at once. The connection is closed.", h.bodyTO)
 }

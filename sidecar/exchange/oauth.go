@@ -61,6 +61,8 @@ func oauthStatus(k kind) (int, string) {
 		return http.StatusBadRequest, "invalid_request"
 	case kindTooLarge:
 		return http.StatusRequestEntityTooLarge, "invalid_request"
+	case kindBodyTimeout:
+		return http.StatusRequestTimeout, "invalid_request"
 	case kindMethod:
 		return http.StatusMethodNotAllowed, "invalid_request"
 	case kindUnsupportedType:
@@ -175,6 +177,9 @@ func (h *Handler) parseForm(w http.ResponseWriter, r *http.Request, path, secret
 	body, err := h.readBody(w, r)
 	if errors.Is(err, errTooLarge) {
 		return nil, fail(kindTooLarge, "the request body is larger than %d bytes", h.maxBody)
+	}
+	if errors.Is(err, errBodyTimeout) {
+		return nil, h.bodyTimeoutFailure()
 	}
 	if err != nil {
 		return nil, fail(kindBadRequest, "the request body could not be read: %v", err)

@@ -426,7 +426,7 @@ func BenchmarkParts(b *testing.B) {
 	b.Run("requestID", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_ = requestID("")
+			_ = newRequestID()
 		}
 	})
 	// finish: the audit line (slog JSON, to io.Discard) and the metrics of

@@ -94,15 +94,15 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = p.upstream.Host
 
 	h := out.Header
-	for k := range h {
-		if len(k) >= len(IdentityHeaderPrefix) && strings.EqualFold(k[:len(IdentityHeaderPrefix)], IdentityHeaderPrefix) {
-			delete(h, k)
-		}
-	}
-	// No protocol upgrades: ReverseProxy would re-add them after its
-	// hop-by-hop cleanup, and the API has no use for them.
-	delete(h, "Upgrade")
-	delete(h, "Connection")
+	// Every spelling of a reserved name (identity headers, method
+	// overrides, the forwarding headers, framing and hop-by-hop fields:
+	// hygiene.go), and no protocol upgrades: ReverseProxy would re-add
+	// Upgrade and Connection after its hop-by-hop cleanup, and the API has
+	// no use for them.
+	stripReserved(h)
+	// Request trailers are never forwarded (their values arrive after the
+	// checks).
+	out.Trailer = nil
 
 	if p.upstreamAuth != "" {
 		h["Authorization"] = []string{p.upstreamAuth}

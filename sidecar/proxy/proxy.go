@@ -225,7 +225,8 @@ func New(o Options) (*Proxy, error) {
 // through the request context.
 type exchange struct {
 	start     time.Time // monotonic, for durations
-	id        string
+	id        string    // the sidecar's own request id (audit, upstream, response)
+	clientID  string    // the client's X-Request-Id, when well-formed (audit only)
 	method    string
 	path      string // the checked, escaped path: matched, authorized, forwarded
 	rawPath   string // path unescaped
@@ -247,7 +248,7 @@ type exchangeKey struct{}
 
 // ServeHTTP authenticates, authorizes and forwards one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	x := &exchange{start: time.Now(), method: req.Method, id: requestID(req.Header.Get("X-Request-Id"))}
+	x := &exchange{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
 	w.Header().Set("X-Request-Id", x.id)
 	x.clientIP = p.clients.IP(req)
 	defer p.finish(req.Context(), x)
@@ -256,6 +257,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if snap == nil {
 		w.Header().Set("Retry-After", "1")
 		p.reply(w, x, http.StatusServiceUnavailable, CodePolicyUnavailable, "The sidecar has no authorization policy loaded")
+		return
+	}
+	if req.Method == http.MethodConnect {
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE")
+		p.reply(w, x, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			"Method CONNECT is not supported: the sidecar forwards API requests, it is not a forward proxy")
 		return
 	}
 	esc, perr := checkPath(req)
@@ -270,6 +277,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// like the other path problems, before anything else.
 	if hasEncodedSlash(esc) && p.table(snap).match(req.Method, esc).slashRefused {
 		p.reply(w, x, http.StatusBadRequest, CodeInvalidPath, "Invalid request path: "+encodedSlashReason)
+		return
+	}
+	if where := tokenIn(req); where != "" {
+		p.reply(w, x, http.StatusBadRequest, CodeTokenInRequest, "The request carries a sidecar token in "+where+
+			"; send it only in the Authorization header (Authorization: Bearer <token>). The sidecar never forwards a token; treat this one as leaked and revoke it.")
+		return
+	}
+	if methodOverrideParam(req.URL.RawQuery) {
+		p.reply(w, x, http.StatusBadRequest, CodeMethodOverride, "The request has a _method query parameter, which some servers read as an override of the HTTP method; "+
+			"the sidecar refuses it. Send the request with the method you mean instead.")
 		return
 	}
 
@@ -524,6 +541,7 @@ func (p *Proxy) finish(ctx context.Context, x *exchange) {
 	r.AddAttrs(
 		slog.String("event", "proxy"),
 		slog.String("request_id", x.id),
+		slog.String("client_request_id", x.clientID),
 		slog.String("method", x.method),
 		slog.String("route", x.route),
 		slog.String("path", x.path),
@@ -557,19 +575,26 @@ func (p *Proxy) table(snap *policy.Snapshot) *table {
 	return t
 }
 
-// requestID keeps a well-formed incoming X-Request-Id (1-128 characters of
-// A-Z a-z 0-9 - _ . :) and otherwise makes a random one.
-func requestID(in string) string {
-	if n := len(in); n > 0 && n <= 128 {
-		ok := true
-		for i := 0; i < n && ok; i++ {
-			c := in[i]
-			ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
-		}
-		if ok {
-			return in
+// clientRequestID returns a well-formed incoming X-Request-Id (1-128
+// characters of A-Z a-z 0-9 - _ . :), or "". It is recorded in the audit
+// line beside the sidecar's own id, never used as it: a client choosing
+// the audit's request_id could make its requests look like others'.
+func clientRequestID(in string) string {
+	n := len(in)
+	if n == 0 || n > 128 {
+		return ""
+	}
+	for i := range n {
+		c := in[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return ""
 		}
 	}
+	return in
+}
+
+// newRequestID makes the sidecar's own request id, a random UUID.
+func newRequestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40 // UUID version 4

@@ -424,10 +424,12 @@ func TestForwarding(t *testing.T) {
 			if vs := r.header.Values("X-Request-Id"); len(vs) != 1 {
 				t.Errorf("response X-Request-Id values %q (the upstream's own must not leak through)", vs)
 			}
+			// The client's own id is recorded in the audit line, never used
+			// as the sidecar's (issue 11, item 7).
 			r = f.do("GET", "/user", tok, http.Header{"X-Request-Id": {"build-42.step:7"}}, nil)
 			got = f.up.requests()
-			if r.header.Get("X-Request-Id") != "build-42.step:7" || got[len(got)-1].Header.Get("X-Request-Id") != "build-42.step:7" {
-				t.Errorf("well-formed incoming id not kept")
+			if id := r.header.Get("X-Request-Id"); !uuidRE.MatchString(id) || got[len(got)-1].Header.Get("X-Request-Id") != id {
+				t.Errorf("the client's X-Request-Id replaced the sidecar's: response %q, upstream %q", id, got[len(got)-1].Header.Get("X-Request-Id"))
 			}
 			r = f.do("GET", "/user", tok, http.Header{"X-Request-Id": {"bad id <script>"}}, nil)
 			if !uuidRE.MatchString(r.header.Get("X-Request-Id")) {
@@ -549,9 +551,14 @@ func TestAudit(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("%d audit lines, want 3:\n%s", len(lines), f.audit.String())
 	}
+	// Lines are found by the client's X-Request-Id, recorded beside the
+	// sidecar's own request_id (a UUID, never the client's).
 	byID := map[string]map[string]any{}
 	for _, l := range lines {
-		byID[l["request_id"].(string)] = l
+		byID[l["client_request_id"].(string)] = l
+		if id, _ := l["request_id"].(string); len(id) != 36 || strings.HasPrefix(id, "req-") {
+			t.Errorf("request_id %q is not the sidecar's own UUID", id)
+		}
 	}
 	tpl := "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions"
 	checks := []struct {

@@ -129,6 +129,9 @@ type TimeoutConfig struct {
 	Write      Duration `yaml:"write"`
 	Idle       Duration `yaml:"idle"`
 	Shutdown   Duration `yaml:"shutdown"`
+	// ExchangeBody bounds the time to receive the body of an exchange,
+	// revocation or introspection request (they are a few KiB).
+	ExchangeBody Duration `yaml:"exchange_body"`
 }
 
 // Defaults returns the configuration every file starts from.
@@ -157,6 +160,8 @@ func Defaults() Config {
 		Write:      0,
 		Idle:       Duration(2 * time.Minute),
 		Shutdown:   Duration(30 * time.Second),
+
+		ExchangeBody: Duration(5 * time.Second),
 	}
 	return c
 }
@@ -334,7 +339,10 @@ func (c *Config) validate() []string {
 		add("timeouts.read_header must be positive (without it a client can hold a connection open forever)")
 	}
 	if t.Read.D() < 0 || t.Write.D() < 0 || t.Idle.D() < 0 || t.Shutdown.D() < 0 {
-		add("timeouts must not be negative (0 means none, except read_header)")
+		add("timeouts must not be negative (0 means none, except read_header and exchange_body)")
+	}
+	if t.ExchangeBody.D() <= 0 || t.ExchangeBody.D() > time.Minute {
+		add("timeouts.exchange_body %s must be between 1ns and 1m (exchange bodies are a few KiB; without a bound a client can trickle one for timeouts.read)", t.ExchangeBody.D())
 	}
 	if c.Upstream.Timeout.D() <= 0 {
 		add("upstream.timeout %s must be positive", c.Upstream.Timeout.D())

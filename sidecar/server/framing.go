@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -21,47 +22,78 @@ import (
 // connection open, and it deletes Content-Length (and Transfer-Encoding)
 // from Request.Header before any handler runs, so a handler cannot see that
 // the request carried both. The main listener therefore wraps each
-// connection in a framingConn that follows the HTTP/1.1 request framing of
+// connection in a framingConn that follows the HTTP/1.x request framing of
 // the bytes net/http reads (request line, header fields, Content-Length or
-// chunked bodies, trailers) and notes, for every request header, whether it
-// had Content-Length and Transfer-Encoding. guardFraming then matches the
-// k-th request a handler sees on a connection with the k-th header the
-// scanner parsed (checking method and request target) and answers such a
-// request with 400 and Connection: close.
+// chunked bodies, trailers) exactly as net/http parses it, and notes, for
+// every request header, whether it had Content-Length and
+// Transfer-Encoding. guardFraming then matches the k-th request a handler
+// sees on a connection with the k-th header the scanner parsed (method and
+// request target) and answers a request with ambiguous framing with 400
+// and Connection: close.
 //
-// The scanner mirrors net/http's framing rules. Wherever it cannot follow
-// (malformed framing, which net/http answers by closing the connection
-// anyway, or a request that does not match what it parsed) it gives up on
-// that connection: requests are then served as net/http alone would, never
-// refused.
+// The guard fails closed. Its limits are at least net/http's (the header
+// block may be as long as net/http's MaxHeaderBytes allowance, chunk lines
+// and trailers as long as net/http's buffer), so nothing net/http accepts
+// is beyond it. Wherever the scanner cannot follow the stream (bytes
+// net/http would reject too: a malformed request line, a bad chunk, a
+// trailer net/http refuses, ...), it stops there: the requests it parsed
+// before that point are still checked, and every later request on the
+// connection — one it cannot vouch for — gets 400 and the connection is
+// closed. A request that does not match the header the scanner parsed
+// is refused the same way. Every refusal is logged (WARN, with the reason).
+// FuzzFramingAgainstNetHTTP checks that, for any byte stream, the scanner
+// sees the same request boundaries as net/http or the request is refused.
 
-// ambiguousFramingMessage and http10TEMessage are the 400 messages.
+// The 400 messages.
 const (
 	ambiguousFramingMessage = "the request had both Content-Length and Transfer-Encoding headers, which makes its length ambiguous (RFC 9112 section 6.1); send only one of them. The connection is closed."
 	http10TEMessage         = "the request is HTTP/1.0 but has a Transfer-Encoding header, so its framing is faulty (RFC 9112 section 6.1); use HTTP/1.1, or Content-Length only. The connection is closed."
+	unfollowableMessage     = "the sidecar could not follow the framing of the requests on this connection (%s), so it cannot tell where this request begins and ends; send well-formed HTTP/1.1 requests, each with a valid Content-Length or chunked body. The connection is closed."
 )
 
-// Scanner limits. A line longer than maxScanLine is kept truncated (the
-// request target is then matched by prefix; a truncated Content-Length or
-// Transfer-Encoding field makes the scanner give up); more than
-// maxScanQueue parsed headers waiting for their handlers make it give up.
+// Scanner limits, as net/http's.
 const (
-	maxScanLine      = 16 << 10
-	maxScanQueue     = 256
-	maxChunkLine     = 4096 // net/http's limit for a chunk-size line
-	maxTrailerSize   = 4096 // net/http's bufio buffer bounds trailers
+	// headerSlack is added to the server's MaxHeaderBytes to bound one
+	// request's header block: net/http allows MaxHeaderBytes + 4096 bytes
+	// read from the wire for it, plus what its 4 KiB read buffer already
+	// held when it started, so no header net/http accepts is longer.
+	headerSlack = 4096 + 4096
+	// bufioSize is the size of net/http's connection read buffer: a chunk
+	// size line (with its CRLF) and a trailer (up to its final CRLF CRLF)
+	// must fit in it.
+	bufioSize = 4096
+	// maxChunkExcess is net/http's bound on chunk overhead ("chunked
+	// encoding contains too much non-data").
+	maxChunkExcess = 16 << 10
+	// maxScanQueue bounds the headers waiting for their handlers; net/http
+	// reads at most 4 KiB ahead, so a real connection stays far below it.
+	maxScanQueue     = 1024
 	chunkLenMaxDigit = 16
 )
 
 // framingListener wraps accepted connections in framingConns.
-type framingListener struct{ net.Listener }
+type framingListener struct {
+	net.Listener
+	// maxHeaderBytes is the http.Server's MaxHeaderBytes (0: net/http's
+	// default).
+	maxHeaderBytes int
+}
 
 func (l framingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &framingConn{Conn: c}, nil
+	return &framingConn{Conn: c, sc: framingScanner{maxHeader: headerBudget(l.maxHeaderBytes)}}, nil
+}
+
+// headerBudget is the longest header block (request line, fields, final
+// empty line) net/http can accept with this MaxHeaderBytes.
+func headerBudget(maxHeaderBytes int) int {
+	if maxHeaderBytes <= 0 {
+		maxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
+	return maxHeaderBytes + headerSlack
 }
 
 // framingConn feeds everything net/http reads to a framingScanner.
@@ -91,28 +123,33 @@ func (c *framingConn) CloseWrite() error {
 }
 
 // next returns what the scanner saw in the header of r, the next request
-// net/http hands to a handler on this connection; ok is false when the
-// scanner has given up or does not agree with net/http about r.
-func (c *framingConn) next(r *http.Request) (h scannedHeader, ok bool) {
+// net/http hands to a handler on this connection. When the scanner has no
+// such header (it stopped following the stream before r) or its header
+// does not match r, next returns why, and the scanner stops for good.
+func (c *framingConn) next(r *http.Request) (h scannedHeader, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	sc := &c.sc
-	if sc.broken || len(sc.queue) == 0 {
-		sc.giveUp()
-		return scannedHeader{}, false
-	}
 	// net/http answers "OPTIONS *" itself, without calling a handler.
-	for len(sc.queue) > 1 && sc.queue[0].method == http.MethodOptions && sc.queue[0].target == "*" && !sc.queue[0].matches(r) {
+	for len(sc.queue) > 0 && sc.queue[0].method == http.MethodOptions && sc.queue[0].target == "*" && !sc.queue[0].matches(r) {
 		sc.queue = sc.queue[1:]
+	}
+	if len(sc.queue) == 0 {
+		if !sc.broken {
+			sc.stop("a request arrived that the scanner had not parsed")
+		}
+		return scannedHeader{}, sc.reason
 	}
 	h = sc.queue[0]
 	sc.queue[0] = scannedHeader{}
 	sc.queue = sc.queue[1:]
 	if !h.matches(r) {
-		sc.giveUp()
-		return scannedHeader{}, false
+		const mismatch = "the request differs from the one the scanner parsed"
+		sc.stop(mismatch)
+		sc.queue = nil
+		return scannedHeader{}, mismatch
 	}
-	return h, true
+	return h, ""
 }
 
 type framingConnKey struct{}
@@ -127,26 +164,32 @@ func framingConnContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // guardFraming answers 400 with Connection: close to a request whose
-// header had both Content-Length and Transfer-Encoding (or Transfer-Encoding
-// in HTTP/1.0). Requests on connections that are not framingConns pass.
+// header had both Content-Length and Transfer-Encoding (or
+// Transfer-Encoding in HTTP/1.0), and to a request the scanner cannot vouch
+// for. Requests on connections that are not framingConns pass.
 func (s *Server) guardFraming(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fc, _ := r.Context().Value(framingConnKey{}).(*framingConn)
-		if fc == nil || r.ProtoMajor != 1 {
+		if fc == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		h, ok := fc.next(r)
-		if !ok || !h.hasTE || (!h.hasCL && r.ProtoAtLeast(1, 1)) {
+		h, reason := fc.next(r)
+		var msg string
+		switch {
+		case reason != "":
+			msg = fmt.Sprintf(unfollowableMessage, reason)
+		case h.hasTE && h.hasCL:
+			msg, reason = ambiguousFramingMessage, "ambiguous framing: both Content-Length and Transfer-Encoding"
+		case h.hasTE && !h.proto11:
+			msg, reason = http10TEMessage, "ambiguous framing: Transfer-Encoding in HTTP/1.0"
+		default:
 			next.ServeHTTP(w, r)
 			return
 		}
-		msg := ambiguousFramingMessage
-		if !h.hasCL {
-			msg = http10TEMessage
-		}
-		s.log.Warn("refused a request with ambiguous framing (possible request smuggling); closing the connection",
-			"remote", r.RemoteAddr, "method", r.Method, "proto", r.Proto, "content_length", h.hasCL, "transfer_encoding", h.hasTE)
+		s.log.Warn("refused a request whose framing the sidecar cannot vouch for (possible request smuggling); closing the connection",
+			"reason", reason, "remote", r.RemoteAddr, "method", r.Method, "proto", r.Proto,
+			"content_length", h.hasCL, "transfer_encoding", h.hasTE)
 		// net/http closes the connection after the response when the
 		// handler sets Connection: close.
 		w.Header().Set("Connection", "close")
@@ -157,18 +200,19 @@ func (s *Server) guardFraming(next http.Handler) http.Handler {
 // scannedHeader is what the scanner records for one request header.
 type scannedHeader struct {
 	method, target string
-	truncated      bool // target is a prefix of the real one
+	proto11        bool // HTTP/1.1 or later
 	hasCL, hasTE   bool
 }
 
 func (h scannedHeader) matches(r *http.Request) bool {
-	if h.method != r.Method {
-		return false
-	}
-	if h.truncated {
-		return strings.HasPrefix(r.RequestURI, h.target)
-	}
-	return h.target == r.RequestURI
+	return h.method == r.Method && h.target == r.RequestURI
+}
+
+// scannedRequest is one whole request as the scanner followed it (tests).
+type scannedRequest struct {
+	scannedHeader
+	bodyLen  int64 // bytes of body content (chunk data for chunked bodies)
+	complete bool  // the body (and trailer) ended
 }
 
 type scanState uint8
@@ -184,33 +228,49 @@ const (
 )
 
 // framingScanner follows the framing of a stream of HTTP/1.x requests as
-// net/http parses it. Not safe for concurrent use (framingConn locks).
+// net/http's server parses it. Not safe for concurrent use (framingConn
+// locks).
 type framingScanner struct {
+	maxHeader int // longest header block net/http accepts; 0: headerBudget(0)
+
 	state     scanState
 	broken    bool
-	line      []byte // the current line, at most maxScanLine (or maxChunkLine) bytes
-	lineLen   int    // the current line's full length
+	reason    string // why the scanner stopped (safe to show: no request bytes)
+	line      []byte // the current line, whole (bounded by maxHeader or bufioSize)
+	hdrBytes  int    // bytes of the current header block so far
 	remaining uint64 // scanBody, scanChunkData
 	crlf      int    // scanChunkCRLF
+	excess    int64  // chunk overhead, as net/http's chunkedReader counts it
 	trailer   int    // bytes of trailer seen
+	skipCRLF  int    // CR/LF bytes net/http still skips before a request line
+	lastPOST  bool   // the previous request was a POST (net/http then skips up to 4 CR/LF bytes)
 
 	cur      scannedHeader
-	proto11  bool     // the current request is HTTP/1.1 or later
 	field    []byte   // the current header field, continuation lines joined
-	fieldCut bool     // field was truncated
 	cls, tes []string // Content-Length and Transfer-Encoding values
 
 	queue []scannedHeader // parsed headers whose handlers have not run yet
+
+	// record, when set (tests), receives every request the scanner parsed.
+	record *[]scannedRequest
 }
 
-func (sc *framingScanner) giveUp() {
-	sc.broken = true
-	sc.queue = nil
+// stop makes the scanner give up on the rest of the stream; the headers
+// already queued are still served (they were parsed before the point it
+// could not follow).
+func (sc *framingScanner) stop(reason string) {
+	if sc.broken {
+		return
+	}
+	sc.broken, sc.reason = true, reason
 	sc.line, sc.field = nil, nil
 }
 
 // feed processes bytes in the order net/http read them.
 func (sc *framingScanner) feed(p []byte) {
+	if sc.maxHeader == 0 {
+		sc.maxHeader = headerBudget(0)
+	}
 	for len(p) > 0 && !sc.broken {
 		switch sc.state {
 		case scanBody, scanChunkData:
@@ -222,14 +282,14 @@ func (sc *framingScanner) feed(p []byte) {
 			p = p[n:]
 			if sc.remaining == 0 {
 				if sc.state == scanBody {
-					sc.state = scanRequestLine
+					sc.endRequest()
 				} else {
 					sc.state, sc.crlf = scanChunkCRLF, 0
 				}
 			}
 		case scanChunkCRLF:
 			if p[0] != "\r\n"[sc.crlf] {
-				sc.giveUp() // net/http: "malformed chunked encoding"
+				sc.stop("a chunk of a chunked body is not followed by CRLF")
 				return
 			}
 			p = p[1:]
@@ -237,74 +297,90 @@ func (sc *framingScanner) feed(p []byte) {
 				sc.state = scanChunkSize
 			}
 		default: // line-based states
-			limit := maxScanLine
-			if sc.state == scanChunkSize {
-				limit = maxChunkLine + 2
+			if sc.state == scanRequestLine && len(sc.line) == 0 && sc.skipCRLF > 0 {
+				// net/http's tolerance for a CRLF after a POST body: it
+				// skips the CR and LF bytes among the next four.
+				if p[0] == '\r' || p[0] == '\n' {
+					p = p[1:]
+					sc.skipCRLF--
+					continue
+				}
+				sc.skipCRLF = 0
+			}
+			var limit int
+			switch sc.state {
+			case scanRequestLine, scanHeaders:
+				limit = sc.maxHeader - sc.hdrBytes
+			case scanChunkSize:
+				limit = bufioSize
+			case scanTrailer:
+				limit = bufioSize - sc.trailer
 			}
 			i := bytes.IndexByte(p, '\n')
 			chunk := p
 			if i >= 0 {
 				chunk = p[:i+1]
 			}
-			if room := limit - len(sc.line); room > 0 {
-				sc.line = append(sc.line, chunk[:min(room, len(chunk))]...)
+			if len(sc.line)+len(chunk) > limit {
+				sc.stop(sc.tooLong())
+				return
 			}
-			sc.lineLen += len(chunk)
 			p = p[len(chunk):]
 			if i < 0 {
-				if sc.state == scanChunkSize && sc.lineLen > limit {
-					sc.giveUp() // net/http: line too long
-				}
+				sc.line = append(sc.line, chunk...)
 				continue
 			}
-			line, truncated := sc.line, sc.lineLen > len(sc.line)
-			sc.line, sc.lineLen = sc.line[:0], 0
-			sc.endLine(line, truncated)
+			line := chunk
+			if len(sc.line) > 0 {
+				sc.line = append(sc.line, chunk...)
+				line = sc.line
+			}
+			sc.endLine(line)
+			if cap(sc.line) > bufioSize {
+				sc.line = nil // a long line's buffer is not kept for the connection's life
+			} else if !sc.broken {
+				sc.line = sc.line[:0]
+			}
 		}
 	}
 }
 
-// endLine handles one complete line, including its '\n' (unless truncated).
-func (sc *framingScanner) endLine(raw []byte, truncated bool) {
+func (sc *framingScanner) tooLong() string {
+	switch sc.state {
+	case scanChunkSize:
+		return "a chunk size line is longer than 4096 bytes"
+	case scanTrailer:
+		return "the trailer of a chunked body is longer than 4096 bytes"
+	}
+	return "the request header is longer than the server accepts"
+}
+
+// endLine handles one complete line, including its '\n'. The line may be
+// a sub-slice of the fed bytes: it must not be kept.
+func (sc *framingScanner) endLine(raw []byte) {
 	switch sc.state {
 	case scanRequestLine:
-		line := trimEOL(raw, truncated)
-		if len(line) == 0 && !truncated {
-			return // tolerate empty lines between requests
-		}
-		// As net/http's parseRequestLine.
-		method, rest, ok1 := strings.Cut(string(line), " ")
+		sc.hdrBytes = len(raw)
+		// As net/http's readRequest and parseRequestLine.
+		line := string(trimEOL(raw))
+		method, rest, ok1 := strings.Cut(line, " ")
 		target, proto, ok2 := strings.Cut(rest, " ")
-		if !ok1 {
-			sc.giveUp() // net/http: malformed request line, 400 and close
+		if !ok1 || !ok2 || method == "" {
+			sc.stop("a malformed request line")
 			return
-		}
-		targetCut := false
-		switch {
-		case !truncated && !ok2:
-			sc.giveUp()
-			return
-		case truncated && !ok2:
-			// Only a prefix of the target was kept.
-			target, targetCut, proto = rest, true, "HTTP/1.1"
-		case truncated:
-			// The whole target was kept but not the version: assume 1.1
-			// (if wrong, the next request will not match and the scanner
-			// gives up).
-			proto = "HTTP/1.1"
 		}
 		major, minor, ok := http.ParseHTTPVersion(proto)
 		if !ok {
-			sc.giveUp()
+			sc.stop("a malformed HTTP version")
 			return
 		}
-		sc.cur = scannedHeader{method: method, target: target, truncated: targetCut}
-		sc.proto11 = major > 1 || major == 1 && minor >= 1
-		sc.field, sc.fieldCut, sc.cls, sc.tes = sc.field[:0], false, nil, nil
+		sc.cur = scannedHeader{method: method, target: target, proto11: major > 1 || major == 1 && minor >= 1}
+		sc.field, sc.cls, sc.tes = sc.field[:0], nil, nil
 		sc.state = scanHeaders
 	case scanHeaders:
-		line := trimEOL(raw, truncated)
-		if !truncated && len(line) == 0 {
+		sc.hdrBytes += len(raw)
+		line := trimEOL(raw)
+		if len(line) == 0 {
 			sc.endField()
 			sc.endHeader()
 			return
@@ -313,35 +389,42 @@ func (sc *framingScanner) endLine(raw []byte, truncated bool) {
 			// obs-fold: net/textproto joins it to the previous field with
 			// one space.
 			if len(sc.field) == 0 {
-				sc.giveUp() // net/http: malformed header, 400 and close
+				sc.stop("a header starts with a continuation line")
 				return
 			}
 			sc.field = append(sc.field, ' ')
 			sc.field = append(sc.field, trimASCII(line)...)
-			sc.fieldCut = sc.fieldCut || truncated
 			return
 		}
 		sc.endField()
+		if bytes.IndexByte(line, ':') < 0 {
+			sc.stop("a header line without a colon")
+			return
+		}
 		sc.field = append(sc.field[:0], trimASCII(line)...)
-		sc.fieldCut = truncated
 	case scanChunkSize:
 		// As net/http/internal's chunkedReader: CRLF only, no other CR,
 		// trailing whitespace and chunk extensions dropped, up to 16 hex
-		// digits.
-		if truncated || len(raw) < 2 || raw[len(raw)-2] != '\r' || bytes.IndexByte(raw, '\r') != len(raw)-2 {
-			sc.giveUp()
+		// digits, at most 16 KiB of overhead beyond 16 bytes per chunk and
+		// twice the data.
+		if len(raw) < 2 || raw[len(raw)-2] != '\r' || bytes.IndexByte(raw, '\r') != len(raw)-2 {
+			sc.stop("a chunk size line does not end with CRLF")
 			return
 		}
 		line := raw[:len(raw)-2]
-		if len(line) >= maxChunkLine {
-			sc.giveUp()
-			return
-		}
+		sc.excess += int64(len(line)) + 2
 		line = bytes.TrimRight(line, " \t")
 		line, _, _ = bytes.Cut(line, []byte(";"))
 		n, ok := parseChunkLen(line)
 		if !ok {
-			sc.giveUp()
+			sc.stop("a malformed chunk size")
+			return
+		}
+		// The same int64 arithmetic as net/http, wrap-around included.
+		sc.excess -= 16 + (2 * int64(n))
+		sc.excess = max(sc.excess, 0)
+		if sc.excess > maxChunkExcess {
+			sc.stop("a chunked body with too much non-data")
 			return
 		}
 		if n == 0 {
@@ -349,14 +432,27 @@ func (sc *framingScanner) endLine(raw []byte, truncated bool) {
 			return
 		}
 		sc.state, sc.remaining = scanChunkData, n
+		if sc.record != nil {
+			(*sc.record)[len(*sc.record)-1].bodyLen += int64(n)
+		}
 	case scanTrailer:
+		// Stricter than net/http, never looser: fields each ending in CRLF
+		// (no bare LF, no other CR, no folding), a valid name and value,
+		// and the final empty line within net/http's 4 KiB peek.
 		sc.trailer += len(raw)
-		if truncated || sc.trailer > maxTrailerSize {
-			sc.giveUp()
+		if len(raw) < 2 || raw[len(raw)-2] != '\r' || bytes.IndexByte(raw, '\r') != len(raw)-2 {
+			sc.stop("a trailer line does not end with CRLF")
 			return
 		}
-		if len(trimEOL(raw, false)) == 0 {
-			sc.state = scanRequestLine
+		line := raw[:len(raw)-2]
+		if len(line) == 0 {
+			sc.endRequest()
+			return
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !validFieldName(name) || !validFieldValue(value) {
+			sc.stop("a malformed trailer field")
+			return
 		}
 	}
 }
@@ -366,21 +462,14 @@ func (sc *framingScanner) endField() {
 	if len(sc.field) == 0 {
 		return
 	}
-	name, value, ok := bytes.Cut(sc.field, []byte(":"))
+	name, value, _ := bytes.Cut(sc.field, []byte(":"))
 	sc.field = sc.field[:0]
-	if !ok {
-		sc.giveUp() // net/http: malformed header line, 400 and close
-		return
-	}
-	// net/textproto rejects names with spaces or other invalid bytes, so an
-	// exact case-insensitive match is what net/http sees.
-	isCL := bytes.EqualFold(name, []byte("Content-Length"))
-	isTE := bytes.EqualFold(name, []byte("Transfer-Encoding"))
+	// net/textproto refuses names with bytes other than token characters
+	// (and net/http's server those with spaces), so an exact ASCII
+	// case-insensitive match is what net/http sees.
+	isCL := asciiEqualFold(name, "Content-Length")
+	isTE := asciiEqualFold(name, "Transfer-Encoding")
 	if !isCL && !isTE {
-		return
-	}
-	if sc.fieldCut {
-		sc.giveUp() // cannot know the value
 		return
 	}
 	v := string(bytes.TrimLeft(value, " \t"))
@@ -394,55 +483,71 @@ func (sc *framingScanner) endField() {
 }
 
 // endHeader queues the parsed header and picks the body framing as
-// net/http does (transfer.go: parseTransferEncoding, fixLength).
+// net/http does (transfer.go: readTransfer, parseTransferEncoding,
+// fixLength, parseContentLength), in the same order.
 func (sc *framingScanner) endHeader() {
-	if sc.broken {
-		return
-	}
 	if len(sc.queue) >= maxScanQueue {
-		sc.giveUp()
+		sc.stop("too many pipelined requests")
 		return
 	}
 	sc.queue = append(sc.queue, sc.cur)
-	if sc.proto11 && len(sc.tes) > 0 {
+	if sc.record != nil {
+		*sc.record = append(*sc.record, scannedRequest{scannedHeader: sc.cur})
+	}
+	sc.lastPOST = sc.cur.method == http.MethodPost
+	chunked := false
+	if sc.cur.proto11 && len(sc.tes) > 0 {
 		// net/http supports exactly one Transfer-Encoding field, "chunked";
 		// anything else is a 501 and the connection is closed.
-		if len(sc.tes) != 1 || !strings.EqualFold(sc.tes[0], "chunked") {
-			sc.giveUp()
+		if len(sc.tes) != 1 || !asciiEqualFold([]byte(trimASCIIString(sc.tes[0])), "chunked") {
+			sc.stop("an unsupported Transfer-Encoding")
 			return
 		}
-		sc.state = scanChunkSize
-		return
+		chunked = true
 	}
-	// HTTP/1.0 ignores Transfer-Encoding; Content-Length decides.
-	if len(sc.cls) == 0 {
-		sc.state = scanRequestLine
-		return
-	}
-	first := string(trimASCII([]byte(sc.cls[0])))
-	for _, v := range sc.cls[1:] {
-		if string(trimASCII([]byte(v))) != first {
-			sc.giveUp() // net/http: multiple differing Content-Length, 400
+	// HTTP/1.0 ignores Transfer-Encoding; Content-Length is checked even
+	// when the body is chunked.
+	var n uint64
+	if len(sc.cls) > 0 {
+		first := trimASCIIString(sc.cls[0])
+		for _, v := range sc.cls[1:] {
+			if trimASCIIString(v) != first {
+				sc.stop("differing Content-Length values")
+				return
+			}
+		}
+		var err error
+		if n, err = strconv.ParseUint(first, 10, 63); err != nil {
+			sc.stop("an invalid Content-Length")
 			return
 		}
 	}
-	n, err := strconv.ParseUint(first, 10, 63)
-	if err != nil {
-		sc.giveUp() // net/http: bad Content-Length, 400
-		return
+	switch {
+	case chunked:
+		sc.state, sc.excess = scanChunkSize, 0
+	case n > 0:
+		sc.state, sc.remaining = scanBody, n
+		if sc.record != nil {
+			(*sc.record)[len(*sc.record)-1].bodyLen = int64(n)
+		}
+	default:
+		sc.endRequest()
 	}
-	if n == 0 {
-		sc.state = scanRequestLine
-		return
-	}
-	sc.state, sc.remaining = scanBody, n
 }
 
-// trimEOL drops a complete line's "\n" or "\r\n" (as bufio.Reader.ReadLine).
-func trimEOL(line []byte, truncated bool) []byte {
-	if truncated {
-		return line
+// endRequest is the end of a request's body (or of its header, without one).
+func (sc *framingScanner) endRequest() {
+	sc.state, sc.hdrBytes = scanRequestLine, 0
+	if sc.lastPOST {
+		sc.skipCRLF = 4
 	}
+	if sc.record != nil {
+		(*sc.record)[len(*sc.record)-1].complete = true
+	}
+}
+
+// trimEOL drops a line's "\n" or "\r\n" (as bufio.Reader.ReadLine).
+func trimEOL(line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	return bytes.TrimSuffix(line, []byte("\r"))
 }
@@ -450,6 +555,54 @@ func trimEOL(line []byte, truncated bool) []byte {
 // trimASCII trims what net/textproto trims: space, tab, CR and LF.
 func trimASCII(b []byte) []byte {
 	return bytes.Trim(b, " \t\r\n")
+}
+
+func trimASCIIString(s string) string {
+	return strings.Trim(s, " \t\r\n")
+}
+
+// asciiEqualFold compares ASCII case-insensitively (no Unicode folding:
+// net/http's header names are ASCII tokens).
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldName: a non-empty RFC 9110 token.
+func validFieldName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue: visible characters, space, tab and obs-text.
+func validFieldValue(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // parseChunkLen parses a chunk size as net/http/internal.parseHexUint.

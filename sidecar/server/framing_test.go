@@ -190,7 +190,7 @@ func guardedServer(t *testing.T, handler http.Handler) (*httptest.Server, *syncB
 	logs := &syncBuffer{}
 	s := &Server{log: NewLogger(logs, "debug")}
 	ts := httptest.NewUnstartedServer(s.guardFraming(handler))
-	ts.Listener = framingListener{ts.Listener}
+	ts.Listener = framingListener{Listener: ts.Listener, maxHeaderBytes: ts.Config.MaxHeaderBytes}
 	ts.Config.ConnContext = framingConnContext
 	ts.Start()
 	t.Cleanup(ts.Close)
@@ -234,8 +234,10 @@ func TestFramingGuardKeepsNormalConnections(t *testing.T) {
 		{"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", ""},
 		// a long header that is neither Content-Length nor Transfer-Encoding,
 		// and a long target
-		{"GET /f HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", maxScanLine+100) + "\r\n\r\n", "GET /f 0"},
-		{"GET /g" + strings.Repeat("g", maxScanLine) + " HTTP/1.1\r\nHost: x\r\n\r\n", "GET /g" + strings.Repeat("g", maxScanLine) + " 0"},
+		{"GET /f HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 40000) + "\r\n\r\n", "GET /f 0"},
+		{"GET /g" + strings.Repeat("g", 40000) + " HTTP/1.1\r\nHost: x\r\n\r\n", "GET /g" + strings.Repeat("g", 40000) + " 0"},
+		// a Content-Length line padded past 16 KiB (net/http trims it)
+		{"POST /j HTTP/1.1\r\nHost: x\r\nContent-Length: 2" + strings.Repeat(" ", 17000) + "\r\n\r\nok", "POST /j 2"},
 		// empty lines after a POST body are tolerated
 		{"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok\r\n", "POST /h 2"},
 		{"DELETE /i HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "DELETE /i 0"},
@@ -287,7 +289,9 @@ func scanFeed(stream string, n int) *framingScanner {
 }
 
 func TestFramingScanner(t *testing.T) {
-	long := "/" + strings.Repeat("a", maxScanLine)
+	long := "/" + strings.Repeat("a", 40000)
+	postTE := []scannedHeader{{method: "POST", proto11: true, target: "/a", hasTE: true}}
+	postCL := []scannedHeader{{method: "POST", proto11: true, target: "/a", hasCL: true}}
 	cases := []struct {
 		name   string
 		stream string
@@ -296,50 +300,70 @@ func TestFramingScanner(t *testing.T) {
 		state  scanState
 	}{
 		{name: "two GETs", stream: "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b?q=1 HTTP/1.1\r\n\r\n",
-			want: []scannedHeader{{method: "GET", target: "/a"}, {method: "GET", target: "/b?q=1"}}},
+			want: []scannedHeader{{method: "GET", proto11: true, target: "/a"}, {method: "GET", proto11: true, target: "/b?q=1"}}},
 		{name: "Content-Length body skipped", stream: "POST /a HTTP/1.1\r\nContent-Length: 30\r\n\r\nGET /fake HTTP/1.1\r\n\r\n12345678PUT /b HTTP/1.1\r\n\r\n",
-			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true}, {method: "PUT", target: "/b"}}},
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasCL: true}, {method: "PUT", proto11: true, target: "/b"}}},
 		{name: "duplicate equal Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length:  1 \r\n\r\nxGET /b HTTP/1.1\r\n\r\n",
-			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true}, {method: "GET", target: "/b"}}},
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasCL: true}, {method: "GET", proto11: true, target: "/b"}}},
 		{name: "chunked with extension and trailers", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"3;x=y \r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\nU: 2\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
-			want: []scannedHeader{{method: "POST", target: "/a", hasTE: true}, {method: "GET", target: "/b"}}},
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasTE: true}, {method: "GET", proto11: true, target: "/b"}}},
 		{name: "both headers, chunked wins", stream: "POST /a HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
-			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true, hasTE: true}, {method: "GET", target: "/b"}}},
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasCL: true, hasTE: true}, {method: "GET", proto11: true, target: "/b"}}},
 		{name: "HTTP/1.0 ignores Transfer-Encoding", stream: "POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\nGET /b HTTP/1.0\r\n\r\n",
 			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true, hasTE: true}, {method: "GET", target: "/b"}}},
 		{name: "bare LF and folded field", stream: "POST /a HTTP/1.1\nX: 1\nTransfer-Encoding:\n\tchunked\n\n0\r\n\r\n\r\nGET /b HTTP/1.1\n\n",
-			want: []scannedHeader{{method: "POST", target: "/a", hasTE: true}, {method: "GET", target: "/b"}}},
-		{name: "long target kept as a prefix", stream: "GET " + long + " HTTP/1.1\r\n\r\n",
-			want: []scannedHeader{{method: "GET", target: long[:maxScanLine-4], truncated: true}}},
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasTE: true}, {method: "GET", proto11: true, target: "/b"}}},
+		{name: "long target kept whole", stream: "GET " + long + " HTTP/1.1\r\n\r\n",
+			want: []scannedHeader{{method: "GET", proto11: true, target: long}}},
 		{name: "waiting for the body", stream: "POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345",
-			want: []scannedHeader{{method: "POST", target: "/a", hasCL: true}}, state: scanBody},
-		{name: "chunk line with bare LF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n", broken: true},
-		{name: "chunk data without CRLF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", broken: true},
-		{name: "bad chunk size", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", broken: true},
-		{name: "chunk size too long", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\n", broken: true},
-		{name: "unsupported Transfer-Encoding", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", broken: true},
-		{name: "two Transfer-Encoding fields", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", broken: true},
-		{name: "differing Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", broken: true},
-		{name: "bad Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: +1\r\n\r\n", broken: true},
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasCL: true}}, state: scanBody},
+		// The scanner stops where it cannot follow; the headers it parsed
+		// before that point stay queued (and are still checked).
+		{name: "chunk line with bare LF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n", broken: true, want: postTE},
+		{name: "chunk data without CRLF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", broken: true, want: postTE},
+		{name: "bad chunk size", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", broken: true, want: postTE},
+		{name: "chunk size too long", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\n", broken: true, want: postTE},
+		{name: "chunk line of 4094 bytes and CRLF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + strings.Repeat("x", 4092) + "\r\nz\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+			want: append(postTE, scannedHeader{method: "GET", proto11: true, target: "/b"})},
+		{name: "chunk line over net/http's 4096-byte buffer", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + strings.Repeat("x", 4093) + "\r\nz\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n", broken: true, want: postTE},
+		{name: "chunk overhead over net/http's limit", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("1;"+strings.Repeat("x", 4000)+"\r\nz\r\n", 5), broken: true, want: postTE},
+		{name: "trailer with a bare LF", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: 1\n\r\n", broken: true, want: postTE},
+		{name: "trailer longer than net/http's buffer", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: " + strings.Repeat("t", 4092) + "\r\n\r\n", broken: true, want: postTE},
+		{name: "folded trailer", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: 1\r\n 2\r\n\r\n", broken: true, want: postTE},
+		{name: "unsupported Transfer-Encoding", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", broken: true, want: postTE},
+		{name: "two Transfer-Encoding fields", stream: "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", broken: true, want: postTE},
+		{name: "differing Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", broken: true, want: postCL},
+		{name: "bad Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: +1\r\n\r\n", broken: true, want: postCL},
+		{name: "empty Content-Length", stream: "POST /a HTTP/1.1\r\nContent-Length: \r\n\r\n", broken: true, want: postCL},
 		{name: "malformed request line", stream: "GARBAGE\r\n\r\n", broken: true},
 		{name: "header without colon", stream: "GET /a HTTP/1.1\r\nNoColon\r\n\r\n", broken: true},
 		{name: "fold before any field", stream: "GET /a HTTP/1.1\r\n folded: x\r\n\r\n", broken: true},
+		// Issue 11's three ways around the old scanner.
+		{name: "both headers, then garbage in the same write", stream: "POST /a HTTP/1.1\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGARBAGE\r\n", broken: true,
+			want: []scannedHeader{{method: "POST", proto11: true, target: "/a", hasCL: true, hasTE: true}}},
+		{name: "HTTP/1.0 with Transfer-Encoding and its body", stream: "POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", broken: true,
+			want: []scannedHeader{{method: "POST", target: "/a", hasTE: true}}},
+		{name: "Content-Length padded past 16 KiB", stream: "POST /a HTTP/1.1\r\nContent-Length: 0" + strings.Repeat(" ", 17000) + "\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+			want: append(postCL, scannedHeader{method: "GET", proto11: true, target: "/b"})},
+		// net/http skips up to four CR/LF bytes after a POST, and no others.
+		{name: "four CR LF bytes after a POST", stream: "POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+			want: append(postCL, scannedHeader{method: "GET", proto11: true, target: "/b"})},
+		{name: "five CR LF bytes after a POST", stream: "POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n\r\n\r\n\nGET /b HTTP/1.1\r\n\r\n", broken: true, want: postCL},
+		{name: "empty line after a GET", stream: "GET /a HTTP/1.1\r\n\r\n\r\nGET /b HTTP/1.1\r\n\r\n", broken: true,
+			want: []scannedHeader{{method: "GET", proto11: true, target: "/a"}}},
 	}
 	for _, tc := range cases {
 		for _, n := range []int{0, 1, 7} {
 			t.Run(fmt.Sprintf("%s/%d", tc.name, n), func(t *testing.T) {
 				sc := scanFeed(tc.stream, n)
 				if sc.broken != tc.broken {
-					t.Fatalf("broken = %v, want %v", sc.broken, tc.broken)
-				}
-				if tc.broken {
-					return
+					t.Fatalf("broken = %v (%s), want %v", sc.broken, sc.reason, tc.broken)
 				}
 				if !slices.Equal(sc.queue, tc.want) {
 					t.Errorf("queue\n got %+v\nwant %+v", sc.queue, tc.want)
 				}
-				if sc.state != tc.state {
+				if !tc.broken && sc.state != tc.state {
 					t.Errorf("state %d, want %d", sc.state, tc.state)
 				}
 			})
@@ -356,21 +380,38 @@ func TestFramingConnNext(t *testing.T) {
 	req := func(target string) *http.Request {
 		return &http.Request{Method: http.MethodGet, RequestURI: target, ProtoMajor: 1, ProtoMinor: 1}
 	}
-	if h, ok := fc.next(req("/a")); !ok || h.hasCL || h.hasTE {
-		t.Fatalf("/a: %+v %v", h, ok)
+	if h, reason := fc.next(req("/a")); reason != "" || h.hasCL || h.hasTE {
+		t.Fatalf("/a: %+v %q", h, reason)
 	}
-	if h, ok := fc.next(req("/b")); !ok || !h.hasCL || !h.hasTE {
-		t.Fatalf("/b: %+v %v", h, ok)
+	if h, reason := fc.next(req("/b")); reason != "" || !h.hasCL || !h.hasTE {
+		t.Fatalf("/b: %+v %q", h, reason)
 	}
-	if _, ok := fc.next(req("/not-c")); ok {
-		t.Fatal("a request that does not match the parsed header was accepted")
+	if _, reason := fc.next(req("/not-c")); reason != "the request differs from the one the scanner parsed" {
+		t.Fatalf("a request that does not match the parsed header: reason %q", reason)
 	}
-	if _, ok := fc.next(req("/c")); ok || !fc.sc.broken {
-		t.Fatal("the scanner did not give up after a mismatch")
+	if _, reason := fc.next(req("/c")); reason == "" || !fc.sc.broken {
+		t.Fatal("the scanner did not stop after a mismatch")
 	}
 	fc.sc.feed([]byte("GET /d HTTP/1.1\r\n\r\n"))
-	if _, ok := fc.next(req("/d")); ok || len(fc.sc.queue) != 0 {
-		t.Fatal("a scanner that gave up came back")
+	if _, reason := fc.next(req("/d")); reason == "" || len(fc.sc.queue) != 0 {
+		t.Fatal("a scanner that stopped came back")
+	}
+
+	// Headers parsed before the point where the scanner stopped are still
+	// served (and checked); the request after it is refused.
+	fc = &framingConn{}
+	fc.sc.feed([]byte("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGARBAGE\r\n"))
+	if !fc.sc.broken {
+		t.Fatal("the scanner followed GARBAGE")
+	}
+	if h, reason := fc.next(req("/a")); reason != "" || h.hasTE {
+		t.Fatalf("/a: %+v %q", h, reason)
+	}
+	if h, reason := fc.next(req("/b")); reason != "" || !h.hasCL || !h.hasTE {
+		t.Fatalf("/b: %+v %q: the header with both fields was lost when the scanner stopped", h, reason)
+	}
+	if _, reason := fc.next(req("/x")); reason != "a malformed request line" {
+		t.Fatalf("the request after the point the scanner stopped: reason %q", reason)
 	}
 }
 
@@ -380,7 +421,7 @@ func TestFramingConnCloseWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	fl := framingListener{ln}
+	fl := framingListener{Listener: ln}
 	done := make(chan error, 1)
 	go func() {
 		c, err := fl.Accept()
@@ -470,9 +511,32 @@ func FuzzFramingScanner(f *testing.F) {
 			if len(sc.queue) > maxScanQueue {
 				t.Fatalf("%d headers queued, limit %d", len(sc.queue), maxScanQueue)
 			}
-			if cap(sc.line) > maxScanLine+maxChunkLine+2 || len(sc.field) > maxScanLine+1 {
+			if cap(sc.line) > sc.maxHeader || cap(sc.field) > sc.maxHeader {
 				t.Fatalf("line buffer %d, field %d bytes: unbounded", cap(sc.line), len(sc.field))
 			}
 		}
 	})
+}
+
+// TestFramingGuardFailsClosed: when the scanner stops following a
+// connection (here at a trailer line ending in a bare LF, which net/http
+// tolerates), the request it parsed before that point is served, the next
+// one net/http hands over is refused with 400, Connection: close and the
+// reason, and a WARN line names the reason.
+func TestFramingGuardFailsClosed(t *testing.T) {
+	ts, logs := guardedServer(t, echo)
+	rc := dialRaw(t, ts.Listener.Addr().String())
+	rc.send("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: 1\n\n" + pipelinedGET)
+	if resp, body := rc.response(); resp.StatusCode != 200 || body != "POST /a 0" {
+		t.Fatalf("the request before the point the scanner stopped: %d %q", resp.StatusCode, body)
+	}
+	resp, body := rc.response()
+	want := fmt.Sprintf(unfollowableMessage, "a trailer line does not end with CRLF")
+	if resp.StatusCode != 400 || !resp.Close || buddyMessage(t, body) != want {
+		t.Fatalf("the request after it: %d close=%v %s; want 400, close, %q", resp.StatusCode, resp.Close, body, want)
+	}
+	rc.closed()
+	if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), `"reason":"a trailer line does not end with CRLF"`) {
+		t.Errorf("no WARN line with the reason:\n%s", logs.String())
+	}
 }

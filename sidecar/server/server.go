@@ -183,6 +183,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D(), IPv6Prefix: cfg.RateLimits.IPv6Prefix},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
 		BuddyResponse: cfg.BuddyResponse, AdminClientCert: adminCert,
+		BodyTimeout: cfg.Timeouts.ExchangeBody.D(),
 	})
 	if err != nil {
 		return nil, err
@@ -370,6 +371,10 @@ func (s *Server) MainHandler() http.Handler {
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	s.exchange.Register(r)
 	r.PathPrefix("/").Handler(s.proxy)
+	// A target that is no path (CONNECT host:443, an absolute URL without
+	// one) matches no route: the proxy refuses it in Buddy's error shape,
+	// with an audit line, instead of mux's plain-text 404.
+	r.NotFoundHandler = s.proxy
 	return r
 }
 
@@ -536,7 +541,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		go s.adminCerts.watch(s.bg)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- s.mainSrv.Serve(framingListener{mainLn}) }()
+	go func() {
+		errc <- s.mainSrv.Serve(framingListener{Listener: mainLn, maxHeaderBytes: s.mainSrv.MaxHeaderBytes})
+	}()
 	go func() { errc <- s.adminSrv.Serve(adminLn) }()
 
 	wctx, stopWatch := context.WithCancel(ctx)

@@ -155,26 +155,35 @@ func (c *framingConn) next(r *http.Request) (h scannedHeader, reason string) {
 type framingConnKey struct{}
 
 // framingConnContext makes the connection's framingConn available to
-// guardFraming (http.Server.ConnContext).
+// guardFraming (the main http.Server's ConnContext). A connection of the
+// main server that is not a framingConn is recorded as such (a nil
+// *framingConn), and guardFraming refuses its requests: the guard fails
+// closed if the listener is ever composed without it.
 func framingConnContext(ctx context.Context, c net.Conn) context.Context {
-	if fc, ok := c.(*framingConn); ok {
-		return context.WithValue(ctx, framingConnKey{}, fc)
-	}
-	return ctx
+	fc, _ := c.(*framingConn)
+	return context.WithValue(ctx, framingConnKey{}, fc)
 }
 
 // guardFraming answers 400 with Connection: close to a request whose
 // header had both Content-Length and Transfer-Encoding (or
 // Transfer-Encoding in HTTP/1.0), and to a request the scanner cannot vouch
-// for. Requests on connections that are not framingConns pass.
+// for. A request served by the main server on a connection that is not a
+// framingConn is refused too; one served without the main server's
+// ConnContext (a test's own server around Handler) passes.
 func (s *Server) guardFraming(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fc, _ := r.Context().Value(framingConnKey{}).(*framingConn)
-		if fc == nil {
+		v := r.Context().Value(framingConnKey{})
+		if v == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		h, reason := fc.next(r)
+		var h scannedHeader
+		var reason string
+		if fc := v.(*framingConn); fc == nil {
+			reason = "the connection is not followed by the framing guard (the main listener was composed without it)"
+		} else {
+			h, reason = fc.next(r)
+		}
 		var msg string
 		switch {
 		case reason != "":

@@ -540,3 +540,30 @@ func TestFramingGuardFailsClosed(t *testing.T) {
 		t.Errorf("no WARN line with the reason:\n%s", logs.String())
 	}
 }
+
+// TestFramingGuardFailsClosedWithoutWrapper: a server wired with the
+// guard's ConnContext whose listener was not wrapped in framingListener
+// refuses every request instead of serving it unchecked.
+func TestFramingGuardFailsClosedWithoutWrapper(t *testing.T) {
+	logs := &syncBuffer{}
+	s := &Server{log: NewLogger(logs, "debug")}
+	ts := httptest.NewUnstartedServer(s.guardFraming(echo))
+	ts.Config.ConnContext = framingConnContext // but no framingListener
+	ts.Start()
+	t.Cleanup(ts.Close)
+	resp, err := http.Get(ts.URL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "not followed by the framing guard") {
+		t.Fatalf("unwrapped connection: %d %s, want 400 naming the missing guard", resp.StatusCode, body)
+	}
+	if !resp.Close {
+		t.Error("the response did not close the connection")
+	}
+	if !strings.Contains(logs.String(), "not followed by the framing guard") {
+		t.Errorf("no warning logged:\n%s", logs.String())
+	}
+}

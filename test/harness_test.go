@@ -167,11 +167,19 @@ func tryStartSidecar(t testing.TB, cfg map[string]any, env map[string]string) (*
 	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
 		return nil, err
 	}
+	return launchSidecar(t, dir, mainAddr, adminAddr, env, string(data), "serve", "--config", cfgPath)
+}
+
+// launchSidecar runs the binary with args in dir, waits until adminAddr's
+// /readyz answers 200, and stops it at cleanup. what describes the
+// configuration for failure messages.
+func launchSidecar(t testing.TB, dir, mainAddr, adminAddr string, env map[string]string, what string, args ...string) (*sidecar, error) {
+	data := what
 	s := &sidecar{
 		t: t, URL: "http://" + mainAddr, Addr: mainAddr, AdminURL: "http://" + adminAddr, Dir: dir,
 		logs: newLogSink(), exited: make(chan struct{}),
 	}
-	s.cmd = exec.Command(sidecarBin, "serve", "--config", cfgPath)
+	s.cmd = exec.Command(sidecarBin, args...)
 	s.cmd.Dir = dir
 	s.cmd.Env = sidecarEnv(env)
 	s.cmd.Stdout = s.logs

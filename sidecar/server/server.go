@@ -92,6 +92,9 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		o.Audit = o.Logger.With("log", "audit")
 	}
 	s := &Server{cfg: cfg, log: o.Logger, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
+	for _, w := range cfg.Warnings {
+		s.log.Warn(w)
+	}
 
 	upstreamToken := o.Getenv(cfg.Upstream.TokenEnv)
 	if upstreamToken == "" {

@@ -12,9 +12,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	buildinfo "github.com/oidc-sidecar/oidc-sidecar/sidecar/version"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; when it
+// is not, sidecar/version falls back to the Go build info.
 var version = "dev"
 
 // exitError carries an exit code without printing anything more.
@@ -50,8 +53,9 @@ sidecar's proxy, which enforces each route's scopes and workspaces.
 Start with "oidc-sidecar demo" to see the whole flow with no set-up.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       buildinfo.Get(version).String(),
 	}
-	root.AddCommand(newServe(), newDemo(), newPolicy(), newProvider(), newBundle(), newLogin(), newHealthcheck(), newFakeUpstream())
+	root.SetVersionTemplate("oidc-sidecar {{.Version}}\n")
+	root.AddCommand(newServe(), newDemo(), newPolicy(), newProvider(), newBundle(), newLogin(), newHealthcheck(), newFakeUpstream(), newVersion())
 	return root
 }

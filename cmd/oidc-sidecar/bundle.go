@@ -54,6 +54,12 @@ bundle: in the configuration.`,
 				tmp.Close()
 				return err
 			}
+			// CreateTemp makes the file 0600; a bundle is read by others
+			// (a nonroot container user, a file server), as opa build's is.
+			if err := tmp.Chmod(0o644); err != nil {
+				tmp.Close()
+				return err
+			}
 			if err := tmp.Close(); err != nil {
 				return err
 			}

@@ -241,7 +241,7 @@ func CompileProviders(ps []*provider.Provider) ([]File, error) {
 			continue
 		}
 		gp, src, mod, err := trust.GenerateModule(trust.Module{
-			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.String(), Expr: p.Conditions,
+			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.Base(), Expr: p.Conditions,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("provider %s (%s): %w", p.ID, p.Source, err)

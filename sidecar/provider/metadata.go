@@ -57,7 +57,7 @@ func (p *Provider) Metadata() map[string]any {
 		"allow_token_reuse":     p.AllowTokenReuse,
 		"max_token_age_seconds": int(p.MaxTokenAge / time.Second),
 		"denial_detail":         string(p.DenialDetail),
-		"source":                p.Source.String(),
+		"source":                p.Source.Base(),
 	}
 }
 

@@ -19,6 +19,7 @@ package provider
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -162,6 +163,12 @@ func (p Pos) String() string {
 		return p.File
 	}
 	return p.File + ":" + strconv.Itoa(p.Line)
+}
+
+// Base is String with the file's base name only: what bundles record, so
+// that the same file gives the same bundle however its path is spelled.
+func (p Pos) Base() string {
+	return Pos{File: filepath.Base(p.File), Line: p.Line}.String()
 }
 
 // File is a loaded, valid providers file.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +38,32 @@ func TestBundleBuildFile(t *testing.T) {
 	}
 	if sums[0] != sums[1] {
 		t.Errorf("the same providers file named two ways gave different bundles")
+	}
+}
+
+// TestProviderNewMessages: provider new on a file that does not exist yet
+// writes the schema line; its option errors do not speak of an invalid
+// file; warnings carry "warning:" once.
+func TestProviderNewMessages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "providers.yaml")
+	_, errOut, code := runCLI(t, nil, "provider", "new", "--file", path, "--type", "other", "--name", "x", "--scopes", "WORKSPACE")
+	if code == 0 || !strings.Contains(errOut, "the new provider is invalid: 1 error") || strings.Contains(errOut, "providers file") {
+		t.Fatalf("status %d:\n%s", code, errOut)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("an invalid provider created the file: %v", err)
+	}
+	out, errOut, code := runCLI(t, nil, "provider", "new", "--file", path, "--type", "other", "--name", "x",
+		"--issuer", "https://gitlab.example.com", "--scopes", "WORKSPACE", "--conditions", "sub exists")
+	if code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.HasPrefix(string(data), "# yaml-language-server: $schema=") || !strings.Contains(string(data), strings.TrimSpace(out)) {
+		t.Fatalf("new file:\n%s", data)
+	}
+	_, errOut, code = runCLI(t, nil, "provider", "validate", "--providers", path)
+	if code != 0 || !strings.Contains(errOut, "providers.yaml:3:5: warning: providers[0].audience:") || strings.Count(errOut, "warning:") != 1 {
+		t.Fatalf("status %d:\n%s", code, errOut)
 	}
 }

@@ -31,7 +31,7 @@ func loadProviders(path string) ([]*provider.Provider, error) {
 		return nil, err
 	}
 	for _, w := range f.Warnings {
-		fmt.Fprintln(os.Stderr, "warning:", w.String())
+		fmt.Fprintln(os.Stderr, w.String()) // String says "warning:"
 	}
 	return f.Providers, nil
 }

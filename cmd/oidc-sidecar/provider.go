@@ -75,7 +75,7 @@ func newProviderValidate() *cobra.Command {
 				return err
 			}
 			for _, w := range f.Warnings {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w.String())
+				fmt.Fprintln(cmd.ErrOrStderr(), w.String()) // String says "warning:"
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d provider(s), valid\n", file, len(f.Providers))
 			return nil

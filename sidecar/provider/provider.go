@@ -259,10 +259,14 @@ func (e *ValidationError) Error() string {
 		}
 	}
 	var b strings.Builder
-	if file != "" {
-		b.WriteString(file + ": ")
+	switch file {
+	case newProviderFile: // provider new's options, not a file
+		b.WriteString("the new provider is invalid: " + plural(nerr, "error"))
+	case "":
+		b.WriteString("invalid providers file: " + plural(nerr, "error"))
+	default:
+		b.WriteString(file + ": invalid providers file: " + plural(nerr, "error"))
 	}
-	b.WriteString("invalid providers file: " + plural(nerr, "error"))
 	if nwarn > 0 {
 		b.WriteString(", " + plural(nwarn, "warning"))
 	}

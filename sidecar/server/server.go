@@ -109,6 +109,9 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	}
 
 	if s.store = o.Store; s.store == nil {
+		if cfg.Redis != nil {
+			routeRedisLogs(s.log)
+		}
 		if s.store, err = newStore(cfg, o.Getenv, o.Now); err != nil {
 			return nil, err
 		}
@@ -476,8 +479,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	s.log.Info("serving", "listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", redactURL(s.cfg.Upstream.URL),
-		"store", s.store.Kind(), "policy", s.source.Describe())
+	serving := []any{"listen", s.Addr(), "admin_listen", s.AdminAddr(), "upstream", redactURL(s.cfg.Upstream.URL),
+		"store", s.store.Kind(), "policy", s.source.Describe()}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if err := s.store.Ping(pctx); err != nil {
+		s.log.Warn("serving, but the token store does not answer: exchanges and proxied requests get 503 and /readyz says not ready until it does",
+			append(serving, "error", err.Error())...)
+	} else {
+		s.log.Info("serving", serving...)
+	}
+	cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- s.mainSrv.Serve(framingListener{s.mainLn}) }()
 	go func() { errc <- s.adminSrv.Serve(s.adminLn) }()

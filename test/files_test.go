@@ -67,3 +67,36 @@ func TestProviderNewMessages(t *testing.T) {
 		t.Fatalf("status %d:\n%s", code, errOut)
 	}
 }
+
+// TestExitStatuses: usage errors exit 2 with a pointer to --help, runtime
+// errors 1; --help says so.
+func TestExitStatuses(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"nope"}, 2, `unknown command "nope"`},
+		{[]string{"policy", "nope"}, 2, `unknown command "nope" for "oidc-sidecar policy"`},
+		{[]string{"serve", "--nope"}, 2, "unknown flag: --nope"},
+		{[]string{"policy", "eval", "--claims", "x.json"}, 2, `required flag(s) "provider" not set`},
+		{[]string{"policy", "eval", "--provider", "x"}, 2, "give exactly one of --claims"},
+		{[]string{"bundle", "inspect"}, 2, "accepts 1 arg(s)"},
+		{[]string{"login", "--sidecar-url", "https://x", "--provider-id", "y"}, 2, `--provider-id "y" is not a UUID`},
+		{[]string{"bundle", "inspect", "/nonexistent/b.tar.gz"}, 1, "no such file"},
+		{[]string{"serve", "--config", "/nonexistent/sidecar.yaml"}, 1, "no such file"},
+		{[]string{"provider", "validate", "--providers", "/nonexistent/p.yaml"}, 1, "no such file"},
+	} {
+		_, errOut, code := runCLI(t, nil, c.args...)
+		if code != c.code || !strings.Contains(errOut, c.says) {
+			t.Errorf("%v: status %d (want %d):\n%s", c.args, code, c.code, errOut)
+		}
+		if (code == 2) != strings.Contains(errOut, "--help' for usage.") {
+			t.Errorf("%v: the pointer to --help:\n%s", c.args, errOut)
+		}
+	}
+	out, _, _ := runCLI(t, nil, "--help")
+	if !strings.Contains(out, "Exit status: 0 on success; 1 when the command fails") || !strings.Contains(out, "2 for a usage error") {
+		t.Errorf("--help does not state the exit statuses:\n%s", out)
+	}
+}

@@ -89,7 +89,7 @@ policies and, with --providers, the compiled providers — so tests can
 exercise data.sidecar.conditions["<id>"] for your real providers. JSON/YAML
 files named data.json under the paths (e.g. testdata/claims/<name>/data.json)
 are loaded as data, as opa test does. Output is opa test's; the exit status is
-non-zero when any test fails or none ran.`,
+1 when any test fails or none ran.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ps []*provider.Provider
 			if providersPath != "" {
@@ -118,7 +118,7 @@ non-zero when any test fails or none ran.`,
 				return err
 			}
 			if !sum.OK() {
-				return exitError{code: 2}
+				return exitError{code: exitRuntime}
 			}
 			return nil
 		},
@@ -147,7 +147,7 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (claimsPath == "") == (jwt == "") {
-				return fmt.Errorf("give exactly one of --claims FILE.json or --token JWT")
+				return usagef("give exactly one of --claims FILE.json or --token JWT")
 			}
 			ps, err := loadProviders(providersPath)
 			if err != nil {
@@ -186,7 +186,7 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 			now := time.Now()
 			if at != "" {
 				if now, err = time.Parse(time.RFC3339, at); err != nil {
-					return fmt.Errorf("--time %q: want RFC 3339, e.g. 2026-11-22T10:00:00Z", at)
+					return usagef("--time %q: want RFC 3339, e.g. 2026-11-22T10:00:00Z", at)
 				}
 			}
 			var req []string

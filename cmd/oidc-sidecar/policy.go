@@ -78,7 +78,7 @@ other; with --out each is written under DIR at its bundle path.`,
 }
 
 func newPolicyTest() *cobra.Command {
-	var providersPath, routesPath, run string
+	var providersPath, routesPath, run, format string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "test [PATH...]",
@@ -88,8 +88,9 @@ the policies built into this binary) against a bundle built from those
 policies and, with --providers, the compiled providers — so tests can
 exercise data.sidecar.conditions["<id>"] for your real providers. JSON/YAML
 files named data.json under the paths (e.g. testdata/claims/<name>/data.json)
-are loaded as data, as opa test does. Output is opa test's; the exit status is
-1 when any test fails or none ran.`,
+are loaded as data, as opa test does. Output is opa test's (--format json:
+opa test --format json's array of results); the exit status is 1 when any test
+fails or none ran.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ps []*provider.Provider
 			if providersPath != "" {
@@ -111,8 +112,12 @@ are loaded as data, as opa test does. Output is opa test's; the exit status is
 					paths = []string{"policies"}
 				}
 			}
+			asJSON, err := jsonFormat(format)
+			if err != nil {
+				return err
+			}
 			sum, err := policy.RunTests(cmd.Context(), policy.TestOptions{
-				Paths: paths, Providers: ps, Routes: rts, Run: run, Verbose: verbose, Out: cmd.OutOrStdout(),
+				Paths: paths, Providers: ps, Routes: rts, Run: run, Verbose: verbose, JSON: asJSON, Out: cmd.OutOrStdout(),
 			})
 			if err != nil {
 				return err
@@ -127,6 +132,7 @@ are loaded as data, as opa test does. Output is opa test's; the exit status is
 	cmd.Flags().StringVar(&routesPath, "routes", "", "route table CSV (default: Buddy's)")
 	cmd.Flags().StringVar(&run, "run", "", "only run tests whose name matches this regular expression")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every test, like opa test -v")
+	formatFlag(cmd, &format)
 	return cmd
 }
 
@@ -223,5 +229,8 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 	f.StringSliceVar(&requested, "scope", nil, "requested scopes (RFC 8693 narrowing), comma-separated")
 	f.BoolVar(&asJSON, "json", false, "print the decision as JSON")
 	_ = cmd.MarkFlagRequired("provider")
+	_ = cmd.RegisterFlagCompletionFunc("provider", completeProviderIDs)
+	_ = cmd.RegisterFlagCompletionFunc("scope", completeScopes)
+	yamlFile(cmd, "providers")
 	return cmd
 }

@@ -1,7 +1,9 @@
 package test
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -120,5 +122,68 @@ func TestCompletionOfFlagValues(t *testing.T) {
 		if code != 0 || strings.Join(got, "\n") != strings.Join(c.want, "\n") {
 			t.Errorf("%v: %d\n%s\nwant\n%s\n%s", c.args, code, strings.Join(got, "\n"), strings.Join(c.want, "\n"), errOut)
 		}
+	}
+}
+
+// TestPolicyEvalSaysWhatItIgnores: policy eval --token says beside the
+// decision when the token's issuer or audience is not the provider's (the
+// exchange would refuse it before the policy); a boolean condition is
+// echoed as written (is false, not is "false"); --json prints the decision
+// document as the engine returns it ("reasons": [] on an allow, every field
+// of a reason).
+func TestPolicyEvalSaysWhatItIgnores(t *testing.T) {
+	const gha = "550e8400-e29b-41d4-a716-446655440000"
+	claims := map[string]any{}
+	data, err := os.ReadFile("../policies/testdata/claims/github_push_main/data.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &claims); err != nil {
+		t.Fatal(err)
+	}
+	claims["iss"], claims["aud"] = "https://evil.example.com", "sts.amazonaws.com"
+	payload, _ := json.Marshal(claims)
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwt := b64([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + b64(payload) + "." + b64([]byte("not-a-signature"))
+	_, errOut, _ := runCLI(t, nil, "policy", "eval", "--providers", "../examples/providers.yaml", "--provider", gha, "--token", jwt, "--ip", "203.0.113.7")
+	for _, want := range []string{
+		`note: the token's issuer "https://evil.example.com" is not this provider's (https://token.actions.githubusercontent.com)`,
+		`note: the token's audience ["sts.amazonaws.com"] does not include this provider's ("Buddy")`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("missing %q:\n%s", want, errOut)
+		}
+	}
+
+	dir := t.TempDir()
+	writeFile(t, dir+"/p.yaml", `providers:
+  - id: 9b2f6c1e-3d4a-4b5c-8e7f-0a1b2c3d4e5f
+    name: c
+    type: circleci
+    organization_id: 4f5e9a52-7c1d-4c8e-9a3b-2b6f0d1e8c77
+    trust_conditions: 'oidc.circleci.com/ssh-rerun is false'
+    scopes: [WORKSPACE]
+`)
+	writeFile(t, dir+"/c.json", `{"oidc.circleci.com/ssh-rerun": true}`)
+	out, _, code := runCLI(t, map[string]string{"LANG": "C.UTF-8"}, "policy", "eval", "--providers", dir+"/p.yaml", "--provider", "9b2f6c1e-3d4a-4b5c-8e7f-0a1b2c3d4e5f", "--claims", dir+"/c.json")
+	if code != 3 || !strings.Contains(out, "✗ oidc.circleci.com/ssh-rerun is false\n") {
+		t.Errorf("status %d:\n%s", code, out)
+	}
+	out, _, code = runCLI(t, nil, "policy", "eval", "--providers", dir+"/p.yaml", "--provider", "9b2f6c1e-3d4a-4b5c-8e7f-0a1b2c3d4e5f", "--claims", dir+"/c.json", "--json")
+	var deny struct {
+		Reasons []map[string]any `json:"reasons"`
+	}
+	if err := json.Unmarshal([]byte(out), &deny); err != nil || code != 3 || len(deny.Reasons) != 1 {
+		t.Fatalf("%d %v\n%s", code, err, out)
+	}
+	for _, k := range []string{"missing", "actual", "expected", "claim", "operator", "condition", "message", "code"} {
+		if _, ok := deny.Reasons[0][k]; !ok {
+			t.Errorf("the reason lacks %q: %v", k, deny.Reasons[0])
+		}
+	}
+	out, _, code = runCLI(t, nil, "policy", "eval", "--providers", "../examples/providers.yaml", "--provider", gha,
+		"--claims", "../policies/testdata/claims/github_push_main/data.json", "--ip", "203.0.113.7", "--json")
+	if code != 0 || !strings.Contains(out, `"reasons": [],`) || strings.Contains(out, "null,\n  \"scopes\"") {
+		t.Errorf("allow: %d\n%s", code, out)
 	}
 }

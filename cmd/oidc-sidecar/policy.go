@@ -179,6 +179,13 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 					return fmt.Errorf("--token: %w", err)
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "note: claims read from the token WITHOUT verifying its signature, expiry or audience")
+				for _, p := range ps {
+					if p.ID == providerID {
+						for _, m := range p.TokenMismatch(claims) {
+							fmt.Fprintln(cmd.ErrOrStderr(), "note:", m)
+						}
+					}
+				}
 			} else {
 				f, err := os.Open(claimsPath)
 				if err != nil {
@@ -206,7 +213,11 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 				return err
 			}
 			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), d); err != nil {
+				doc, err := d.Document()
+				if err != nil {
+					return err
+				}
+				if err := printJSON(cmd.OutOrStdout(), doc); err != nil {
 					return err
 				}
 			} else {
@@ -227,7 +238,7 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 	f.StringVar(&at, "time", "", "evaluation time, RFC 3339 (default: now)")
 	f.StringSliceVar(&policyPaths, "policies", nil, "Rego files or directories (default: the built-in policies)")
 	f.StringSliceVar(&requested, "scope", nil, "requested scopes (RFC 8693 narrowing), comma-separated")
-	f.BoolVar(&asJSON, "json", false, "print the decision as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the decision document as the policy returns it (as opa eval would)")
 	_ = cmd.MarkFlagRequired("provider")
 	_ = cmd.RegisterFlagCompletionFunc("provider", completeProviderIDs)
 	_ = cmd.RegisterFlagCompletionFunc("scope", completeScopes)

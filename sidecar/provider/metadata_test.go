@@ -234,3 +234,17 @@ func TestParsePos(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenMismatch(t *testing.T) {
+	p := &Provider{ID: "x", Issuer: GitHubIssuer, Audience: "Buddy"}
+	if m := p.TokenMismatch(map[string]any{"iss": GitHubIssuer, "aud": []any{"other", "Buddy"}}); m != nil {
+		t.Fatalf("%v", m)
+	}
+	m := p.TokenMismatch(map[string]any{"iss": "https://evil.example.com", "aud": "sts.amazonaws.com"})
+	if len(m) != 2 || !strings.Contains(m[0], `issuer "https://evil.example.com" is not this provider's`) || !strings.Contains(m[1], `audience ["sts.amazonaws.com"] does not include this provider's ("Buddy")`) {
+		t.Fatalf("%q", m)
+	}
+	if m := (&Provider{Issuer: "https://i"}).TokenMismatch(map[string]any{"iss": "https://i", "aud": "anything"}); m != nil {
+		t.Fatalf("no audience configured: %v", m)
+	}
+}

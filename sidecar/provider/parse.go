@@ -632,6 +632,12 @@ func (ps *parser) provider(i int, item *yaml.Node) *Provider {
 			ps.conditionError(pp.field("trust_conditions"), v, s, err)
 		} else {
 			p.Conditions = x
+			for _, c := range x.Conditions {
+				if msg := unknownClaim(p.Type, c.Claim); msg != "" {
+					line, col := ps.conditionPos(v, s, c.Pos.Line, c.Pos.Col)
+					ps.add(Diagnostic{Line: line, Col: col, Field: pp.field("trust_conditions"), Message: msg, Warning: true})
+				}
+			}
 		}
 	}
 

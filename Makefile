@@ -28,6 +28,13 @@ policy-check: $(OPA) build
 	rm -rf bin/compiled && bin/oidc-sidecar policy compile --providers examples/providers.yaml --out bin/compiled
 	$(OPA) check --strict bin/compiled policies/
 	$(OPA) test bin/compiled policies/
+# docs/policy.md's "With the upstream opa CLI": the written directory is a
+# bundle directory (modules, data.json, .manifest) opa takes as it is.
+	rm -rf bin/example && bin/oidc-sidecar policy compile --providers bundles/example/providers.yaml --out bin/example
+	$(OPA) check --strict bin/example policies/ bundles/example/policies/
+	$(OPA) test bin/example policies/ bundles/example/policies/
+	$(OPA) build -o bin/example-opa.tar.gz bin/example policies/ bundles/example/policies/
+	$(OPA) eval --bundle bin/example-opa.tar.gz --format raw 'count(data.sidecar.providers)'
 	bin/oidc-sidecar policy test --providers bundles/example/providers.yaml policies/ bundles/example/policies/
 	bin/oidc-sidecar bundle build --providers examples/providers.yaml -o bin/example.tar.gz
 	$(OPA) inspect bin/example.tar.gz

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,43 +36,64 @@ func loadProviders(path string) ([]*provider.Provider, error) {
 }
 
 func newPolicyCompile() *cobra.Command {
-	var providersPath, out string
+	var providersPath, out, routesPath, unknownRoutes string
 	cmd := &cobra.Command{
 		Use:   "compile --providers providers.yaml [--out DIR]",
-		Short: "Print (or write) the Rego that each provider's trust conditions compile to",
+		Short: "Print the Rego the trust conditions compile to, or write it as a bundle directory for opa",
 		Long: `Compiles every provider's trust conditions to one Rego module
 (package sidecar.conditions["<id>"]) plus the helper library they use
 (package sidecar.trust). Without --out the modules are printed one after the
-other; with --out each is written under DIR at its bundle path.`,
+other.
+
+With --out DIR, DIR becomes a bundle directory with everything but your
+hand-written policies: .manifest (roots ["sidecar"]), data.json (providers,
+scopes, routes, settings) and the modules. The upstream opa CLI takes it as it
+is, beside the policies:
+
+  opa check --strict DIR policies/
+  opa test DIR policies/
+  opa build -o bundle.tar.gz DIR policies/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ps, err := loadProviders(providersPath)
 			if err != nil {
 				return err
 			}
-			files, err := policy.CompileProviders(ps)
+			if out == "" {
+				files, err := policy.CompileProviders(ps)
+				if err != nil {
+					return err
+				}
+				for _, f := range files {
+					fmt.Fprintf(cmd.OutOrStdout(), "# ---- %s ----\n%s\n", f.Path, f.Src)
+				}
+				return nil
+			}
+			var rts []routes.Route
+			if routesPath != "" {
+				if rts, err = routes.Load(routesPath, scope.Known); err != nil {
+					return err
+				}
+			}
+			// No policies: they stay where they are, beside DIR.
+			b, err := policy.Build(cmd.Context(), policy.Sources{Providers: ps, Policies: []policy.File{}, Routes: rts,
+				Settings: policy.Settings{UnknownRoutes: unknownRoutes}})
 			if err != nil {
 				return err
 			}
-			for _, f := range files {
-				if out == "" {
-					fmt.Fprintf(cmd.OutOrStdout(), "# ---- %s ----\n%s\n", f.Path, f.Src)
-					continue
-				}
-				p := filepath.Join(out, filepath.FromSlash(f.Path))
-				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-					return err
-				}
-				if err := os.WriteFile(p, f.Src, 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.ErrOrStderr(), "wrote", p)
+			if err := policy.WriteBundleDir(out, b); err != nil {
+				return err
 			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: .manifest (revision %s), data.json, %d module(s)\n", out, b.Manifest.Revision, len(b.Modules))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&providersPath, "providers", "providers.yaml", "providers file")
-	cmd.Flags().StringVar(&out, "out", "", "directory to write the modules to (default: print them)")
+	cmd.Flags().StringVar(&out, "out", "", "write a bundle directory here (default: print the modules)")
+	cmd.Flags().StringVar(&routesPath, "routes", "", "route table CSV for data.json (default: Buddy's)")
+	cmd.Flags().StringVar(&unknownRoutes, "unknown-routes", "deny", "deny | authenticated, for data.json's settings")
+	yamlFile(cmd, "providers")
+	_ = cmd.RegisterFlagCompletionFunc("unknown-routes", completeWords("deny", "authenticated"))
 	return cmd
 }
 

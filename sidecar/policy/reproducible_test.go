@@ -50,3 +50,43 @@ func TestBundleIndependentOfPathSpelling(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteBundleDir: the directory policy compile --out writes is a bundle
+// directory OPA's own reader accepts, with the manifest, the data and every
+// module; writing again drops the module of a removed provider.
+func TestWriteBundleDir(t *testing.T) {
+	ps := exampleProviders(t)
+	b, err := Build(context.Background(), Sources{Providers: ps, Policies: []File{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteBundleDir(dir, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadBundleFile(dir) // OPA's bundle.DirectoryLoader and reader
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Manifest.Revision != b.Manifest.Revision || got.Manifest.Roots == nil || (*got.Manifest.Roots)[0] != Root {
+		t.Fatalf("manifest %+v", got.Manifest)
+	}
+	if len(got.Modules) != len(b.Modules) || len(got.Modules) < 2 {
+		t.Fatalf("%d modules, want %d", len(got.Modules), len(b.Modules))
+	}
+	provs := got.Data[Root].(map[string]any)["providers"].(map[string]any)
+	if len(provs) != len(ps) {
+		t.Fatalf("data.json has %d providers, want %d", len(provs), len(ps))
+	}
+	// Again with one provider fewer: its module is gone.
+	b2, err := Build(context.Background(), Sources{Providers: ps[1:], Policies: []File{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteBundleDir(dir, b2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sidecar", "conditions", ps[0].ID+".rego")); !os.IsNotExist(err) {
+		t.Fatalf("the removed provider's module is still there: %v", err)
+	}
+}

@@ -584,7 +584,7 @@ func TestAudit(t *testing.T) {
 			t.Errorf("%s: duration_ms missing", c.id)
 		}
 		// OPA decision-log names: decision_id, timestamp, bundles.<name>.revision, result.
-		if ts, _ := l["timestamp"].(string); l["decision_id"] != c.id || !strings.HasSuffix(ts, "Z") {
+		if ts, _ := l["timestamp"].(string); l["decision_id"] != l["request_id"] || !strings.HasSuffix(ts, "Z") {
 			t.Errorf("%s: decision_id %v, timestamp %v", c.id, l["decision_id"], l["timestamp"])
 		} else if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
 			t.Errorf("%s: timestamp: %v", c.id, err)

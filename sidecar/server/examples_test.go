@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,13 +31,20 @@ var (
 	curlData    = regexp.MustCompile(`-d\s+"((?:[^"\\]|\\.)*)"`)
 )
 
-// exampleCalls finds the curl calls to $BUDDY_API_ENDPOINT in script,
+// sidecarBases are the variables the examples use for the sidecar's URL.
+var sidecarBases = []string{"BUDDY_API_ENDPOINT", "OIDC_SIDECAR_URL"}
+
+// exampleCalls finds the curl calls to $BUDDY_API_ENDPOINT (or
+// $OIDC_SIDECAR_URL) in script but the token exchange itself,
 // expanding the shell variables it assigns and env; variables it cannot
 // resolve (the CI system's own, such as $GITHUB_SHA) become "x".
 func exampleCalls(script string, env map[string]string) []apiCall {
-	vars := map[string]string{"BUDDY_API_ENDPOINT": ""}
+	vars := map[string]string{}
 	for k, v := range env {
 		vars[k] = v
+	}
+	for _, b := range sidecarBases {
+		vars[b] = ""
 	}
 	expand := func(s string) string {
 		for range 4 {
@@ -60,10 +68,13 @@ func exampleCalls(script string, env map[string]string) []apiCall {
 			continue
 		}
 		u := curlURL.FindStringSubmatch(strings.TrimSpace(line))
-		if u == nil || !strings.Contains(expandKeep(u[1], vars), "BUDDY_API_ENDPOINT") {
+		if u == nil || !slices.ContainsFunc(sidecarBases, func(b string) bool { return strings.Contains(expandKeep(u[1], vars), b) }) {
 			continue
 		}
 		c := apiCall{method: http.MethodGet, path: expand(u[1])}
+		if c.path == "/user/oidc/tokens" {
+			continue // the exchange, not an API call
+		}
 		if d := curlData.FindStringSubmatch(line); d != nil {
 			c.method, c.body = http.MethodPost, strings.ReplaceAll(expand(d[1]), `\"`, `"`)
 		}
@@ -75,13 +86,13 @@ func exampleCalls(script string, env map[string]string) []apiCall {
 	return calls
 }
 
-// expandKeep expands variables but keeps $BUDDY_API_ENDPOINT's name, to
-// tell calls to the sidecar from other downloads.
+// expandKeep expands variables but keeps the sidecar base variables'
+// names, to tell calls to the sidecar from other downloads.
 func expandKeep(s string, vars map[string]string) string {
 	for range 4 {
 		s = shellVar.ReplaceAllStringFunc(s, func(m string) string {
 			name := shellVar.FindStringSubmatch(m)[1]
-			if v, ok := vars[name]; ok && name != "BUDDY_API_ENDPOINT" {
+			if v, ok := vars[name]; ok && !slices.Contains(sidecarBases, name) {
 				return v
 			}
 			return m
@@ -90,7 +101,7 @@ func expandKeep(s string, vars map[string]string) string {
 	return s
 }
 
-var providerIDFlag = regexp.MustCompile(`--provider-id\s+"?\$?\{?([A-Za-z0-9_-]+)\}?"?`)
+var providerIDFlag = regexp.MustCompile(`(?:--provider-id\s+"?|\\?"provider_id\\?":\s*\\?")\$?\{?([A-Za-z0-9_-]+)\}?`)
 
 // exampleJob is what a CI example runs: the provider it logs in as and
 // the API calls after the login.

@@ -403,7 +403,7 @@ func TestKubernetesManifest(t *testing.T) {
 	for _, e := range runner.Spec.Template.Spec.Containers[0].Env {
 		renv[e.Name] = e.Value
 	}
-	want := "http://" + svc.Metadata.Name + ":" + strconv.Itoa(svc.Spec.Ports[0].Port)
+	want := "https://" + svc.Metadata.Name + ":" + strconv.Itoa(svc.Spec.Ports[0].Port)
 	if renv["BUDDY_API_ENDPOINT"] != want || renv["OIDC_SIDECAR_URL"] != want {
 		t.Errorf("the runner's endpoints %v, want %s", renv, want)
 	}

@@ -36,7 +36,11 @@ func TestVersionCommand(t *testing.T) {
 	if line != flag || !strings.HasPrefix(line, "oidc-sidecar "+info.Version+" (") {
 		t.Fatalf("version %q, --version %q", line, flag)
 	}
-	if st, err := os.Stat("../.git"); err == nil && st.IsDir() && !strings.Contains(os.Getenv("GOFLAGS"), "-buildvcs=false") {
+	// The toolchain records the commit only when building in a git
+	// checkout (not a worktree) without -buildvcs=false (which `go env -w`
+	// may set, so ask go env rather than the environment).
+	goflags, _ := exec.Command("go", "env", "GOFLAGS").Output()
+	if st, err := os.Stat("../.git"); err == nil && st.IsDir() && !strings.Contains(string(goflags), "-buildvcs=false") {
 		head, err := exec.Command("git", "-C", "..", "rev-parse", "HEAD").Output()
 		if err == nil && info.Revision != strings.TrimSpace(string(head)) {
 			t.Fatalf("revision %q, HEAD %s", info.Revision, head)

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 )
 
@@ -109,7 +110,7 @@ func lifetimeList() string {
 type Provider struct {
 	// ID is the provider's UUID (canonical lower-case form). CI jobs send it
 	// as provider_id.
-	ID string `yaml:"id"`
+	ID ID `yaml:"id"`
 	// Name is a free-text label.
 	Name string `yaml:"name"`
 	// Type is the provider type.
@@ -180,7 +181,7 @@ type File struct {
 // Lookup returns the provider with the given id, or nil.
 func (f *File) Lookup(id string) *Provider {
 	for _, p := range f.Providers {
-		if p.ID == id {
+		if string(p.ID) == id {
 			return p
 		}
 	}
@@ -236,9 +237,15 @@ func (d Diagnostic) String() string {
 	return b.String()
 }
 
-// ValidationError is returned when a providers file has errors. It holds
-// every diagnostic found, warnings included, in file order.
+// ValidationError is the one error type of provider validation: Parse (a
+// providers file), FromMetadata (a bundle's metadata document) and
+// DecodeJSON (the admin API's body) return it. It holds every diagnostic
+// found, warnings included, in file order.
 type ValidationError struct {
+	// Subject names what was validated when it is not a providers file,
+	// e.g. `provider metadata "550e8400-…"`; the diagnostics then have no
+	// File.
+	Subject     string
 	Diagnostics []Diagnostic
 }
 
@@ -257,10 +264,14 @@ func (e *ValidationError) Error() string {
 		}
 	}
 	var b strings.Builder
-	if file != "" {
-		b.WriteString(file + ": ")
+	if e.Subject != "" {
+		b.WriteString(e.Subject + ": " + plural(nerr, "error"))
+	} else {
+		if file != "" {
+			b.WriteString(file + ": ")
+		}
+		b.WriteString("invalid providers file: " + plural(nerr, "error"))
 	}
-	b.WriteString("invalid providers file: " + plural(nerr, "error"))
 	if nwarn > 0 {
 		b.WriteString(", " + plural(nwarn, "warning"))
 	}
@@ -288,3 +299,9 @@ func plural(n int, what string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
+
+// ID is a provider ID; see package providerid for the rule.
+type ID = providerid.ID
+
+// ParseID is the one parse rule for provider IDs (providerid.Parse).
+func ParseID(s string) (ID, error) { return providerid.Parse(s) }

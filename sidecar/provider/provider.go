@@ -2,10 +2,11 @@
 // the OIDC identity providers the sidecar trusts — the same objects Buddy's
 // "OIDC Identity Provider" form creates, with a few sidecar extensions.
 //
-// The Go types here are the single source of truth for the file format: the
-// yaml tags of Provider name the keys, Parse decodes and validates them, and
-// docs/providers.md and docs/providers.schema.json describe them (a test
-// keeps them in step).
+// The field table (fields.go) is the single source of truth for a
+// provider's keys: Parse (providers.yaml), DecodeJSON (the admin API),
+// Metadata and FromMetadata (a bundle's data), Append (`provider new`) and
+// Schema (docs/providers.schema.json, generated) read it, and one validator
+// checks a provider from any of them, reporting a *ValidationError.
 //
 // Parse reports every problem of a file at once, each with file:line:col and
 // the field path, e.g.

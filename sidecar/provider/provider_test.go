@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -438,5 +440,28 @@ func TestMergeBomb(t *testing.T) {
 	}
 	if p := f.Providers[0]; p.Type != Other || p.Issuer != "https://i" || p.Audience != "a" {
 		t.Errorf("merged provider = %+v", p)
+	}
+}
+
+// TestFieldTableCoversProvider keeps the field table and the Provider
+// struct's yaml tags in step: every tagged field has a row, in order.
+func TestFieldTableCoversProvider(t *testing.T) {
+	var tags []string
+	ty := reflect.TypeFor[Provider]()
+	for i := range ty.NumField() {
+		if k := ty.Field(i).Tag.Get("yaml"); k != "" && k != "-" {
+			tags = append(tags, k)
+		}
+	}
+	keys := Keys()
+	sort.Strings(tags)
+	sort.Strings(keys)
+	if !slices.Equal(tags, keys) {
+		t.Errorf("Provider yaml tags %v\nfield table keys %v", tags, keys)
+	}
+	for _, f := range fields {
+		if f.schema == nil || f.set == nil || f.doc == "" || (f.typ == tList) != (f.item != nil) {
+			t.Errorf("field %s: incomplete row", f.key)
+		}
 	}
 }

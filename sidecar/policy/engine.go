@@ -442,6 +442,18 @@ type ExchangeDecision struct {
 	LifetimeSeconds int64    `json:"lifetime_seconds"`
 	ProviderName    string   `json:"provider_name"`
 	Revision        string   `json:"revision"`
+
+	doc ast.Object // the decision document as the policy returned it
+}
+
+// Document returns the decision document exactly as the policy returned it
+// (data.sidecar.exchange.decision): what `opa eval` prints for the same
+// input, e.g. "reasons": [] for an allow and every field of each reason.
+func (d *ExchangeDecision) Document() (any, error) {
+	if d.doc == nil {
+		return nil, fmt.Errorf("no decision document")
+	}
+	return ast.JSON(d.doc)
 }
 
 // Exchange evaluates the exchange decision. An evaluation error or an
@@ -479,7 +491,7 @@ func (s *Snapshot) exchangeDecision(ctx context.Context, in ExchangeInput) (*Exc
 	if err != nil {
 		return nil, err
 	}
-	d := &ExchangeDecision{Revision: s.Revision}
+	d := &ExchangeDecision{Revision: s.Revision, doc: m}
 	d.Allow = boolField(m, "allow")
 	d.Scopes = stringsField(m, "scopes")
 	d.InvalidScopes = stringsField(m, "invalid_scopes")

@@ -49,6 +49,8 @@ type sink interface {
 	warn(key, msg string)
 	// conditionError reports a trust-condition syntax error.
 	conditionError(key, src string, err error)
+	// conditionWarn warns about the condition at pos of src.
+	conditionWarn(key, src string, pos trust.Pos, msg string)
 	// strict is true for the metadata document, which must be in the
 	// canonical form Metadata writes (e.g. 10.0.0.1/32, not 10.0.0.1).
 	strict() bool
@@ -202,6 +204,11 @@ var fields = []*field{
 				return
 			}
 			p.Conditions = x
+			for _, c := range x.Conditions {
+				if msg := unknownClaim(p.Type, c.Claim); msg != "" {
+					s.conditionWarn("trust_conditions", v.s, c.Pos, msg)
+				}
+			}
 		},
 		meta:   func(p *Provider) any { return p.TrustConditions },
 		option: func(o NewOptions) any { return optString(o.TrustConditions) },

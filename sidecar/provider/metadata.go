@@ -3,6 +3,7 @@ package provider
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 	"math"
 	"slices"
 	"sort"
@@ -48,7 +49,7 @@ func (p *Provider) Metadata() map[string]any {
 		}
 	}
 	m["has_conditions"] = p.conditionCount() > 0
-	m["source"] = p.Source.String()
+	m["source"] = p.Source.Base()
 	return m
 }
 
@@ -165,7 +166,8 @@ func (d *metaDecoder) fail(key, msg string) {
 func (d *metaDecoder) warn(key, msg string) {}
 func (d *metaDecoder) strict() bool         { return true }
 
-func (d *metaDecoder) conditionError(key, src string, err error) { d.fail(key, err.Error()) }
+func (d *metaDecoder) conditionError(key, src string, err error)                { d.fail(key, err.Error()) }
+func (d *metaDecoder) conditionWarn(key, src string, pos trust.Pos, msg string) {}
 
 // ok reports whether key was present and of the right type.
 func (d *metaDecoder) ok(key string) bool {

@@ -20,6 +20,7 @@ package provider
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -171,6 +172,12 @@ func (p Pos) String() string {
 	return p.File + ":" + strconv.Itoa(p.Line)
 }
 
+// Base is String with the file's base name only: what bundles record, so
+// that the same file gives the same bundle however its path is spelled.
+func (p Pos) Base() string {
+	return Pos{File: filepath.Base(p.File), Line: p.Line}.String()
+}
+
 // File is a loaded, valid providers file.
 type File struct {
 	Path      string
@@ -265,13 +272,15 @@ func (e *ValidationError) Error() string {
 		}
 	}
 	var b strings.Builder
-	if e.Subject != "" {
+	switch {
+	case e.Subject != "":
 		b.WriteString(e.Subject + ": " + plural(nerr, "error"))
-	} else {
-		if file != "" {
-			b.WriteString(file + ": ")
-		}
+	case file == newProviderFile: // provider new's options, not a file
+		b.WriteString("the new provider is invalid: " + plural(nerr, "error"))
+	case file == "":
 		b.WriteString("invalid providers file: " + plural(nerr, "error"))
+	default:
+		b.WriteString(file + ": invalid providers file: " + plural(nerr, "error"))
 	}
 	if nwarn > 0 {
 		b.WriteString(", " + plural(nwarn, "warning"))

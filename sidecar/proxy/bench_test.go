@@ -406,15 +406,15 @@ func BenchmarkParts(b *testing.B) {
 			_ = tbl.match("GET", runExecutions)
 		}
 	})
-	b.Run("tokenValue", func(b *testing.B) {
+	b.Run("preparedToken", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_ = tokenValue(&rec)
+			_ = preparedToken(&rec)
 		}
 	})
 	b.Run("authorize", func(b *testing.B) {
 		m := tbl.match("GET", runExecutions)
-		in := policyInput(m, tokenValue(&rec))
+		in := policyInput(m, preparedToken(&rec))
 		b.ReportAllocs()
 		for b.Loop() {
 			d, err := snap.Authorize(context.Background(), in)

@@ -39,8 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
@@ -296,7 +294,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	now := p.now()
-	var tv ast.Value
+	var tv *policy.PreparedToken
 	var memo *decisionMemo
 	if sent && token.WellFormed(tok) {
 		rec, val, dm, err := p.lookup(req.Context(), token.Hash(tok))
@@ -413,7 +411,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // value: from the short-lived cache, or with one store round trip. A nil
 // record means unknown, expired or revoked; an error means the store could
 // not answer (the request must be refused, never forwarded).
-func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Value, *decisionMemo, error) {
+func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, *policy.PreparedToken, *decisionMemo, error) {
 	start := time.Now()
 	if p.cache == nil {
 		return p.fetch(ctx, hash, start, 0)
@@ -449,12 +447,12 @@ func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Val
 
 type lookupResult struct {
 	rec  *token.Record
-	val  ast.Value
+	val  *policy.PreparedToken
 	memo *decisionMemo
 }
 
 // fetch reads a token from the store and caches what it found.
-func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uint64) (*token.Record, ast.Value, *decisionMemo, error) {
+func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uint64) (*token.Record, *policy.PreparedToken, *decisionMemo, error) {
 	rec, err := p.store.Get(ctx, hash)
 	switch {
 	case errors.Is(err, token.ErrNotFound):
@@ -462,7 +460,7 @@ func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uin
 	case err != nil:
 		return nil, nil, nil, err
 	}
-	val := tokenValue(rec)
+	val := preparedToken(rec)
 	var memo *decisionMemo
 	if p.cache != nil {
 		// Expire relative to when the lookup started: the entry never

@@ -11,9 +11,6 @@ import (
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
 )
 
 func newPolicy() *cobra.Command {
@@ -25,15 +22,18 @@ func newPolicy() *cobra.Command {
 	return cmd
 }
 
-func loadProviders(path string) ([]*provider.Provider, error) {
-	f, err := provider.Load(path)
-	if err != nil {
-		return nil, err
+// loadFiles reads the files of a bundle, printing the providers file's
+// warnings to stderr.
+func loadFiles(f policy.Files) (policy.Sources, error) {
+	src, warnings, err := f.Load()
+	printWarnings(warnings)
+	return src, err
+}
+
+func printWarnings(warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w)
 	}
-	for _, w := range f.Warnings {
-		fmt.Fprintln(os.Stderr, "warning:", w.String())
-	}
-	return f.Providers, nil
 }
 
 func newPolicyCompile() *cobra.Command {
@@ -47,11 +47,11 @@ func newPolicyCompile() *cobra.Command {
 other; with --out each is written under DIR at its bundle path.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ps, err := loadProviders(providersPath)
+			src, err := loadFiles(policy.Files{Providers: providersPath})
 			if err != nil {
 				return err
 			}
-			files, err := policy.CompileProviders(ps)
+			files, err := policy.CompileProviders(src.Providers)
 			if err != nil {
 				return err
 			}
@@ -91,19 +91,9 @@ files named data.json under the paths (e.g. testdata/claims/<name>/data.json)
 are loaded as data, as opa test does. Output is opa test's; the exit status is
 non-zero when any test fails or none ran.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ps []*provider.Provider
-			if providersPath != "" {
-				var err error
-				if ps, err = loadProviders(providersPath); err != nil {
-					return err
-				}
-			}
-			var rts []routes.Route
-			if routesPath != "" {
-				var err error
-				if rts, err = routes.Load(routesPath, scope.Known); err != nil {
-					return err
-				}
+			src, err := loadFiles(policy.Files{Providers: providersPath, Routes: routesPath})
+			if err != nil {
+				return err
 			}
 			paths := args
 			if len(paths) == 0 {
@@ -112,7 +102,7 @@ non-zero when any test fails or none ran.`,
 				}
 			}
 			sum, err := policy.RunTests(cmd.Context(), policy.TestOptions{
-				Paths: paths, Providers: ps, Routes: rts, Run: run, Verbose: verbose, Out: cmd.OutOrStdout(),
+				Paths: paths, Providers: src.Providers, Routes: src.Routes, Run: run, Verbose: verbose, Out: cmd.OutOrStdout(),
 			})
 			if err != nil {
 				return err
@@ -149,21 +139,8 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 			if (claimsPath == "") == (jwt == "") {
 				return fmt.Errorf("give exactly one of --claims FILE.json or --token JWT")
 			}
-			ps, err := loadProviders(providersPath)
-			if err != nil {
-				return err
-			}
-			var pols []policy.File
-			if len(policyPaths) > 0 {
-				if pols, err = policy.LoadPolicies(policyPaths, false); err != nil {
-					return err
-				}
-			}
-			b, err := policy.Build(cmd.Context(), policy.Sources{Providers: ps, Policies: pols})
-			if err != nil {
-				return err
-			}
-			snap, err := policy.Compile(cmd.Context(), b)
+			snap, warnings, err := policy.CompileFiles(cmd.Context(), policy.Files{Providers: providersPath, Policies: policyPaths})
+			printWarnings(warnings)
 			if err != nil {
 				return err
 			}
@@ -173,15 +150,8 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 					return fmt.Errorf("--token: %w", err)
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "note: claims read from the token WITHOUT verifying its signature, expiry or audience")
-			} else {
-				f, err := os.Open(claimsPath)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if claims, err = policy.ReadClaims(f); err != nil {
-					return fmt.Errorf("%s: %w", claimsPath, err)
-				}
+			} else if claims, err = policy.ReadClaimsFile(claimsPath); err != nil {
+				return err
 			}
 			now := time.Now()
 			if at != "" {

@@ -94,7 +94,7 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 		slog.String("ref", ev.ref),
 		slog.String("client_ip", ev.clientIP),
 		slog.String("revision", ev.revision),
-		slog.Int64("duration_ms", d.Milliseconds()),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000), // milliseconds, to the microsecond (as the proxy's line)
 	)
 	if len(ev.reasons) > 0 {
 		attrs = append(attrs, slog.Any("reasons", ev.reasons))

@@ -1128,10 +1128,12 @@ func TestAuditLog(t *testing.T) {
 			t.Errorf("issued event: %s = %v, want %v", k, first[k], v)
 		}
 	}
-	for _, k := range []string{"decision_id", "duration_ms"} {
-		if _, ok := first[k]; !ok {
-			t.Errorf("issued event lacks %s", k)
-		}
+	if _, ok := first["decision_id"]; !ok {
+		t.Errorf("issued event lacks decision_id")
+	}
+	// Milliseconds as a number, like the proxy's line (docs/exchange.md).
+	if ms, ok := first["duration_ms"].(float64); !ok || ms < 0 {
+		t.Errorf("issued event: duration_ms = %v, want a number of milliseconds", first["duration_ms"])
 	}
 	if exchanges[5]["endpoint"] != "rfc8693" {
 		t.Errorf("endpoint %v", exchanges[5]["endpoint"])

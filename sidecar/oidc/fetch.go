@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/httpclient"
 )
 
 const (
@@ -21,29 +23,16 @@ const (
 // overall timeout that follows at most 3 redirects, and only to https (or
 // http on a loopback host).
 func defaultHTTPClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSHandshakeTimeout:   3 * time.Second,
-		ResponseHeaderTimeout: 5 * time.Second,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport: tr,
-		Timeout:   5 * time.Second,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 3 {
-				return errors.New("too many redirects")
-			}
+	return httpclient.New(httpclient.Limits{
+		Dial: 3 * time.Second, TLSHandshake: 3 * time.Second, ResponseHeader: 5 * time.Second, Total: 5 * time.Second,
+		IdlePerHost: 2, MaxRedirects: 3,
+		Redirect: func(req *http.Request, _ []*http.Request) error {
 			if err := checkFetchURL(req.URL); err != nil {
 				return fmt.Errorf("refusing redirect: %w", err)
 			}
 			return nil
 		},
-	}
+	})
 }
 
 // isLoopbackHost reports whether host (no port) is "localhost" or a loopback

@@ -24,8 +24,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
@@ -386,11 +385,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if !d.Allow {
 		if d.Status == http.StatusUnauthorized {
-			challenge := `Bearer realm="oidc-sidecar"`
-			if sent {
-				challenge += `, error="invalid_token"`
-			}
-			w.Header().Set("WWW-Authenticate", challenge)
+			apierr.Challenge(w.Header(), sent)
 		}
 		p.reply(w, x, d.Status, d.Code, d.Message)
 		return
@@ -592,23 +587,7 @@ func clientRequestID(in string) string {
 }
 
 // newRequestID makes the sidecar's own request id, a random UUID.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40 // UUID version 4
-	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
-}
+func newRequestID() string { return uuid.NewString() }
 
 func addrString(a netip.Addr) string {
 	if !a.IsValid() {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/httpclient"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 )
 
@@ -318,28 +318,16 @@ func (s *urlSource) Watch(ctx context.Context, changed func(), _ *slog.Logger) e
 
 // newBundleClient is the HTTP client that fetches bundle URLs.
 func newBundleClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           dialer.DialContext,
-			TLSHandshakeTimeout:   5 * time.Second,
-			ResponseHeaderTimeout: 15 * time.Second,
-			MaxIdleConnsPerHost:   1,
-			IdleConnTimeout:       90 * time.Second,
-			ForceAttemptHTTP2:     true,
-		},
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 5 {
-				return errors.New("too many redirects")
-			}
+	return httpclient.New(httpclient.Limits{
+		Dial: 5 * time.Second, TLSHandshake: 5 * time.Second, ResponseHeader: 15 * time.Second, Total: 30 * time.Second,
+		IdlePerHost: 1, MaxRedirects: 5,
+		Redirect: func(req *http.Request, via []*http.Request) error {
 			if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
 				return errors.New("refusing a redirect from https to " + req.URL.Scheme)
 			}
 			return nil
 		},
-	}
+	})
 }
 
 // defaultRevision gives a bundle without a manifest revision one derived

@@ -1,13 +1,17 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: a static binary on a distroless, non-root base image.
-#   docker build -t oidc-sidecar .
-FROM golang:1.26-bookworm AS build
+#   docker build -t oidc-sidecar .      (make release-image: both architectures)
+# The build stage runs on the builder's platform and cross-compiles for the
+# image's (docker buildx --platform linux/amd64,linux/arm64).
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+ARG TARGETOS=linux
+ARG TARGETARCH
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
       -o /out/oidc-sidecar ./cmd/oidc-sidecar
 
 FROM gcr.io/distroless/static-debian12:nonroot

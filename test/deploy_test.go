@@ -213,6 +213,13 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
+// TestKubernetesManifest: the manifest follows the safe topology the docs
+// describe — the sidecar in its own Deployment, never in a Pod with the CI
+// runner (a Pod's containers share one network namespace, so a job would
+// reach the admin listener); a Service that exposes only the main listener;
+// a NetworkPolicy that lets the runners reach only that port and the admin
+// port only from the monitoring namespace; the runners pointed at the
+// Service.
 func TestKubernetesManifest(t *testing.T) {
 	data, err := os.ReadFile("../deploy/kubernetes/sidecar.yaml")
 	if err != nil {
@@ -234,7 +241,8 @@ func TestKubernetesManifest(t *testing.T) {
 			ContainerPort int    `yaml:"containerPort"`
 		} `yaml:"ports"`
 		Env []struct {
-			Name string `yaml:"name"`
+			Name  string `yaml:"name"`
+			Value string `yaml:"value"`
 		} `yaml:"env"`
 		VolumeMounts []struct {
 			MountPath string `yaml:"mountPath"`
@@ -245,47 +253,88 @@ func TestKubernetesManifest(t *testing.T) {
 			ReadOnlyRootFilesystem bool `yaml:"readOnlyRootFilesystem"`
 		} `yaml:"securityContext"`
 	}
+	type podSpec struct {
+		SecurityContext struct {
+			RunAsNonRoot bool `yaml:"runAsNonRoot"`
+		} `yaml:"securityContext"`
+		InitContainers []container `yaml:"initContainers"`
+		Containers     []container `yaml:"containers"`
+	}
+	type peer struct {
+		PodSelector *struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"podSelector"`
+		NamespaceSelector *struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"namespaceSelector"`
+	}
+	type doc struct {
+		Kind     string `yaml:"kind"`
+		Metadata struct {
+			Name string `yaml:"name"`
+		} `yaml:"metadata"`
+		Data map[string]string `yaml:"data"`
+		Spec struct {
+			Selector any `yaml:"selector"`
+			Template struct {
+				Metadata struct {
+					Labels map[string]string `yaml:"labels"`
+				} `yaml:"metadata"`
+				Spec podSpec `yaml:"spec"`
+			} `yaml:"template"`
+			Ports []struct {
+				Port       int    `yaml:"port"`
+				TargetPort string `yaml:"targetPort"`
+			} `yaml:"ports"`
+			PodSelector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"podSelector"`
+			Ingress []struct {
+				From  []peer `yaml:"from"`
+				Ports []struct {
+					Port int `yaml:"port"`
+				} `yaml:"ports"`
+			} `yaml:"ingress"`
+		} `yaml:"spec"`
+	}
 	var cm map[string]string
-	var sidecar *container
-	var runAsNonRoot bool
+	deployments := map[string]doc{}
+	var svc, netpol *doc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
-		var doc struct {
-			Kind string            `yaml:"kind"`
-			Data map[string]string `yaml:"data"`
-			Spec struct {
-				Template struct {
-					Spec struct {
-						SecurityContext struct {
-							RunAsNonRoot bool `yaml:"runAsNonRoot"`
-						} `yaml:"securityContext"`
-						InitContainers []container `yaml:"initContainers"`
-						Containers     []container `yaml:"containers"`
-					} `yaml:"spec"`
-				} `yaml:"template"`
-			} `yaml:"spec"`
-		}
-		if err := dec.Decode(&doc); err != nil {
+		var d doc
+		if err := dec.Decode(&d); err != nil {
 			break
 		}
-		switch doc.Kind {
+		switch d.Kind {
 		case "ConfigMap":
-			cm = doc.Data
+			cm = d.Data
 		case "Deployment":
-			runAsNonRoot = doc.Spec.Template.Spec.SecurityContext.RunAsNonRoot
-			for i, c := range append(doc.Spec.Template.Spec.InitContainers, doc.Spec.Template.Spec.Containers...) {
-				if c.Name == "oidc-sidecar" {
-					all := append(doc.Spec.Template.Spec.InitContainers, doc.Spec.Template.Spec.Containers...)
-					sidecar = &all[i]
-				}
-			}
+			deployments[d.Metadata.Name] = d
+		case "Service":
+			svc = &d
+		case "NetworkPolicy":
+			netpol = &d
 		}
 	}
-	if cm == nil || sidecar == nil {
-		t.Fatal("want a ConfigMap and a Deployment with an oidc-sidecar container")
+	side, ok1 := deployments["oidc-sidecar"]
+	runner, ok2 := deployments["ci-runner"]
+	if cm == nil || !ok1 || !ok2 || svc == nil || netpol == nil {
+		t.Fatal("want a ConfigMap, the oidc-sidecar and ci-runner Deployments, a Service and a NetworkPolicy")
 	}
-	if sidecar.RestartPolicy != "Always" {
-		t.Error("the sidecar should be a native sidecar (initContainers, restartPolicy: Always)")
+	for _, c := range append(runner.Spec.Template.Spec.InitContainers, runner.Spec.Template.Spec.Containers...) {
+		if c.Name == "oidc-sidecar" || strings.Contains(strings.Join(c.Args, " "), "serve") {
+			t.Fatal("the sidecar shares the runner's Pod: a CI job reaches its admin listener on 127.0.0.1")
+		}
+	}
+	var sidecar *container
+	for i, c := range side.Spec.Template.Spec.Containers {
+		if c.Name == "oidc-sidecar" {
+			sidecar = &side.Spec.Template.Spec.Containers[i]
+		}
+	}
+	if sidecar == nil || len(side.Spec.Template.Spec.Containers) != 1 {
+		t.Fatal("the oidc-sidecar Deployment must run the sidecar alone")
 	}
 	cfg, err := server.ParseConfig("configmap sidecar.yaml", []byte(cm["sidecar.yaml"]), func(string) string { return "" })
 	if err != nil {
@@ -294,6 +343,7 @@ func TestKubernetesManifest(t *testing.T) {
 	if _, err := provider.Parse("configmap providers.yaml", []byte(cm["providers.yaml"])); err != nil {
 		t.Fatalf("ConfigMap providers.yaml: %v", err)
 	}
+	_, mainPort, _ := net.SplitHostPort(cfg.Listen)
 	_, adminPort, _ := net.SplitHostPort(cfg.AdminListen)
 	ports := map[string]string{}
 	for _, p := range sidecar.Ports {
@@ -327,6 +377,36 @@ func TestKubernetesManifest(t *testing.T) {
 	if sidecar.Readiness.HTTPGet.Path != server.ReadyPath {
 		t.Error("readiness must use /readyz (policy loaded and Redis reachable)")
 	}
+	// The Service: the main listener only.
+	if len(svc.Spec.Ports) != 1 || ports[svc.Spec.Ports[0].TargetPort] != mainPort || svc.Metadata.Name != "oidc-sidecar" {
+		t.Errorf("the Service must expose only the main listener (container port %s): %+v", mainPort, svc.Spec.Ports)
+	}
+	// The NetworkPolicy: runners to the main port; the admin port only from monitoring.
+	if netpol.Spec.PodSelector.MatchLabels["app"] != "oidc-sidecar" {
+		t.Errorf("the NetworkPolicy selects %v", netpol.Spec.PodSelector.MatchLabels)
+	}
+	for _, rule := range netpol.Spec.Ingress {
+		for _, p := range rule.Ports {
+			for _, from := range rule.From {
+				fromRunner := from.PodSelector != nil && from.PodSelector.MatchLabels["app"] == runner.Spec.Template.Metadata.Labels["app"]
+				if strconv.Itoa(p.Port) == adminPort && (fromRunner || from.NamespaceSelector == nil) {
+					t.Errorf("the NetworkPolicy lets %+v reach the admin port", from)
+				}
+				if strconv.Itoa(p.Port) == mainPort && !fromRunner {
+					t.Errorf("the main port is open to %+v, not only to the runners", from)
+				}
+			}
+		}
+	}
+	// The runners use the Service.
+	renv := map[string]string{}
+	for _, e := range runner.Spec.Template.Spec.Containers[0].Env {
+		renv[e.Name] = e.Value
+	}
+	want := "https://" + svc.Metadata.Name + ":" + strconv.Itoa(svc.Spec.Ports[0].Port)
+	if renv["BUDDY_API_ENDPOINT"] != want || renv["OIDC_SIDECAR_URL"] != want {
+		t.Errorf("the runner's endpoints %v, want %s", renv, want)
+	}
 	envs := map[string]bool{}
 	for _, e := range sidecar.Env {
 		envs[e.Name] = true
@@ -334,7 +414,7 @@ func TestKubernetesManifest(t *testing.T) {
 	if !envs[cfg.Upstream.TokenEnv] || !envs[cfg.AdminTokenEnv] {
 		t.Errorf("the container must set %s and %s from a Secret", cfg.Upstream.TokenEnv, cfg.AdminTokenEnv)
 	}
-	if !runAsNonRoot || !sidecar.SecurityContext.ReadOnlyRootFilesystem {
+	if !side.Spec.Template.Spec.SecurityContext.RunAsNonRoot || !sidecar.SecurityContext.ReadOnlyRootFilesystem {
 		t.Error("the Pod must run as non-root with a read-only root filesystem")
 	}
 	if strings.Join(sidecar.Args, " ") != "serve --config /etc/oidc-sidecar/sidecar.yaml" {

@@ -167,14 +167,25 @@ func tryStartSidecar(t testing.TB, cfg map[string]any, env map[string]string) (*
 	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
 		return nil, err
 	}
+	s, err := launchSidecar(t, dir, mainAddr, adminAddr, env, string(data), "serve", "--config", cfgPath)
+	if err == nil {
+		if _, ok := cfg["tls"]; ok { // the main listener serves HTTPS (the admin one stays plain)
+			s.URL = "https://" + mainAddr
+		}
+	}
+	return s, err
+}
+
+// launchSidecar runs the binary with args in dir, waits until adminAddr's
+// /readyz answers 200, and stops it at cleanup. what describes the
+// configuration for failure messages.
+func launchSidecar(t testing.TB, dir, mainAddr, adminAddr string, env map[string]string, what string, args ...string) (*sidecar, error) {
+	data := what
 	s := &sidecar{
 		t: t, URL: "http://" + mainAddr, Addr: mainAddr, AdminURL: "http://" + adminAddr, Dir: dir,
 		logs: newLogSink(), exited: make(chan struct{}),
 	}
-	if _, ok := cfg["tls"]; ok { // the main listener serves HTTPS (the admin one stays plain)
-		s.URL = "https://" + mainAddr
-	}
-	s.cmd = exec.Command(sidecarBin, "serve", "--config", cfgPath)
+	s.cmd = exec.Command(sidecarBin, args...)
 	s.cmd.Dir = dir
 	s.cmd.Env = sidecarEnv(env)
 	s.cmd.Stdout = s.logs

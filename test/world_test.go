@@ -318,9 +318,16 @@ func (w *world) expectUpstreamUntouched(t testing.TB, n int) {
 // inherited but PATH and HOME).
 func runCLI(t testing.TB, env map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runCLIIn(t, "", env, args...)
+}
+
+// runCLIIn is runCLI in the working directory dir ("" for the test's).
+func runCLIIn(t testing.TB, dir string, env map[string]string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sidecarBin, args...)
+	cmd.Dir = dir
 	full := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {
 		full = append(full, k+"="+v)

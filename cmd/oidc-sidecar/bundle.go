@@ -56,6 +56,12 @@ bundle: in the configuration.`,
 				tmp.Close()
 				return err
 			}
+			// CreateTemp makes the file 0600; a bundle is read by others
+			// (a nonroot container user, a file server), as opa build's is.
+			if err := tmp.Chmod(0o644); err != nil {
+				tmp.Close()
+				return err
+			}
 			if err := tmp.Close(); err != nil {
 				return err
 			}
@@ -73,15 +79,25 @@ bundle: in the configuration.`,
 	f.StringVar(&unknownRoutes, "unknown-routes", "deny", "deny | authenticated: what happens to requests that match no route")
 	f.StringVar(&revision, "revision", "", "bundle revision (default: a hash of the content)")
 	f.StringVarP(&out, "output", "o", "bundle.tar.gz", "output file")
+	_ = cmd.RegisterFlagCompletionFunc("unknown-routes", completeWords("deny", "authenticated"))
+	yamlFile(cmd, "providers")
 	return cmd
 }
 
 func newBundleInspect() *cobra.Command {
-	return &cobra.Command{
-		Use:   "inspect BUNDLE",
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect BUNDLE [--format json]",
 		Short: "Show a bundle's revision, modules, providers and routes, and check that it compiles",
-		Args:  cobra.ExactArgs(1),
+		Long: `Reads a bundle (.tar.gz or directory), compiles it as serve would, and shows
+what it holds. --format json prints {"revision", "roots", "modules": [paths],
+"providers": [{"id", "type", "name"}], "routes": count}.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := jsonFormat(format)
+			if err != nil {
+				return err
+			}
 			b, err := policy.ReadBundleFile(args[0])
 			if err != nil {
 				return err
@@ -90,27 +106,56 @@ func newBundleInspect() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s does not compile: %w", args[0], err)
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "revision:  %s\n", snap.Revision)
+			rep := inspectReport{Revision: snap.Revision, Roots: []string{}, Modules: []string{}, Providers: []inspectProvider{}, Routes: len(snap.Routes)}
 			if b.Manifest.Roots != nil {
-				fmt.Fprintf(w, "roots:     %s\n", strings.Join(*b.Manifest.Roots, ", "))
+				rep.Roots = *b.Manifest.Roots
 			}
-			fmt.Fprintf(w, "modules:   %d\n", len(b.Modules))
 			for _, m := range b.Modules {
-				fmt.Fprintf(w, "  %s\n", m.Path)
+				rep.Modules = append(rep.Modules, m.Path)
 			}
 			ids := make([]string, 0, len(snap.Providers))
 			for id := range snap.Providers {
 				ids = append(ids, id)
 			}
 			sort.Strings(ids)
-			fmt.Fprintf(w, "providers: %d\n", len(ids))
 			for _, id := range ids {
 				p := snap.Providers[id]
-				fmt.Fprintf(w, "  %s  %-14s %s\n", id, p.Type, p.Name)
+				rep.Providers = append(rep.Providers, inspectProvider{ID: id, Type: string(p.Type), Name: p.Name})
 			}
-			fmt.Fprintf(w, "routes:    %d\n", len(snap.Routes))
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(w, rep)
+			}
+			fmt.Fprintf(w, "revision:  %s\n", rep.Revision)
+			if b.Manifest.Roots != nil {
+				fmt.Fprintf(w, "roots:     %s\n", strings.Join(rep.Roots, ", "))
+			}
+			fmt.Fprintf(w, "modules:   %d\n", len(rep.Modules))
+			for _, m := range rep.Modules {
+				fmt.Fprintf(w, "  %s\n", m)
+			}
+			fmt.Fprintf(w, "providers: %d\n", len(rep.Providers))
+			for _, p := range rep.Providers {
+				fmt.Fprintf(w, "  %s  %-14s %s\n", p.ID, p.Type, p.Name)
+			}
+			fmt.Fprintf(w, "routes:    %d\n", rep.Routes)
 			return nil
 		},
 	}
+	formatFlag(cmd, &format)
+	return cmd
+}
+
+type inspectReport struct {
+	Revision  string            `json:"revision"`
+	Roots     []string          `json:"roots"`
+	Modules   []string          `json:"modules"`
+	Providers []inspectProvider `json:"providers"`
+	Routes    int               `json:"routes"`
+}
+
+type inspectProvider struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	Name string `json:"name"`
 }

@@ -42,5 +42,8 @@ Flags fall back to OIDC_SIDECAR_URL and OIDC_SIDECAR_PROVIDER_ID.`,
 	f.StringVar(&o.Format, "format", "token", "output: token | env | json")
 	f.StringVar(&o.Export, "export", "auto", "auto (GitHub Actions: mask and write $GITHUB_ENV) | github | none")
 	f.StringVar(&o.EnvName, "env-name", "BUDDY_TOKEN", "variable name for the token")
+	_ = cmd.RegisterFlagCompletionFunc("format", completeWords("token", "env", "json"))
+	_ = cmd.RegisterFlagCompletionFunc("source", completeWords("auto", "github", "circleci", "env:", "file:"))
+	_ = cmd.RegisterFlagCompletionFunc("export", completeWords("auto", "github", "none"))
 	return cmd
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,53 +31,72 @@ func loadFiles(f policy.Files) (policy.Sources, error) {
 
 func printWarnings(warnings []string) {
 	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "warning:", w)
+		fmt.Fprintln(os.Stderr, w) // each says "warning:"
 	}
 }
 
 func newPolicyCompile() *cobra.Command {
-	var providersPath, out string
+	var providersPath, out, routesPath, unknownRoutes string
 	cmd := &cobra.Command{
 		Use:   "compile --providers providers.yaml [--out DIR]",
-		Short: "Print (or write) the Rego that each provider's trust conditions compile to",
+		Short: "Print the Rego the trust conditions compile to, or write it as a bundle directory for opa",
 		Long: `Compiles every provider's trust conditions to one Rego module
 (package sidecar.conditions["<id>"]) plus the helper library they use
 (package sidecar.trust). Without --out the modules are printed one after the
-other; with --out each is written under DIR at its bundle path.`,
+other.
+
+With --out DIR, DIR becomes a bundle directory with everything but your
+hand-written policies: .manifest (roots ["sidecar"]), data.json (providers,
+scopes, routes, settings) and the modules. The upstream opa CLI takes it as it
+is, beside the policies:
+
+  opa check --strict DIR policies/
+  opa test DIR policies/
+  opa build -o bundle.tar.gz DIR policies/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			src, err := loadFiles(policy.Files{Providers: providersPath})
-			if err != nil {
-				return err
-			}
-			files, err := policy.CompileProviders(src.Providers)
-			if err != nil {
-				return err
-			}
-			for _, f := range files {
-				if out == "" {
+			if out == "" {
+				src, err := loadFiles(policy.Files{Providers: providersPath})
+				if err != nil {
+					return err
+				}
+				files, err := policy.CompileProviders(src.Providers)
+				if err != nil {
+					return err
+				}
+				for _, f := range files {
 					fmt.Fprintf(cmd.OutOrStdout(), "# ---- %s ----\n%s\n", f.Path, f.Src)
-					continue
 				}
-				p := filepath.Join(out, filepath.FromSlash(f.Path))
-				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-					return err
-				}
-				if err := os.WriteFile(p, f.Src, 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.ErrOrStderr(), "wrote", p)
+				return nil
 			}
+			src, err := loadFiles(policy.Files{Providers: providersPath, Routes: routesPath,
+				Settings: policy.Settings{UnknownRoutes: unknownRoutes}})
+			if err != nil {
+				return err
+			}
+			src.Policies = []policy.File{} // no policies: they stay where they are, beside DIR
+			b, err := policy.Build(cmd.Context(), src)
+			if err != nil {
+				return err
+			}
+			if err := policy.WriteBundleDir(out, b); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: .manifest (revision %s), data.json, %d module(s)\n", out, b.Manifest.Revision, len(b.Modules))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&providersPath, "providers", "providers.yaml", "providers file")
-	cmd.Flags().StringVar(&out, "out", "", "directory to write the modules to (default: print them)")
+	cmd.Flags().StringVar(&out, "out", "", "write a bundle directory here (default: print the modules)")
+	cmd.Flags().StringVar(&routesPath, "routes", "", "route table CSV for data.json (default: Buddy's)")
+	cmd.Flags().StringVar(&unknownRoutes, "unknown-routes", "deny", "deny | authenticated, for data.json's settings")
+	yamlFile(cmd, "providers")
+	_ = cmd.RegisterFlagCompletionFunc("unknown-routes", completeWords("deny", "authenticated"))
 	return cmd
 }
 
 func newPolicyTest() *cobra.Command {
-	var providersPath, routesPath, run string
+	var providersPath, routesPath, run, format string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "test [PATH...]",
@@ -88,8 +106,9 @@ the policies built into this binary) against a bundle built from those
 policies and, with --providers, the compiled providers — so tests can
 exercise data.sidecar.conditions["<id>"] for your real providers. JSON/YAML
 files named data.json under the paths (e.g. testdata/claims/<name>/data.json)
-are loaded as data, as opa test does. Output is opa test's; the exit status is
-non-zero when any test fails or none ran.`,
+are loaded as data, as opa test does. Output is opa test's (--format json:
+opa test --format json's array of results); the exit status is 1 when any test
+fails or none ran.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, err := loadFiles(policy.Files{Providers: providersPath, Routes: routesPath})
 			if err != nil {
@@ -101,14 +120,18 @@ non-zero when any test fails or none ran.`,
 					paths = []string{"policies"}
 				}
 			}
+			asJSON, err := jsonFormat(format)
+			if err != nil {
+				return err
+			}
 			sum, err := policy.RunTests(cmd.Context(), policy.TestOptions{
-				Paths: paths, Providers: src.Providers, Routes: src.Routes, Run: run, Verbose: verbose, Out: cmd.OutOrStdout(),
+				Paths: paths, Providers: src.Providers, Routes: src.Routes, Run: run, Verbose: verbose, JSON: asJSON, Out: cmd.OutOrStdout(),
 			})
 			if err != nil {
 				return err
 			}
 			if !sum.OK() {
-				return exitError{code: 2}
+				return exitError{code: exitRuntime}
 			}
 			return nil
 		},
@@ -117,6 +140,7 @@ non-zero when any test fails or none ran.`,
 	cmd.Flags().StringVar(&routesPath, "routes", "", "route table CSV (default: Buddy's)")
 	cmd.Flags().StringVar(&run, "run", "", "only run tests whose name matches this regular expression")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every test, like opa test -v")
+	formatFlag(cmd, &format)
 	return cmd
 }
 
@@ -137,7 +161,7 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (claimsPath == "") == (jwt == "") {
-				return fmt.Errorf("give exactly one of --claims FILE.json or --token JWT")
+				return usagef("give exactly one of --claims FILE.json or --token JWT")
 			}
 			snap, warnings, err := policy.CompileFiles(cmd.Context(), policy.Files{Providers: providersPath, Policies: policyPaths})
 			printWarnings(warnings)
@@ -150,13 +174,18 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 					return fmt.Errorf("--token: %w", err)
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "note: claims read from the token WITHOUT verifying its signature, expiry or audience")
+				if p := snap.Providers[providerID]; p != nil {
+					for _, m := range p.TokenMismatch(claims) {
+						fmt.Fprintln(cmd.ErrOrStderr(), "note:", m)
+					}
+				}
 			} else if claims, err = policy.ReadClaimsFile(claimsPath); err != nil {
 				return err
 			}
 			now := time.Now()
 			if at != "" {
 				if now, err = time.Parse(time.RFC3339, at); err != nil {
-					return fmt.Errorf("--time %q: want RFC 3339, e.g. 2026-11-22T10:00:00Z", at)
+					return usagef("--time %q: want RFC 3339, e.g. 2026-11-22T10:00:00Z", at)
 				}
 			}
 			var req []string
@@ -170,7 +199,11 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 				return err
 			}
 			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), d); err != nil {
+				doc, err := d.Document()
+				if err != nil {
+					return err
+				}
+				if err := printJSON(cmd.OutOrStdout(), doc); err != nil {
 					return err
 				}
 			} else {
@@ -191,7 +224,10 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 	f.StringVar(&at, "time", "", "evaluation time, RFC 3339 (default: now)")
 	f.StringSliceVar(&policyPaths, "policies", nil, "Rego files or directories (default: the built-in policies)")
 	f.StringSliceVar(&requested, "scope", nil, "requested scopes (RFC 8693 narrowing), comma-separated")
-	f.BoolVar(&asJSON, "json", false, "print the decision as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the decision document as the policy returns it (as opa eval would)")
 	_ = cmd.MarkFlagRequired("provider")
+	_ = cmd.RegisterFlagCompletionFunc("provider", completeProviderIDs)
+	_ = cmd.RegisterFlagCompletionFunc("scope", completeScopes)
+	yamlFile(cmd, "providers")
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -60,27 +61,87 @@ Examples:
 	f.StringSliceVar(&o.IPRestrictions, "ip-restrictions", nil, "allowed client CIDRs")
 	_ = cmd.MarkFlagRequired("type")
 	_ = cmd.MarkFlagRequired("name")
+	_ = cmd.RegisterFlagCompletionFunc("type", completeWords(providerTypes()...))
+	_ = cmd.RegisterFlagCompletionFunc("scopes", completeScopes)
+	_ = cmd.RegisterFlagCompletionFunc("lifetime", completeWords(lifetimeWords...))
+	yamlFile(cmd, "file")
 	return cmd
 }
 
 func newProviderValidate() *cobra.Command {
-	var file string
+	var file, format string
 	cmd := &cobra.Command{
-		Use:   "validate [--providers providers.yaml]",
+		Use:   "validate [--providers providers.yaml] [--format json]",
 		Short: "Check a providers file and list every problem with file:line",
-		Args:  cobra.NoArgs,
+		Long: `Checks a providers file with the rules serve applies and lists every error
+and warning with file:line:col. --format json prints one object:
+{"file", "valid", "providers", "errors", "warnings", "diagnostics": [{"file",
+"line", "column", "field", "message", "severity": "error"|"warning"}]}; the
+exit status is 1 when the file is invalid either way.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := provider.Load(file)
+			asJSON, err := jsonFormat(format)
 			if err != nil {
 				return err
 			}
+			f, err := provider.Load(file)
+			var ve *provider.ValidationError
+			if err != nil && !(asJSON && errors.As(err, &ve)) {
+				return err
+			}
+			if asJSON {
+				rep := validateReport{File: file, Valid: err == nil, Diagnostics: []diagnosticJSON{}}
+				diags := []provider.Diagnostic{}
+				if f != nil {
+					diags, rep.Providers = f.Warnings, len(f.Providers)
+				} else {
+					diags = ve.Diagnostics
+				}
+				for _, d := range diags {
+					sev := "error"
+					if d.Warning {
+						sev = "warning"
+						rep.Warnings++
+					} else {
+						rep.Errors++
+					}
+					rep.Diagnostics = append(rep.Diagnostics, diagnosticJSON{d.File, d.Line, d.Col, d.Field, d.Message, sev})
+				}
+				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+				if !rep.Valid {
+					return exitError{code: exitRuntime}
+				}
+				return nil
+			}
 			for _, w := range f.Warnings {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w.String())
+				fmt.Fprintln(cmd.ErrOrStderr(), w.String()) // String says "warning:"
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d provider(s), valid\n", file, len(f.Providers))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&file, "providers", "providers.yaml", "providers file")
+	yamlFile(cmd, "providers")
+	formatFlag(cmd, &format)
 	return cmd
+}
+
+type validateReport struct {
+	File        string           `json:"file"`
+	Valid       bool             `json:"valid"`
+	Providers   int              `json:"providers"`
+	Errors      int              `json:"errors"`
+	Warnings    int              `json:"warnings"`
+	Diagnostics []diagnosticJSON `json:"diagnostics"`
+}
+
+type diagnosticJSON struct {
+	File     string `json:"file"`
+	Line     int    `json:"line,omitempty"`
+	Column   int    `json:"column,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Message  string `json:"message"`
+	Severity string `json:"severity"`
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -9,7 +10,7 @@ import (
 )
 
 func newServe() *cobra.Command {
-	var config string
+	var config, bundle string
 	cmd := &cobra.Command{
 		Use:   "serve --config sidecar.yaml",
 		Short: "Run the sidecar: token exchange and proxy on listen, health/metrics on admin_listen",
@@ -18,13 +19,15 @@ and docs/configuration.md). Every key can be overridden by an environment
 variable, e.g. OIDC_SIDECAR_REDIS_URL or OIDC_SIDECAR_RATE_LIMITS_PER_IP; lists
 are comma-separated. The configuration is validated at start and every problem
 is listed. Without a redis block, tokens live in process memory (one instance
-only; a warning says so).
+only; a warning says so). --bundle FILE|URL (or OIDC_SIDECAR_BUNDLE) serves a
+bundle built by "bundle build" instead of the file's providers, policies and
+routes; an OIDC_SIDECAR_* variable that sets no key is warned about.
 
 Environment overrides:
   ` + strings.Join(server.EnvKeys(), "\n  "),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := server.LoadConfig(config, nil)
+			cfg, err := server.Load(config, server.LoadOptions{Environ: os.Environ(), Bundle: bundle})
 			if err != nil {
 				return err
 			}
@@ -36,5 +39,6 @@ Environment overrides:
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "sidecar.yaml", "configuration file")
+	cmd.Flags().StringVar(&bundle, "bundle", "", "serve this bundle (file, directory or http(s) URL) instead of the file's providers/policies/routes")
 	return cmd
 }

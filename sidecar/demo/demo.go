@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/fakeapi"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/glyph"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/server"
@@ -35,6 +36,9 @@ type Options struct {
 	Out         io.Writer // the walk-through; default os.Stdout
 	KeepRunning bool      // leave everything up until ctx ends and print curl commands
 	Log         io.Writer // the sidecar's own JSON logs; default discarded
+	// Marks are the pass/fail marks; default glyph.Default (✓/✗ in a
+	// UTF-8 locale, [ok]/[x] otherwise).
+	Marks *glyph.Marks
 }
 
 // Run starts the components, walks through the flow and returns an error
@@ -46,7 +50,10 @@ func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	d := &walk{out: o.Out, client: &http.Client{Timeout: 5 * time.Second}}
+	d := &walk{out: o.Out, client: &http.Client{Timeout: 5 * time.Second}, marks: glyph.Default}
+	if o.Marks != nil {
+		d.marks = *o.Marks
+	}
 	start := time.Now()
 
 	// 1. The three components.
@@ -188,13 +195,13 @@ func Run(ctx context.Context, o Options) error {
 
 	d.say("")
 	if len(d.failures) > 0 {
-		d.say("✗ %d step(s) did not behave as printed:", len(d.failures))
+		d.say("%s %d step(s) did not behave as printed:", d.marks.Fail, len(d.failures))
 		for _, f := range d.failures {
 			d.say("  - %s", f)
 		}
 		return fmt.Errorf("demo: %d step(s) failed", len(d.failures))
 	}
-	d.say("✓ all 6 steps behaved as printed (%.1fs)", time.Since(start).Seconds())
+	d.say("%s all 6 steps behaved as printed (%.1fs)", d.marks.OK, time.Since(start).Seconds())
 
 	if !o.KeepRunning {
 		return nil
@@ -219,6 +226,7 @@ func Run(ctx context.Context, o Options) error {
 
 type walk struct {
 	out      io.Writer
+	marks    glyph.Marks
 	client   *http.Client
 	base     string
 	n        int
@@ -236,10 +244,10 @@ func (d *walk) step(s string) {
 
 func (d *walk) expect(ok bool, what string, status int, body string) {
 	if ok {
-		fmt.Fprintf(d.out, "   ✓ %s\n", what)
+		fmt.Fprintf(d.out, "   %s %s\n", d.marks.OK, what)
 		return
 	}
-	fmt.Fprintf(d.out, "   ✗ expected %s, got %d %s\n", what, status, short(body))
+	fmt.Fprintf(d.out, "   %s expected %s, got %d %s\n", d.marks.Fail, what, status, short(body))
 	d.failures = append(d.failures, fmt.Sprintf("step %d: expected %s, got %d %s", d.n, what, status, short(body)))
 }
 

@@ -6,13 +6,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/glyph"
 )
 
 func TestDemoRunsEveryStep(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	if err := Run(ctx, Options{Out: &out}); err != nil {
+	marks := glyph.Marks{OK: "✓", Fail: "✗"}
+	if err := Run(ctx, Options{Out: &out, Marks: &marks}); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	for _, want := range []string{

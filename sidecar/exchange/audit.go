@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
@@ -26,6 +27,7 @@ type event struct {
 	repository   string
 	ref          string
 	revision     string
+	decision     *policy.ExchangeDecision // the policy's decision, once evaluated
 	reasons      []policy.Reason
 	oidcError    string // the verifier's error code
 	err          string // what failed, for the log
@@ -62,6 +64,9 @@ func firstString(c map[string]any, keys ...string) string {
 	return ""
 }
 
+// decisionPath is the exchange decision as OPA's decision logs name it.
+var decisionPath = strings.ReplaceAll(strings.TrimPrefix(policy.ExchangeQuery, "data."), ".", "/")
+
 // finish writes the audit event and the metrics of an exchange request.
 func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 	d := time.Since(ev.start)
@@ -95,7 +100,18 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 		slog.String("client_ip", ev.clientIP),
 		slog.String("revision", ev.revision),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000), // milliseconds, to the microsecond (as the proxy's line)
+		// OPA decision-log names for what means the same (docs/exchange.md).
+		slog.String("timestamp", ev.start.UTC().Format(time.RFC3339Nano)),
 	)
+	if ev.revision != "" {
+		attrs = append(attrs, slog.Group("bundles", slog.Group(policy.Root, slog.String("revision", ev.revision))))
+	}
+	if ev.decision != nil {
+		attrs = append(attrs, slog.String("path", decisionPath))
+		if doc, err := ev.decision.Document(); err == nil {
+			attrs = append(attrs, slog.Any("result", doc))
+		}
+	}
 	if len(ev.reasons) > 0 {
 		attrs = append(attrs, slog.Any("reasons", ev.reasons))
 	}

@@ -153,6 +153,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 		ev.err = "policy evaluation: " + err.Error()
 		return nil, fail(kindUnavailable, "the exchange policy could not be evaluated, so no token was issued; retry later, and if it persists tell the sidecar's operators (decision %s)", ev.decisionID)
 	}
+	ev.decision = d
 	if d.Revision != "" {
 		ev.revision = d.Revision
 	}

@@ -1135,6 +1135,24 @@ func TestAuditLog(t *testing.T) {
 	if ms, ok := first["duration_ms"].(float64); !ok || ms < 0 {
 		t.Errorf("issued event: duration_ms = %v, want a number of milliseconds", first["duration_ms"])
 	}
+	// OPA decision-log names: path, result (the decision document),
+	// bundles.<name>.revision, timestamp.
+	if first["path"] != "sidecar/exchange/decision" ||
+		fmt.Sprint(first["bundles"]) != "map[sidecar:map[revision:test-rev-1]]" {
+		t.Errorf("issued event: path %v, bundles %v", first["path"], first["bundles"])
+	}
+	if res, _ := first["result"].(map[string]any); res["allow"] != true || fmt.Sprint(res["reasons"]) != "[]" || res["scopes"] == nil {
+		t.Errorf("issued event: result %v", first["result"])
+	}
+	if ts, _ := first["timestamp"].(string); !strings.HasSuffix(ts, "Z") {
+		t.Errorf("issued event: timestamp %v", first["timestamp"])
+	}
+	if res, _ := exchanges[2]["result"].(map[string]any); res["allow"] != false || !strings.Contains(fmt.Sprint(res["reasons"]), "condition_failed") {
+		t.Errorf("denied event: result %v", exchanges[2]["result"])
+	}
+	if _, ok := exchanges[4]["result"]; ok { // a 400: no decision was made
+		t.Errorf("bad_request event has a result: %v", exchanges[4])
+	}
 	if exchanges[5]["endpoint"] != "rfc8693" {
 		t.Errorf("endpoint %v", exchanges[5]["endpoint"])
 	}

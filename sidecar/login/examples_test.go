@@ -99,7 +99,7 @@ func TestGitHubActionsExample(t *testing.T) {
 			}
 		}
 		all := strings.Join(calls, "\n")
-		for _, want := range []string{`"$BUDDY_API_ENDPOINT/user"`, `/workspaces/$BUDDY_WORKSPACE/projects"`} {
+		for _, want := range []string{`"$BUDDY_API_ENDPOINT/workspaces/$BUDDY_WORKSPACE"`, `/workspaces/$BUDDY_WORKSPACE/projects"`} {
 			if !strings.Contains(all, want) {
 				t.Errorf("job %s: no API call %s with $BUDDY_TOKEN after the login step", name, want)
 			}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -233,7 +234,7 @@ func CompileProviders(ps []*provider.Provider) ([]File, error) {
 			continue
 		}
 		gp, src, mod, err := trust.GenerateModule(trust.Module{
-			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.String(), Expr: p.Conditions,
+			ProviderID: p.ID, ProviderName: p.Name, Source: p.Source.Base(), Expr: p.Conditions,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("provider %s (%s): %w", p.ID, p.Source, err)
@@ -331,6 +332,44 @@ func readPolicies(fsys fs.FS, dir string, tests bool) ([]File, error) {
 // `opa inspect` accept.
 func WriteBundle(w io.Writer, b *bundle.Bundle) error {
 	return bundle.NewWriter(w).Write(*b)
+}
+
+// WriteBundleDir writes b as a bundle directory: .manifest, data.json and
+// each module at its path — what `opa build`, `opa check`, `opa test` and
+// `opa run -b` read as a directory. Generated condition modules already in
+// dir (sidecar/conditions/, a reserved path) are removed first, so a
+// provider that was deleted leaves no module behind.
+func WriteBundleDir(dir string, b *bundle.Bundle) error {
+	if err := os.RemoveAll(filepath.Join(dir, "sidecar", "conditions")); err != nil {
+		return err
+	}
+	write := func(name string, data []byte) error {
+		p := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(name, "/")))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, data, 0o644)
+	}
+	manifest, err := json.MarshalIndent(b.Manifest, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := write(".manifest", append(manifest, '\n')); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(b.Data, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := write("data.json", append(data, '\n')); err != nil {
+		return err
+	}
+	for _, m := range b.Modules {
+		if err := write(m.Path, m.Raw); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ReadBundle reads a gzipped bundle tarball (at most MaxBundleBytes).

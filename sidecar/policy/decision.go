@@ -33,6 +33,18 @@ type ExchangeDecision struct {
 	LifetimeSeconds int64    `json:"lifetime_seconds"`
 	ProviderName    string   `json:"provider_name"`
 	Revision        string   `json:"revision"`
+
+	doc ast.Object // the decision document as the policy returned it
+}
+
+// Document returns the decision document exactly as the policy returned it
+// (data.sidecar.exchange.decision): what `opa eval` prints for the same
+// input, e.g. "reasons": [] for an allow and every field of each reason.
+func (d *ExchangeDecision) Document() (any, error) {
+	if d.doc == nil {
+		return nil, fmt.Errorf("no decision document")
+	}
+	return ast.JSON(d.doc)
 }
 
 // ProxyDecision is the result of the proxy decision.
@@ -46,7 +58,7 @@ type ProxyDecision struct {
 // decodeExchange reads the exchange decision object and refuses an
 // inconsistent one (fail closed).
 func decodeExchange(m ast.Object, revision string) (*ExchangeDecision, error) {
-	d := &ExchangeDecision{Revision: revision}
+	d := &ExchangeDecision{Revision: revision, doc: m}
 	d.Allow = boolField(m, "allow")
 	d.Scopes = stringsField(m, "scopes")
 	d.InvalidScopes = stringsField(m, "invalid_scopes")

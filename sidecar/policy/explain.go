@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/glyph"
 )
 
 // ReadClaims decodes a JSON object of claims, keeping numbers as
@@ -56,7 +58,7 @@ func (d *ExchangeDecision) Explain(w io.Writer, providerID string) {
 	for _, r := range d.Reasons {
 		switch {
 		case r.Condition != "":
-			fmt.Fprintf(w, "  ✗ %s\n", r.Condition)
+			fmt.Fprintf(w, "  %s %s\n", glyph.Default.Fail, r.Condition)
 			if r.Missing {
 				fmt.Fprintf(w, "      claim %s is missing from the token\n", r.Claim)
 			} else {
@@ -64,7 +66,7 @@ func (d *ExchangeDecision) Explain(w io.Writer, providerID string) {
 				fmt.Fprintf(w, "      claim %s = %s\n", r.Claim, actual)
 			}
 		default:
-			fmt.Fprintf(w, "  ✗ [%s] %s\n", r.Code, r.Message)
+			fmt.Fprintf(w, "  %s [%s] %s\n", glyph.Default.Fail, r.Code, r.Message)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/glyph"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
@@ -369,7 +370,7 @@ func TestExplain(t *testing.T) {
 	d := exchange(t, s, ghaID, fixture(t, "github_pull_request"), "1.2.3.4")
 	var out bytes.Buffer
 	d.Explain(&out, ghaID)
-	for _, want := range []string{"decision:   DENY (1 reason(s))", `✗ ref is "refs/heads/main"`, `claim ref = "refs/pull/42/merge"`} {
+	for _, want := range []string{"decision:   DENY (1 reason(s))", glyph.Default.Fail + ` ref is "refs/heads/main"`, `claim ref = "refs/pull/42/merge"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("explain lacks %q:\n%s", want, out.String())
 		}

@@ -32,6 +32,7 @@ type TestOptions struct {
 	Settings  Settings
 	Run       string // only tests whose name matches this regular expression
 	Verbose   bool
+	JSON      bool          // report as `opa test --format json` does: an array of result objects
 	Timeout   time.Duration // per test; 0 = 5s
 	Out       io.Writer
 }
@@ -165,7 +166,11 @@ func RunTests(ctx context.Context, o TestOptions) (TestSummary, error) {
 		out <- r
 	}
 	close(out)
-	if err := (tester.PrettyReporter{Output: o.Out, Verbose: o.Verbose, FailureLine: true}).Report(out); err != nil {
+	var rep tester.Reporter = tester.PrettyReporter{Output: o.Out, Verbose: o.Verbose, FailureLine: true}
+	if o.JSON {
+		rep = tester.JSONReporter{Output: o.Out}
+	}
+	if err := rep.Report(out); err != nil {
 		return sum, err
 	}
 	if sum.Pass+sum.Fail+sum.Error == 0 {

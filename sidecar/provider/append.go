@@ -30,6 +30,11 @@ type NewOptions struct {
 	IPRestrictions  []string
 }
 
+// SchemaComment is the first line of a providers file that provider new
+// creates: YAML language servers (VS Code, JetBrains, Neovim) then complete
+// and check the file against docs/providers.schema.json.
+const SchemaComment = "# yaml-language-server: $schema=https://raw.githubusercontent.com/oidc-sidecar/oidc-sidecar/main/docs/providers.schema.json"
+
 // newProviderFile is the file name diagnostics about the options carry.
 const newProviderFile = "new provider"
 
@@ -195,7 +200,11 @@ func insertItem(path string, src []byte, item string) ([]byte, error) {
 	}
 
 	if r.root == nil {
-		// Empty, or only comments.
+		// Empty, or only comments. A new file gets the schema line the
+		// examples have, so that editors complete and check it.
+		if len(bytes.TrimSpace(src)) == 0 {
+			return conv(SchemaComment + "\nproviders:\n" + indentLines(item, "  ")), nil
+		}
 		return appendAtEnd("providers:\n" + indentLines(item, "  ")), nil
 	}
 	if r.root.Style&yaml.FlowStyle != 0 || r.root.Column != 1 {

@@ -113,7 +113,7 @@ func TestAppendCreates(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	want := "providers:\n  - id: " + id + "\n    name: circle\n    type: circleci\n    organization_id: 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d\n    scopes: [EXECUTION_RUN]\n"
+	want := SchemaComment + "\nproviders:\n  - id: " + id + "\n    name: circle\n    type: circleci\n    organization_id: 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d\n    scopes: [EXECUTION_RUN]\n"
 	if string(b) != want {
 		t.Errorf("new file:\n%s\nwant:\n%s", b, want)
 	}
@@ -137,7 +137,7 @@ func TestAppendShapes(t *testing.T) {
 		name, before string
 		after        func(id string) string
 	}{
-		{"empty file", "", func(id string) string { return "providers:\n" + item(id, "  ") }},
+		{"empty file", "", func(id string) string { return SchemaComment + "\nproviders:\n" + item(id, "  ") }},
 		{"comments only, no newline", "# hello", func(id string) string { return "# hello\nproviders:\n" + item(id, "  ") }},
 		{"null providers", "# c\nproviders:\nx-other: 1\n", func(id string) string { return "# c\nproviders:\n" + item(id, "  ") + "x-other: 1\n" }},
 		{"empty flow list", "providers: []  # none yet\n", func(id string) string { return "providers:  # none yet\n" + item(id, "  ") }},
@@ -212,6 +212,14 @@ func TestAppendInvalidOptions(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != existing {
 		t.Error("file changed")
+	}
+	// The summary speaks of the new provider, not of a file (which may
+	// not exist yet).
+	if !strings.HasPrefix(err.Error(), "the new provider is invalid: 4 errors\nnew provider: lifetime:") {
+		t.Errorf("error: %v", err)
+	}
+	if _, err := Append(filepath.Join(t.TempDir(), "none.yaml"), opts); err == nil || strings.Contains(err.Error(), "providers file") {
+		t.Errorf("error for a file that does not exist yet: %v", err)
 	}
 
 	// Missing type and scopes; circleci without organization.

@@ -43,8 +43,8 @@ func TestWeakOwnerPinsRefused(t *testing.T) {
 		{`repository_owner is ""`, `p.yaml:6:23: providers[0].trust_conditions: repository_owner is "" does not pin an owner: a pin must be the owner's literal name`},
 		{`repository_owner is "*"`, `repository_owner is "*" does not pin an owner: a pin must be the owner's literal name (letters, digits, "-" and "_"; "is" takes no wildcards)`},
 		{`repository_owner is "octo-*"`, `repository_owner is "octo-*" does not pin an owner`},
-		{`repository_owner is true`, `repository_owner is "true" does not pin an owner: a boolean is not an owner name`},
-		{`repository_owner is false and ref is "refs/heads/main"`, `repository_owner is "false" does not pin an owner`},
+		{`repository_owner is true`, `repository_owner is true does not pin an owner: a boolean is not an owner name`},
+		{`repository_owner is false and ref is "refs/heads/main"`, `repository_owner is false does not pin an owner`},
 		{`repository_owner_id is "octo-org"`, `repository_owner_id is "octo-org" does not pin an owner: repository_owner_id is GitHub's numeric id of the owner`},
 		{`repository_owner_id is ""`, `repository_owner_id is "" does not pin an owner`},
 		// A weak pin beside a good one is still refused: it is a mistake.

@@ -59,7 +59,7 @@ func (p *Provider) Metadata() map[string]any {
 		"max_token_age_seconds":      int(p.MaxTokenAge / time.Second),
 		"max_token_lifetime_seconds": int(p.EffectiveMaxTokenLifetime() / time.Second),
 		"denial_detail":              string(p.DenialDetail),
-		"source":                     p.Source.String(),
+		"source":                     p.Source.Base(),
 	}
 }
 

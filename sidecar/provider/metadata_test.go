@@ -113,7 +113,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 		if q.Type == CircleCI && q.OrganizationID != p.OrganizationID {
 			t.Errorf("%s: organization_id %q, want %q", p.ID, q.OrganizationID, p.OrganizationID)
 		}
-		if !slices.Equal(q.IPRestrictions, p.IPRestrictions) || q.Lifetime != p.Lifetime || q.MaxTokenAge != p.MaxTokenAge || q.Source != p.Source {
+		if !slices.Equal(q.IPRestrictions, p.IPRestrictions) || q.Lifetime != p.Lifetime || q.MaxTokenAge != p.MaxTokenAge || q.Source.String() != p.Source.Base() {
 			t.Errorf("%s: fields differ: %+v vs %+v", p.ID, q, p)
 		}
 		if (q.Conditions == nil) != (p.Conditions == nil) || (q.Conditions != nil && !q.Conditions.Equal(p.Conditions)) {
@@ -249,5 +249,19 @@ func TestFromMetadataWithoutMaxTokenLifetime(t *testing.T) {
 		if got := q.EffectiveMaxTokenLifetime(); got != DefaultMaxTokenLifetime {
 			t.Errorf("%s: max token lifetime %v, want the default %v", p.ID, got, DefaultMaxTokenLifetime)
 		}
+	}
+}
+
+func TestTokenMismatch(t *testing.T) {
+	p := &Provider{ID: "x", Issuer: GitHubIssuer, Audience: "Buddy"}
+	if m := p.TokenMismatch(map[string]any{"iss": GitHubIssuer, "aud": []any{"other", "Buddy"}}); m != nil {
+		t.Fatalf("%v", m)
+	}
+	m := p.TokenMismatch(map[string]any{"iss": "https://evil.example.com", "aud": "sts.amazonaws.com"})
+	if len(m) != 2 || !strings.Contains(m[0], `issuer "https://evil.example.com" is not this provider's`) || !strings.Contains(m[1], `audience ["sts.amazonaws.com"] does not include this provider's ("Buddy")`) {
+		t.Fatalf("%q", m)
+	}
+	if m := (&Provider{Issuer: "https://i"}).TokenMismatch(map[string]any{"iss": "https://i", "aud": "anything"}); m != nil {
+		t.Fatalf("no audience configured: %v", m)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/yamlerr"
 )
 
 // MaxFileSize is the largest providers file Parse accepts.
@@ -165,7 +165,7 @@ func parse(filename string, data []byte) (r *result) {
 		if errors.Is(err, io.EOF) {
 			ps.add(Diagnostic{Message: "the file is empty; it needs a providers: list (see docs/providers.md)", code: codeNoProviders})
 		} else {
-			ps.syntaxError(err)
+			ps.syntaxError(data, err)
 		}
 		return r
 	}
@@ -174,7 +174,7 @@ func parse(filename string, data []byte) (r *result) {
 	case err == nil:
 		ps.add(Diagnostic{Line: extra.Line, Col: extra.Column, Message: "a second YAML document (after ---) is not allowed; keep every provider in the one providers: list"})
 	case !errors.Is(err, io.EOF):
-		ps.syntaxError(err)
+		ps.syntaxError(data, err)
 	}
 
 	if len(doc.Content) == 0 {
@@ -295,33 +295,18 @@ func (ps *parser) warnf(n *yaml.Node, field, format string, args ...any) {
 	ps.report(n, field, true, format, args...)
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// syntaxError turns a yaml.v3 error into a diagnostic with a hint.
-func (ps *parser) syntaxError(err error) {
-	msg := err.Error()
-	d := Diagnostic{}
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		d.Line, _ = strconv.Atoi(m[1])
-		msg = m[2]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
+// syntaxError turns a yaml.v3 error into a diagnostic at the mistake's
+// real line and column, with a hint.
+func (ps *parser) syntaxError(data []byte, err error) {
+	se := yamlerr.Locate(data, err)
+	msg := "YAML syntax error: " + se.Msg
+	if se.Hint != "" {
+		msg += "; " + se.Hint
 	}
-	hint := ""
-	switch {
-	case strings.Contains(msg, "mapping values are not allowed"):
-		hint = `; a value containing ": " must be quoted`
-	case strings.Contains(msg, "found character that cannot start any token"):
-		hint = "; YAML does not allow tabs for indentation, and values starting with @ or ` must be quoted"
-	case strings.Contains(msg, "did not find expected key"), strings.Contains(msg, "did not find expected '-' indicator"),
-		strings.Contains(msg, "did not find expected node content"):
-		hint = "; check the indentation and quoting at or just after this line"
-	case strings.Contains(msg, "found unexpected end of stream"), strings.Contains(msg, "did not find expected"):
-		hint = "; check for an unclosed quote or bracket"
-	}
-	d.Message = "YAML syntax error: " + msg + hint
-	ps.add(d)
+	ps.add(Diagnostic{Line: se.Line, Col: se.Col, Message: msg})
 }
+
+var suggest = yamlerr.Suggest
 
 // resolve follows an alias and charges the node budget.
 func (ps *parser) resolve(n *yaml.Node) *yaml.Node {
@@ -651,6 +636,12 @@ func (ps *parser) provider(i int, item *yaml.Node) *Provider {
 			ps.conditionError(pp.field("trust_conditions"), v, s, err)
 		} else {
 			p.Conditions = x
+			for _, c := range x.Conditions {
+				if msg := unknownClaim(p.Type, c.Claim); msg != "" {
+					line, col := ps.conditionPos(v, s, c.Pos.Line, c.Pos.Col)
+					ps.add(Diagnostic{Line: line, Col: col, Field: pp.field("trust_conditions"), Message: msg, Warning: true})
+				}
+			}
 		}
 	}
 

@@ -19,6 +19,7 @@ package provider
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -169,6 +170,12 @@ func (p Pos) String() string {
 	return p.File + ":" + strconv.Itoa(p.Line)
 }
 
+// Base is String with the file's base name only: what bundles record, so
+// that the same file gives the same bundle however its path is spelled.
+func (p Pos) Base() string {
+	return Pos{File: filepath.Base(p.File), Line: p.Line}.String()
+}
+
 // File is a loaded, valid providers file.
 type File struct {
 	Path      string
@@ -257,10 +264,14 @@ func (e *ValidationError) Error() string {
 		}
 	}
 	var b strings.Builder
-	if file != "" {
-		b.WriteString(file + ": ")
+	switch file {
+	case newProviderFile: // provider new's options, not a file
+		b.WriteString("the new provider is invalid: " + plural(nerr, "error"))
+	case "":
+		b.WriteString("invalid providers file: " + plural(nerr, "error"))
+	default:
+		b.WriteString(file + ": invalid providers file: " + plural(nerr, "error"))
 	}
-	b.WriteString("invalid providers file: " + plural(nerr, "error"))
 	if nwarn > 0 {
 		b.WriteString(", " + plural(nwarn, "warning"))
 	}

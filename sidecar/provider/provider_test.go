@@ -441,3 +441,49 @@ func TestMergeBomb(t *testing.T) {
 		t.Errorf("merged provider = %+v", p)
 	}
 }
+
+// TestUnknownClaimWarned: a condition on a claim the type's tokens never
+// carry can never be met; it is warned about at its position, with the
+// closest documented claim.
+func TestUnknownClaimWarned(t *testing.T) {
+	src := `providers:
+  - id: 550e8400-e29b-41d4-a716-446655440000
+    name: gha
+    type: github_actions
+    scopes: [WORKSPACE]
+    trust_conditions: 'repository_owner is "octo-org" and reff is "refs/heads/main" and repo_property_team is "x" and check_run_id exists'
+  - id: 9b2f6c1e-3d4a-4b5c-8e7f-0a1b2c3d4e5f
+    name: circle
+    type: circleci
+    organization_id: 4f5e9a52-7c1d-4c8e-9a3b-2b6f0d1e8c77
+    scopes: [WORKSPACE]
+    trust_conditions: |
+      project-id is "p"
+      and oidc.circleci.com/vcs-reff is "refs/heads/main"
+      and zzzzzzzz exists
+  - id: 2a7d3f4e-8b9c-4d1e-a2f3-5b6c7d8e9f01
+    name: other
+    type: other
+    issuer: https://gitlab.example.com
+    audience: x
+    scopes: [WORKSPACE]
+    trust_conditions: 'anything_at_all is "x"'
+`
+	f, err := Parse("providers.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range f.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{
+		`providers.yaml:6:59: warning: providers[0].trust_conditions: github_actions tokens have no claim "reff", so this condition can never be met; did you mean ref?`,
+		`providers.yaml:13:7: warning: providers[1].trust_conditions: circleci tokens have no claim "project-id", so this condition can never be met; did you mean oidc.circleci.com/project-id?`,
+		`providers.yaml:14:11: warning: providers[1].trust_conditions: circleci tokens have no claim "oidc.circleci.com/vcs-reff", so this condition can never be met; did you mean oidc.circleci.com/vcs-ref?`,
+		`providers.yaml:15:11: warning: providers[1].trust_conditions: circleci tokens have no claim "zzzzzzzz", so this condition can never be met (docs/providers.md lists the claims)`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

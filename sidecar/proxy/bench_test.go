@@ -440,6 +440,7 @@ func BenchmarkParts(b *testing.B) {
 			start: time.Now(), id: "req-123", method: "GET", path: runExecutions,
 			route: "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions", workspace: "acme",
 			clientIP: netip.MustParseAddr("127.0.0.1"), rec: &rec, status: 200, code: CodeAllowed, allowed: true,
+			decided: true, revision: "sha256-0123456789abcdef", wall: time.Now(),
 		}
 		ctx := context.Background()
 		b.ReportAllocs()

@@ -133,6 +133,7 @@ type Proxy struct {
 	metrics  *metrics.Metrics
 	audit    *slog.Logger
 	log      *slog.Logger
+	bundles  atomic.Pointer[revisionValue] // the audit line's bundles value of the last revision
 	now      func() time.Time
 	identity bool
 
@@ -222,6 +223,7 @@ func New(o Options) (*Proxy, error) {
 // through the request context.
 type exchange struct {
 	start     time.Time // monotonic, for durations
+	wall      time.Time // when the request arrived, for the audit timestamp
 	id        string    // the sidecar's own request id (audit, upstream, response)
 	clientID  string    // the client's X-Request-Id, when well-formed (audit only)
 	method    string
@@ -234,6 +236,8 @@ type exchange struct {
 	status    int
 	code      string
 	allowed   bool
+	decided   bool   // the policy's decision was made (evaluated or reused)
+	revision  string // the policy snapshot's revision
 	authDur   time.Duration
 	upStart   time.Time
 	// cancel ends the forwarded request's context; headerTimeout calls it
@@ -246,6 +250,7 @@ type exchangeKey struct{}
 // ServeHTTP authenticates, authorizes and forwards one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x := &exchange{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
+	x.wall = x.start
 	w.Header().Set("X-Request-Id", x.id)
 	x.clientIP = p.clients.IP(req)
 	defer p.finish(req.Context(), x)
@@ -256,6 +261,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		p.reply(w, x, http.StatusServiceUnavailable, CodePolicyUnavailable, "The sidecar has no authorization policy loaded")
 		return
 	}
+	x.revision = snap.Revision
 	if req.Method == http.MethodConnect {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE")
 		p.reply(w, x, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
@@ -358,6 +364,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	x.authDur = time.Since(x.start)
+	x.decided = true
 	if p.onDecision != nil {
 		p.onDecision(in, d)
 	}
@@ -531,7 +538,9 @@ func (p *Proxy) finish(ctx context.Context, x *exchange) {
 	// A record without a source PC: Logger.LogAttrs would capture the
 	// caller's stack on every request for a field the audit line omits.
 	r := slog.NewRecord(time.Now(), slog.LevelInfo, "proxy", 0)
-	r.AddAttrs(
+	// One AddAttrs call, so that the record grows its attribute slice once.
+	var buf [16]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("event", "proxy"),
 		slog.String("request_id", x.id),
 		slog.String("client_request_id", x.clientID),
@@ -545,8 +554,40 @@ func (p *Proxy) finish(ctx context.Context, x *exchange) {
 		slog.String("workspace", x.workspace),
 		slog.String("client_ip", addrString(x.clientIP)),
 		slog.Float64("duration_ms", float64(time.Since(x.start).Microseconds())/1000),
+		// OPA decision-log names for what means the same (docs/proxy.md).
+		slog.String("decision_id", x.id),
+		slog.Time("timestamp", x.wall.UTC()),
 	)
+	if x.revision != "" {
+		attrs = append(attrs, slog.Attr{Key: "bundles", Value: p.bundlesValue(x.revision)})
+	}
+	if x.decided {
+		attrs = append(attrs, slog.Attr{Key: "result", Value: resultValue[x.allowed]})
+	}
+	r.AddAttrs(attrs...)
 	_ = h.Handle(ctx, r)
+}
+
+// resultValue is the audit line's result, as OPA's decision logs name it.
+var resultValue = map[bool]slog.Value{
+	true:  slog.GroupValue(slog.Bool("allow", true)),
+	false: slog.GroupValue(slog.Bool("allow", false)),
+}
+
+// bundlesValue is {"sidecar": {"revision": rev}} (OPA's decision-log
+// bundles), built once per revision rather than per request.
+func (p *Proxy) bundlesValue(rev string) slog.Value {
+	if b := p.bundles.Load(); b != nil && b.rev == rev {
+		return b.val
+	}
+	b := &revisionValue{rev: rev, val: slog.GroupValue(slog.Group(policy.Root, slog.String("revision", rev)))}
+	p.bundles.Store(b)
+	return b.val
+}
+
+type revisionValue struct {
+	rev string
+	val slog.Value
 }
 
 // table returns the compiled route table of snap, building it on the first

@@ -583,6 +583,24 @@ func TestAudit(t *testing.T) {
 		if _, ok := l["duration_ms"].(float64); !ok {
 			t.Errorf("%s: duration_ms missing", c.id)
 		}
+		// OPA decision-log names: decision_id, timestamp, bundles.<name>.revision, result.
+		if ts, _ := l["timestamp"].(string); l["decision_id"] != l["request_id"] || !strings.HasSuffix(ts, "Z") {
+			t.Errorf("%s: decision_id %v, timestamp %v", c.id, l["decision_id"], l["timestamp"])
+		} else if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
+			t.Errorf("%s: timestamp: %v", c.id, err)
+		}
+		if rev, _ := l["bundles"].(map[string]any)["sidecar"].(map[string]any)["revision"].(string); rev == "" {
+			t.Errorf("%s: bundles.sidecar.revision missing: %v", c.id, l["bundles"])
+		}
+	}
+	if r := byID["req-1"]["result"]; fmt.Sprint(r) != "map[allow:true]" {
+		t.Errorf("req-1: result %v", r)
+	}
+	if r := byID["req-2"]["result"]; fmt.Sprint(r) != "map[allow:false]" {
+		t.Errorf("req-2: result %v", r)
+	}
+	if r, ok := byID["req-3"]["result"]; ok { // refused before any decision
+		t.Errorf("req-3: result %v", r)
 	}
 	f.assertTokenNowhere(tok)
 }

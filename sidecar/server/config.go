@@ -6,15 +6,14 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/yamlerr"
 )
 
 // EnvPrefix prefixes the environment variables that override config keys:
@@ -36,11 +36,11 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	var s string
 	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration such as 30s or 5m", n.Line)
+		return errors.New("want a duration such as 30s or 5m")
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (use a number with a unit: 250ms, 30s, 5m)", n.Line, s)
+		return fmt.Errorf("%q is not a duration (use a number with a unit: 250ms, 30s, 5m)", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -84,6 +84,10 @@ type Config struct {
 	TLS           TLSConfig      `yaml:"tls"`            // HTTPS on listen (tls.go)
 	AdminTLS      AdminTLSConfig `yaml:"admin_tls"`      // HTTPS (and client certificates) on admin_listen
 	BuddyResponse string         `yaml:"buddy_response"` // text | json_string: how /user/oidc/tokens returns the token
+
+	// Warnings are problems that do not stop the sidecar (an unknown
+	// OIDC_SIDECAR_* variable); serve logs them at start.
+	Warnings []string `yaml:"-"`
 }
 
 // RedisConfig selects the Redis deployment: a URL, a Cluster (addrs) or a
@@ -174,36 +178,265 @@ func (c *Config) WatchEnabled() bool { return c.Watch == nil || *c.Watch }
 // Relative file paths in the config are resolved against the config file's
 // directory.
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
+	return Load(path, LoadOptions{Getenv: getenv})
+}
+
+// LoadOptions are what serve adds to the file: its environment and flags.
+type LoadOptions struct {
+	// Getenv reads the overrides (default os.Getenv).
+	Getenv func(string) string
+	// Environ is the environment as os.Environ returns it; an
+	// OIDC_SIDECAR_* name in it that sets no key gets a warning with the
+	// closest real name.
+	Environ []string
+	// Bundle (serve --bundle) serves this bundle instead of the file's
+	// providers, policies and routes. A relative path is relative to the
+	// working directory, as on any command line.
+	Bundle string
+}
+
+// Load is LoadConfig with serve's flags and the environment's names.
+func Load(path string, o LoadOptions) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := ParseConfig(path, data, getenv)
+	c, err := parseConfig(path, data, o.Getenv, o.Bundle)
 	if err != nil {
 		return nil, err
 	}
 	c.resolvePaths(dirOf(path))
+	if o.Bundle != "" {
+		c.Bundle = o.Bundle
+	}
+	c.Warnings = append(c.Warnings, unknownEnv(o.Environ, c)...)
 	return c, nil
 }
 
 // ParseConfig is LoadConfig on bytes (paths are left as written).
 func ParseConfig(name string, data []byte, getenv func(string) string) (*Config, error) {
+	return parseConfig(name, data, getenv, "")
+}
+
+// parseConfig decodes data key by key against Config's yaml tags (so a new
+// key is one struct field), collecting every problem with its position:
+// syntax errors, unknown keys (with the closest known key), values of the
+// wrong type; then the environment overrides, the --bundle flag (bundle)
+// and the validation.
+func parseConfig(name string, data []byte, getenv func(string) string, bundle string) (*Config, error) {
 	c := Defaults()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // an empty file is all defaults
-		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		se := yamlerr.Locate(data, err)
+		sep := ":"
+		if se.Line == 0 {
+			sep = ": "
+		}
+		return nil, fmt.Errorf("%s%s%s", name, sep, se)
+	}
+	d := &cfgDecoder{file: name, pos: map[string]string{}}
+	if len(doc.Content) > 0 {
+		d.decode(doc.Content[0], reflect.ValueOf(&c).Elem(), "")
 	}
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	var errs []string
-	applyEnv(reflect.ValueOf(&c).Elem(), EnvPrefix, getenv, &errs)
-	errs = append(errs, c.validate()...)
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s: %d problem(s):\n  - %s", name, len(errs), strings.Join(errs, "\n  - "))
+	fromEnv := map[string]bool{}
+	applyEnv(reflect.ValueOf(&c).Elem(), EnvPrefix, "", getenv, fromEnv, &d.errs)
+	// A bundle from the environment or the command line replaces the
+	// file's sources: the same file serves a bundle or its parts.
+	if bundle != "" {
+		c.Bundle = bundle
+	}
+	if bundle != "" || fromEnv["bundle"] {
+		if !fromEnv["providers"] {
+			c.Providers = ""
+		}
+		if !fromEnv["policies"] {
+			c.Policies = nil
+		}
+		if !fromEnv["routes"] {
+			c.Routes = ""
+		}
+	}
+	for _, msg := range c.validate() {
+		d.errs = append(d.errs, d.at(msg, fromEnv))
+	}
+	if len(d.errs) > 0 {
+		return nil, fmt.Errorf("%s: %d problem(s):\n  %s", name, len(d.errs), strings.Join(d.errs, "\n  "))
 	}
 	return &c, nil
+}
+
+// cfgDecoder walks the YAML tree beside the Config struct.
+type cfgDecoder struct {
+	file string
+	errs []string
+	pos  map[string]string // key path -> "line:col" of its key
+}
+
+var leadingKey = regexp.MustCompile(`^[a-z_]+(\.[a-z_]+)*`)
+
+// at prefixes a validation message with the position of the key it starts
+// with, when that key was set in the file.
+func (d *cfgDecoder) at(msg string, fromEnv map[string]bool) string {
+	k := leadingKey.FindString(msg)
+	if p, ok := d.pos[k]; ok && !fromEnv[k] {
+		return d.file + ":" + p + ": " + msg
+	}
+	return d.file + ": " + msg
+}
+
+func (d *cfgDecoder) errorf(n *yaml.Node, path, format string, a ...any) {
+	d.errs = append(d.errs, fmt.Sprintf("%s:%d:%d: %s: %s", d.file, n.Line, n.Column, path, fmt.Sprintf(format, a...)))
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (d *cfgDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 8; i++ {
+		n = n.Alias
+	}
+	isNull := n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+	t := v.Type()
+	switch {
+	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+		if isNull {
+			v.Set(reflect.Zero(t))
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(t.Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+		return
+	case t.Kind() == reflect.Struct && t != reflect.TypeOf(Duration(0)):
+		if isNull {
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			where := path
+			if where == "" {
+				where = "the file"
+			}
+			d.errs = append(d.errs, fmt.Sprintf("%s:%d:%d: %s: want a mapping of keys (key: value lines), got %s", d.file, n.Line, n.Column, where, describe(n)))
+			return
+		}
+		fields := map[string]int{}
+		var keys []string
+		for i := 0; i < t.NumField(); i++ {
+			k := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if k != "" && k != "-" {
+				fields[k] = i
+				keys = append(keys, k)
+			}
+		}
+		seen := map[string]*yaml.Node{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			kn, vn := n.Content[i], n.Content[i+1]
+			key := kn.Value
+			p := join(path, key)
+			if prev, dup := seen[key]; dup {
+				d.errorf(kn, p, "set twice (first at line %d); keep one", prev.Line)
+				continue
+			}
+			seen[key] = kn
+			fi, ok := fields[key]
+			if !ok {
+				if sug := yamlerr.Suggest(key, keys); sug != "" {
+					d.errorf(kn, p, "unknown key; did you mean %s?", sug)
+				} else {
+					d.errorf(kn, p, "unknown key; the keys here are %s", strings.Join(keys, ", "))
+				}
+				continue
+			}
+			d.pos[p] = fmt.Sprintf("%d:%d", kn.Line, kn.Column)
+			d.decode(vn, v.Field(fi), p)
+		}
+		return
+	}
+	// A leaf: yaml.v3 decodes it into a fresh value, so a bad value leaves
+	// the default in place and the other keys are still read.
+	nv := reflect.New(t)
+	if err := n.Decode(nv.Interface()); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			d.errorf(n, path, "want %s, got %s", want(t), describe(n))
+		} else {
+			d.errorf(n, path, "%s", err)
+		}
+		return
+	}
+	v.Set(nv.Elem())
+}
+
+func want(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list, e.g. [a, b]"
+	case reflect.Pointer:
+		return want(t.Elem())
+	}
+	return t.String()
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return strconv.Quote(n.Value)
+}
+
+// configEnvNames are OIDC_SIDECAR_* variables that are not config keys but
+// are read elsewhere: the admin credential's default variable, login's
+// defaults, and the test suite's switches.
+var configEnvNames = []string{"OIDC_SIDECAR_ADMIN_TOKEN", "OIDC_SIDECAR_URL", "OIDC_SIDECAR_PROVIDER_ID",
+	"OIDC_SIDECAR_LOAD", "OIDC_SIDECAR_EXCHANGE_LOAD", "OIDC_SIDECAR_E2E_RACE"}
+
+// unknownEnv warns about OIDC_SIDECAR_* variables that set nothing — most
+// likely a misspelt override, which would otherwise be ignored silently.
+func unknownEnv(environ []string, c *Config) []string {
+	known := EnvKeys()
+	skip := map[string]bool{c.Upstream.TokenEnv: true, c.AdminTokenEnv: true}
+	if c.Redis != nil {
+		skip[c.Redis.PasswordEnv] = true
+	}
+	for _, k := range known {
+		skip[k] = true
+	}
+	for _, k := range configEnvNames {
+		skip[k] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix) || skip[name] {
+			continue
+		}
+		msg := name + " is set but is not a configuration variable; it is ignored"
+		if sug := yamlerr.Suggest(name, known); sug != "" {
+			msg += "; did you mean " + sug + "?"
+		} else {
+			msg += " (oidc-sidecar serve --help lists them)"
+		}
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func dirOf(p string) string {
@@ -356,8 +589,9 @@ func (c *Config) validate() []string {
 
 // applyEnv overrides struct fields from OIDC_SIDECAR_<PATH> variables,
 // where PATH is the yaml key path upper-cased and joined with "_". Lists
-// are comma-separated. A variable for the redis block creates it.
-func applyEnv(v reflect.Value, prefix string, getenv func(string) string, errs *[]string) {
+// are comma-separated. A variable for the redis block creates it. set
+// records the key paths ("redis.url") the environment set.
+func applyEnv(v reflect.Value, prefix, path string, getenv func(string) string, set map[string]bool, errs *[]string) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -369,14 +603,14 @@ func applyEnv(v reflect.Value, prefix string, getenv func(string) string, errs *
 		fv := v.Field(i)
 		switch {
 		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)):
-			applyEnv(fv, name+"_", getenv, errs)
+			applyEnv(fv, name+"_", join(path, key), getenv, set, errs)
 			continue
 		case f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct:
 			if anyEnvWithPrefix(name+"_", f.Type.Elem(), getenv) {
 				if fv.IsNil() {
 					fv.Set(reflect.New(f.Type.Elem()))
 				}
-				applyEnv(fv.Elem(), name+"_", getenv, errs)
+				applyEnv(fv.Elem(), name+"_", join(path, key), getenv, set, errs)
 			}
 			continue
 		}
@@ -384,6 +618,7 @@ func applyEnv(v reflect.Value, prefix string, getenv func(string) string, errs *
 		if s == "" {
 			continue
 		}
+		set[join(path, key)] = true
 		if err := setFromString(fv, s); err != nil {
 			*errs = append(*errs, fmt.Sprintf("%s=%q: %v", name, s, err))
 		}
@@ -455,7 +690,7 @@ func EnvKeys() []string {
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
 			key := strings.Split(f.Tag.Get("yaml"), ",")[0]
-			if key == "" {
+			if key == "" || key == "-" {
 				continue
 			}
 			name := prefix + strings.ToUpper(key)

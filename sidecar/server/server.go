@@ -98,6 +98,9 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		o.Audit = o.Logger.With("log", "audit")
 	}
 	s := &Server{cfg: cfg, log: o.Logger, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
+	for _, w := range cfg.Warnings {
+		s.log.Warn(w)
+	}
 
 	upstreamToken := o.Getenv(cfg.Upstream.TokenEnv)
 	if upstreamToken == "" {
@@ -126,6 +129,9 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	}
 
 	if s.store = o.Store; s.store == nil {
+		if cfg.Redis != nil {
+			routeRedisLogs(s.log)
+		}
 		if s.store, err = newStore(cfg, o.Getenv, o.Now); err != nil {
 			return nil, err
 		}
@@ -527,8 +533,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	s.log.Info("serving", "listen", s.Addr(), "tls", s.mainCerts != nil, "admin_listen", s.AdminAddr(), "admin_tls", s.adminCerts != nil, "upstream", redactURL(s.cfg.Upstream.URL),
-		"store", s.store.Kind(), "policy", s.source.Describe())
+	serving := []any{"listen", s.Addr(), "tls", s.mainCerts != nil, "admin_listen", s.AdminAddr(), "admin_tls", s.adminCerts != nil, "upstream", redactURL(s.cfg.Upstream.URL),
+		"store", s.store.Kind(), "policy", s.source.Describe()}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if err := s.store.Ping(pctx); err != nil {
+		s.log.Warn("serving, but the token store does not answer: exchanges and proxied requests get 503 and /readyz says not ready until it does",
+			append(serving, "error", err.Error())...)
+	} else {
+		s.log.Info("serving", serving...)
+	}
+	cancel()
 	// With TLS the framing guard wraps the TLS connection, so it reads the
 	// decrypted HTTP bytes.
 	mainLn, adminLn := s.mainLn, s.adminLn

@@ -2,6 +2,7 @@ package trust
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -53,9 +54,18 @@ func (x *Expr) Pins(claims ...string) bool {
 
 // String renders the clause canonically, e.g. `ref is "refs/heads/main"`:
 // the claim bare when it can be written bare, otherwise quoted; the
-// operator's canonical spelling; values always quoted, with JSON escapes
-// for quotes, backslashes and non-printable characters.
+// operator's canonical spelling; values quoted, with JSON escapes for
+// quotes, backslashes and non-printable characters — except that the
+// comparisons (is, is not, is one of) show true, false and JSON numbers
+// bare, as they are usually written (`ssh-rerun is false`): a comparison
+// matches a boolean or number claim by its text, so `is false` and
+// `is "false"` are the same condition.
 func (c Condition) String() string {
+	lit := quote
+	switch c.Op {
+	case OpIs, OpIsNot, OpOneOf, OpNotOneOf:
+		lit = literal
+	}
 	var b strings.Builder
 	b.WriteString(renderClaim(c.Claim))
 	b.WriteByte(' ')
@@ -68,17 +78,31 @@ func (c Condition) String() string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(quote(v))
+			b.WriteString(lit(v))
 		}
 		b.WriteByte(']')
 	default:
 		for _, v := range c.Values {
 			b.WriteByte(' ')
-			b.WriteString(quote(v))
+			b.WriteString(lit(v))
 		}
 	}
 	return b.String()
 }
+
+// literal writes true, false and canonical JSON numbers bare, anything
+// else quoted.
+func literal(v string) string {
+	if v == "true" || v == "false" {
+		return v
+	}
+	if f := jsonNumber.FindString(v); f == v && v != "" {
+		return v
+	}
+	return quote(v)
+}
+
+var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
 
 // renderClaim writes a claim name bare if it lexes back as the same bare
 // word, else quoted.

@@ -30,10 +30,10 @@ func TestParse(t *testing.T) {
 			cond(1, 4, "Repository_Owner", OpIs, `Repository_Owner is "x"`, "x"),
 			cond(1, 32, "ref", OpIsNot, `ref is not "y"`, "y")}},
 		{"every operator", `a is "1" and b is not "2" and c is one of ["3", "4"] and d is not one of ["5"] and e matches "6*" and f does not match "7*" and g exists`, []Condition{
-			cond(1, 1, "a", OpIs, `a is "1"`, "1"),
-			cond(1, 14, "b", OpIsNot, `b is not "2"`, "2"),
-			cond(1, 31, "c", OpOneOf, `c is one of ["3", "4"]`, "3", "4"),
-			cond(1, 58, "d", OpNotOneOf, `d is not one of ["5"]`, "5"),
+			cond(1, 1, "a", OpIs, `a is 1`, "1"),
+			cond(1, 14, "b", OpIsNot, `b is not 2`, "2"),
+			cond(1, 31, "c", OpOneOf, `c is one of [3, 4]`, "3", "4"),
+			cond(1, 58, "d", OpNotOneOf, `d is not one of [5]`, "5"),
 			cond(1, 84, "e", OpMatches, `e matches "6*"`, "6*"),
 			cond(1, 103, "f", OpNotMatches, `f does not match "7*"`, "7*"),
 			cond(1, 129, "g", OpExists, `g exists`)}},
@@ -69,17 +69,17 @@ func TestParse(t *testing.T) {
 		{"lists", `a is one of ["x", "y",] and b is not one of [ "z" ] and c is one of [1, true, "s", -2.5e+3]`, []Condition{
 			cond(1, 1, "a", OpOneOf, `a is one of ["x", "y"]`, "x", "y"),
 			cond(1, 29, "b", OpNotOneOf, `b is not one of ["z"]`, "z"),
-			cond(1, 57, "c", OpOneOf, `c is one of ["1", "true", "s", "-2.5e+3"]`, "1", "true", "s", "-2.5e+3")}},
+			cond(1, 57, "c", OpOneOf, `c is one of [1, true, "s", -2.5e+3]`, "1", "true", "s", "-2.5e+3")}},
 		{"numbers and booleans", `a is 42 and b is -0.5 and c is 1E9 and d is 0 and e is TRUE and f is not false and g is 1e-7`, []Condition{
-			cond(1, 1, "a", OpIs, `a is "42"`, "42"),
-			cond(1, 13, "b", OpIs, `b is "-0.5"`, "-0.5"),
-			cond(1, 27, "c", OpIs, `c is "1E9"`, "1E9"),
-			cond(1, 40, "d", OpIs, `d is "0"`, "0"),
-			cond(1, 51, "e", OpIs, `e is "true"`, "true"),
-			cond(1, 65, "f", OpIsNot, `f is not "false"`, "false"),
-			cond(1, 84, "g", OpIs, `g is "1e-7"`, "1e-7")}},
+			cond(1, 1, "a", OpIs, `a is 42`, "42"),
+			cond(1, 13, "b", OpIs, `b is -0.5`, "-0.5"),
+			cond(1, 27, "c", OpIs, `c is 1E9`, "1E9"),
+			cond(1, 40, "d", OpIs, `d is 0`, "0"),
+			cond(1, 51, "e", OpIs, `e is true`, "true"),
+			cond(1, 65, "f", OpIsNot, `f is not false`, "false"),
+			cond(1, 84, "g", OpIs, `g is 1e-7`, "1e-7")}},
 		{"number before a list delimiter", `a is one of [1,2]`, []Condition{
-			cond(1, 1, "a", OpOneOf, `a is one of ["1", "2"]`, "1", "2")}},
+			cond(1, 1, "a", OpOneOf, `a is one of [1, 2]`, "1", "2")}},
 		{"byte order mark", "\uFEFFref exists", []Condition{cond(1, 2, "ref", OpExists, `ref exists`)}},
 		{"unicode space", "ref\u00a0exists", []Condition{cond(1, 1, "ref", OpExists, `ref exists`)}},
 		{"glob escapes", `ref matches "refs/heads/\\*" and ref matches "{a,b}/[!x]?/**"`, []Condition{
@@ -259,7 +259,7 @@ func TestString(t *testing.T) {
 		{`if A is "x"`, `A is "x"`},
 		{"a IS NOT ONE OF [\"x\",\n\"y\",]\nAND b DOES NOT MATCH \"*\"", `a is not one of ["x", "y"] and b does not match "*"`},
 		{`"and" exists and "a b" is "c" and "" is not one of ["1"]`, ""}, // error case filtered below
-		{`"AND" exists and "TRUE" is true and "x\u0007" exists`, `"AND" exists and "TRUE" is "true" and "x\u0007" exists`},
+		{`"AND" exists and "TRUE" is true and "x\u0007" exists`, `"AND" exists and "TRUE" is true and "x\u0007" exists`},
 		{`ab is "tab\there"`, `ab is "tab\there"`},
 	} {
 		x, err := Parse(tc.src)

@@ -108,7 +108,7 @@ func TestSemantics(t *testing.T) {
 		{ssh + ` is "false"`, true, nil},
 		{ssh + ` is false`, true, nil},
 		{ssh + ` is FALSE`, true, nil},
-		{ssh + ` is "true"`, false, []map[string]any{reason(ssh+` is "true"`, ssh, OpIs, "true", false)}},
+		{ssh + ` is "true"`, false, []map[string]any{reason(ssh+` is true`, ssh, OpIs, "true", false)}},
 		{`flag is true`, true, nil},
 		{`run_number is "42"`, true, nil},
 		{`run_number is 42`, true, nil},
@@ -118,9 +118,9 @@ func TestSemantics(t *testing.T) {
 		{`run_number is " 42"`, false, []map[string]any{reason(`run_number is " 42"`, "run_number", OpIs, " 42", 42)}},
 		{`ratio is 1.5`, true, nil},
 		{`ratio is 1.50`, true, nil},
-		{`ratio is "1"`, false, []map[string]any{reason(`ratio is "1"`, "ratio", OpIs, "1", 1.5)}},
+		{`ratio is "1"`, false, []map[string]any{reason(`ratio is 1`, "ratio", OpIs, "1", 1.5)}},
 		// a string claim compares as text: "42" is not "42.0"
-		{`environment is 42`, false, []map[string]any{reason(`environment is "42"`, "environment", OpIs, "42", "prod")}},
+		{`environment is 42`, false, []map[string]any{reason(`environment is 42`, "environment", OpIs, "42", "prod")}},
 		// is: missing, null, object
 		{`absent is "x"`, false, []map[string]any{reason(`absent is "x"`, "absent", OpIs, "x", nil)}},
 		{`nullclaim is "null"`, false, []map[string]any{reason(`nullclaim is "null"`, "nullclaim", OpIs, "null", nil)}},
@@ -133,8 +133,8 @@ func TestSemantics(t *testing.T) {
 		{ctx + ` is not "ctx-c"`, true, nil},
 		{ctx + ` is not "ctx-a"`, false, []map[string]any{reason(ctx+` is not "ctx-a"`, ctx, OpIsNot, "ctx-a", ctxVal)}},
 		{ssh + ` is not true`, true, nil},
-		{ssh + ` is not false`, false, []map[string]any{reason(ssh+` is not "false"`, ssh, OpIsNot, "false", false)}},
-		{`run_number is not 42`, false, []map[string]any{reason(`run_number is not "42"`, "run_number", OpIsNot, "42", 42)}},
+		{ssh + ` is not false`, false, []map[string]any{reason(ssh+` is not false`, ssh, OpIsNot, "false", false)}},
+		{`run_number is not 42`, false, []map[string]any{reason(`run_number is not 42`, "run_number", OpIsNot, "42", 42)}},
 		{`run_number is not 43`, true, nil},
 		{`absent is not "x"`, false, []map[string]any{reason(`absent is not "x"`, "absent", OpIsNot, "x", nil)}},
 		{`nullclaim is not "x"`, false, []map[string]any{reason(`nullclaim is not "x"`, "nullclaim", OpIsNot, "x", nil)}},
@@ -150,7 +150,7 @@ func TestSemantics(t *testing.T) {
 		{ssh + ` is one of [true, false]`, true, nil},
 		{`run_number is one of [41, "42"]`, true, nil},
 		{`run_number is one of [41, 43]`, false, []map[string]any{
-			reason(`run_number is one of ["41", "43"]`, "run_number", OpOneOf, []any{"41", "43"}, 42)}},
+			reason(`run_number is one of [41, 43]`, "run_number", OpOneOf, []any{"41", "43"}, 42)}},
 		{`absent is one of ["x"]`, false, []map[string]any{reason(`absent is one of ["x"]`, "absent", OpOneOf, []any{"x"}, nil)}},
 		{`nullclaim is one of ["x"]`, false, []map[string]any{reason(`nullclaim is one of ["x"]`, "nullclaim", OpOneOf, []any{"x"}, nil)}},
 		{`obj is one of ["x"]`, false, []map[string]any{reason(`obj is one of ["x"]`, "obj", OpOneOf, []any{"x"}, obj)}},
@@ -163,7 +163,7 @@ func TestSemantics(t *testing.T) {
 		{ctx + ` is not one of ["ctx-a"]`, false, []map[string]any{
 			reason(ctx+` is not one of ["ctx-a"]`, ctx, OpNotOneOf, []any{"ctx-a"}, ctxVal)}},
 		{`run_number is not one of [42]`, false, []map[string]any{
-			reason(`run_number is not one of ["42"]`, "run_number", OpNotOneOf, []any{"42"}, 42)}},
+			reason(`run_number is not one of [42]`, "run_number", OpNotOneOf, []any{"42"}, 42)}},
 		{`absent is not one of ["x"]`, false, []map[string]any{reason(`absent is not one of ["x"]`, "absent", OpNotOneOf, []any{"x"}, nil)}},
 		{`nullclaim is not one of ["x"]`, false, []map[string]any{reason(`nullclaim is not one of ["x"]`, "nullclaim", OpNotOneOf, []any{"x"}, nil)}},
 		{`obj is not one of ["x"]`, true, nil},
@@ -251,7 +251,7 @@ func TestSemanticsMessages(t *testing.T) {
 		`absent exists (claim missing)`,
 		`oidc.circleci.com/context-ids is "c" (actual: ["ctx-a","ctx-b"])`,
 		`ref is "refs/heads/main" (actual: "refs/heads/release/v1")`,
-		`run_number is "7" (actual: 42)`,
+		`run_number is 7 (actual: 42)`,
 	}
 	if !reflect.DeepEqual(msgs, want) {
 		t.Errorf("messages:\n got %q\nwant %q", msgs, want)

@@ -10,6 +10,6 @@ package sidecar.conditions["6ba7b810-9dad-11d1-80b4-00c04fd430c8"]
 conditions := [
 	["oidc.circleci.com/project-id", "is", "c2e3f1a0-0000-4000-8000-000000000001", `oidc.circleci.com/project-id is "c2e3f1a0-0000-4000-8000-000000000001"`],
 	["oidc.circleci.com/context-ids", "is one of", ["ctx-prod", "ctx-shared"], `oidc.circleci.com/context-ids is one of ["ctx-prod", "ctx-shared"]`],
-	["oidc.circleci.com/ssh-rerun", "is", "false", `oidc.circleci.com/ssh-rerun is "false"`],
+	["oidc.circleci.com/ssh-rerun", "is", "false", "oidc.circleci.com/ssh-rerun is false"],
 	["oidc.circleci.com/vcs-ref", "does not match", "refs/heads/tmp/**", `oidc.circleci.com/vcs-ref does not match "refs/heads/tmp/**"`],
 ]

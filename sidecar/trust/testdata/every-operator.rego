@@ -6,7 +6,7 @@ package sidecar.conditions["other-1"]
 
 conditions := [
 	["sub", "is not", "repo:x/y:pull_request", `sub is not "repo:x/y:pull_request"`],
-	["run_number", "is", "42", `run_number is "42"`],
+	["run_number", "is", "42", "run_number is 42"],
 	["event_name", "is not one of", ["pull_request", "pull_request_target"], `event_name is not one of ["pull_request", "pull_request_target"]`],
 	["custom claim", "exists", null, `"custom claim" exists`],
 	["tag", "matches", "v[0-9]*", `tag matches "v[0-9]*"`],

@@ -1,13 +1,13 @@
-package provider
+package yamlerr
 
 import (
 	"strings"
 )
 
-// suggest returns the candidate closest to s, or "" if none is close enough.
+// Suggest returns the candidate closest to s, or "" if none is close enough.
 // Comparison ignores case and treats '-', ' ' and '.' like '_'. aliases maps
 // common alternative spellings (normalised) to a candidate.
-func suggest(s string, candidates []string, aliases ...map[string]string) string {
+func Suggest(s string, candidates []string, aliases ...map[string]string) string {
 	if len(s) > 64 {
 		return ""
 	}

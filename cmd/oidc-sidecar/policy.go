@@ -60,7 +60,7 @@ is, beside the policies:
 				if err != nil {
 					return err
 				}
-				files, err := policy.CompileProviders(src.Providers)
+				files, err := policy.GenerateModules(src.Providers)
 				if err != nil {
 					return err
 				}

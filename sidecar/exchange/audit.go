@@ -72,7 +72,7 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 	d := time.Since(ev.start)
 	outcome := outcomeIssued
 	if f != nil {
-		outcome = f.kind.outcome()
+		outcome = f.class.outcome()
 	}
 	codes := make([]string, 0, len(ev.reasons))
 	for _, r := range ev.reasons {

@@ -15,8 +15,8 @@ import (
 )
 
 const (
-	kindDiscovery = "discovery"
-	kindJWKS      = "jwks"
+	docDiscovery = "discovery"
+	docJWKS      = "jwks"
 )
 
 // defaultHTTPClient returns a client with a 3 s dial timeout and a 5 s
@@ -84,11 +84,11 @@ func ValidateIssuerURL(issuer string) error {
 
 // fetchError is a failed discovery or JWKS fetch.
 type fetchError struct {
-	kind string
-	err  error
+	doc string // docDiscovery or docJWKS
+	err error
 }
 
-func (e *fetchError) Error() string { return e.kind + ": " + e.err.Error() }
+func (e *fetchError) Error() string { return e.doc + ": " + e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
 // get fetches u with the per-fetch timeout and body cap.
@@ -142,15 +142,15 @@ func discoveryURL(issuer string) string {
 
 // fetchKeys fetches the discovery document of issuer and then its JWKS.
 func (v *Verifier) fetchKeys(ctx context.Context, issuer string) (*keySet, error) {
-	ks, kind, err := v.fetchKeysInner(ctx, issuer)
+	ks, doc, err := v.fetchKeysInner(ctx, issuer)
 	if v.opts.OnFetch != nil {
-		if kind != kindDiscovery {
-			v.opts.OnFetch(issuer, kindDiscovery, nil)
+		if doc != docDiscovery {
+			v.opts.OnFetch(issuer, docDiscovery, nil)
 		}
-		v.opts.OnFetch(issuer, kind, err)
+		v.opts.OnFetch(issuer, doc, err)
 	}
 	if err != nil {
-		return nil, &fetchError{kind: kind, err: err}
+		return nil, &fetchError{doc: doc, err: err}
 	}
 	return ks, nil
 }
@@ -158,38 +158,38 @@ func (v *Verifier) fetchKeys(ctx context.Context, issuer string) (*keySet, error
 func (v *Verifier) fetchKeysInner(ctx context.Context, issuer string) (*keySet, string, error) {
 	body, err := v.get(ctx, discoveryURL(issuer))
 	if err != nil {
-		return nil, kindDiscovery, err
+		return nil, docDiscovery, err
 	}
 	doc, err := decodeObject(body, maxJSONDepth)
 	if err != nil {
-		return nil, kindDiscovery, fmt.Errorf("discovery document is not a valid JSON object: %w", err)
+		return nil, docDiscovery, fmt.Errorf("discovery document is not a valid JSON object: %w", err)
 	}
 	got, ok := doc["issuer"].(string)
 	if !ok {
-		return nil, kindDiscovery, errors.New(`discovery document has no "issuer" string`)
+		return nil, docDiscovery, errors.New(`discovery document has no "issuer" string`)
 	}
 	if got != issuer {
-		return nil, kindDiscovery, fmt.Errorf("discovery document advertises issuer %s, not the configured %s", quote(got), quote(issuer))
+		return nil, docDiscovery, fmt.Errorf("discovery document advertises issuer %s, not the configured %s", quote(got), quote(issuer))
 	}
 	jwksURI, ok := doc["jwks_uri"].(string)
 	if !ok || jwksURI == "" {
-		return nil, kindDiscovery, errors.New(`discovery document has no "jwks_uri" string`)
+		return nil, docDiscovery, errors.New(`discovery document has no "jwks_uri" string`)
 	}
 	u, err := url.Parse(jwksURI)
 	if err != nil || !u.IsAbs() {
-		return nil, kindDiscovery, fmt.Errorf("jwks_uri %s is not an absolute URL", quote(jwksURI))
+		return nil, docDiscovery, fmt.Errorf("jwks_uri %s is not an absolute URL", quote(jwksURI))
 	}
 	if err := checkFetchURL(u); err != nil {
-		return nil, kindDiscovery, fmt.Errorf("jwks_uri %w", err)
+		return nil, docDiscovery, fmt.Errorf("jwks_uri %w", err)
 	}
 	fetchedAt := v.now()
 	body, err = v.get(ctx, jwksURI)
 	if err != nil {
-		return nil, kindJWKS, err
+		return nil, docJWKS, err
 	}
 	ks, err := parseJWKS(body, fetchedAt, jwksURI)
 	if err != nil {
-		return nil, kindJWKS, err
+		return nil, docJWKS, err
 	}
-	return ks, kindJWKS, nil
+	return ks, docJWKS, nil
 }

@@ -91,7 +91,7 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: src, Parsed: parsed})
 	}
 
-	generated, err := CompileProviders(s.Providers)
+	generated, err := GenerateModules(s.Providers)
 	if err != nil {
 		return nil, err
 	}
@@ -223,10 +223,11 @@ func grantsOf(implies map[string]any) map[string]any {
 	return out
 }
 
-// CompileProviders generates the Rego for providers: the trust helper
-// library, then one module per provider that has trust conditions, in
-// provider order. This is what `oidc-sidecar policy compile` prints.
-func CompileProviders(ps []*provider.Provider) ([]File, error) {
+// GenerateModules writes the Rego source for providers — the trust helper
+// library, then one module per provider with trust conditions, in provider
+// order — without compiling it (Compile does). This is what `oidc-sidecar
+// policy compile` prints.
+func GenerateModules(ps []*provider.Provider) ([]File, error) {
 	libPath, libSrc := trust.Library()
 	out := []File{{Path: libPath, Src: libSrc}}
 	for _, p := range ps {

@@ -436,7 +436,7 @@ func BenchmarkParts(b *testing.B) {
 			audit: slog.New(slog.NewJSONHandler(io.Discard, nil)), log: slog.New(slog.DiscardHandler),
 			metrics: metrics.New(),
 		}
-		x := &exchange{
+		x := &call{
 			start: time.Now(), id: "req-123", method: "GET", path: runExecutions,
 			route: "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions", workspace: "acme",
 			clientIP: netip.MustParseAddr("127.0.0.1"), rec: &rec, status: 200, code: CodeAllowed, allowed: true,

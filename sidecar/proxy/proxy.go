@@ -219,9 +219,9 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// exchange is the state of one request, shared with the ReverseProxy hooks
+// call is the state of one proxied request, shared with the ReverseProxy hooks
 // through the request context.
-type exchange struct {
+type call struct {
 	start     time.Time // monotonic, for durations
 	wall      time.Time // when the request arrived, for the audit timestamp
 	id        string    // the sidecar's own request id (audit, upstream, response)
@@ -245,11 +245,11 @@ type exchange struct {
 	cancel context.CancelCauseFunc
 }
 
-type exchangeKey struct{}
+type callKey struct{}
 
 // ServeHTTP authenticates, authorizes and forwards one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	x := &exchange{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
+	x := &call{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
 	x.wall = x.start
 	w.Header().Set("X-Request-Id", x.id)
 	x.clientIP = p.clients.IP(req)
@@ -403,7 +403,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// ReverseProxy hooks, and headerTimeout cancels it when the upstream's
 	// headers are late (so the transport needs no context of its own). It
 	// ends when the response has been copied.
-	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), exchangeKey{}, x))
+	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), callKey{}, x))
 	defer cancel(nil)
 	x.cancel = cancel
 	p.rp.ServeHTTP(w, req.WithContext(ctx))
@@ -505,13 +505,13 @@ func (f *forgettingStore) Revoke(ctx context.Context, hash string) (bool, error)
 }
 
 // reply answers the request itself, in Buddy's error shape.
-func (p *Proxy) reply(w http.ResponseWriter, x *exchange, status int, code, msg string) {
+func (p *Proxy) reply(w http.ResponseWriter, x *call, status int, code, msg string) {
 	x.status, x.code = status, code
 	apierr.Write(w, status, msg)
 }
 
 // finish records the request's metrics and writes its audit line.
-func (p *Proxy) finish(ctx context.Context, x *exchange) {
+func (p *Proxy) finish(ctx context.Context, x *call) {
 	route := x.route
 	switch {
 	case route != "":

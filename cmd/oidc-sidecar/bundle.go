@@ -34,8 +34,10 @@ The upstream opa run -b and opa inspect accept it; serve loads it with
 bundle: in the configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := policy.BuildFromFiles(cmd.Context(), providers, policies, routesPath,
-				policy.Settings{UnknownRoutes: unknownRoutes}, revision)
+			b, _, err := policy.BuildFromFiles(cmd.Context(), policy.Files{
+				Providers: providers, Policies: policies, Routes: routesPath,
+				Settings: policy.Settings{UnknownRoutes: unknownRoutes}, Revision: revision,
+			})
 			if err != nil {
 				return err
 			}

@@ -55,7 +55,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ue), errors.As(err, &le) && le.Kind == login.KindUsage:
+	case errors.As(err, &ue), errors.As(err, &le) && le.Step == login.StepUsage:
 		return exitUsage
 	}
 	for _, p := range cobraUsage {

@@ -10,9 +10,6 @@ import (
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
 )
 
 func newPolicy() *cobra.Command {
@@ -24,15 +21,18 @@ func newPolicy() *cobra.Command {
 	return cmd
 }
 
-func loadProviders(path string) ([]*provider.Provider, error) {
-	f, err := provider.Load(path)
-	if err != nil {
-		return nil, err
+// loadFiles reads the files of a bundle, printing the providers file's
+// warnings to stderr.
+func loadFiles(f policy.Files) (policy.Sources, error) {
+	src, warnings, err := f.Load()
+	printWarnings(warnings)
+	return src, err
+}
+
+func printWarnings(warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, w) // each says "warning:"
 	}
-	for _, w := range f.Warnings {
-		fmt.Fprintln(os.Stderr, w.String()) // String says "warning:"
-	}
-	return f.Providers, nil
 }
 
 func newPolicyCompile() *cobra.Command {
@@ -55,12 +55,12 @@ is, beside the policies:
   opa build -o bundle.tar.gz DIR policies/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ps, err := loadProviders(providersPath)
-			if err != nil {
-				return err
-			}
 			if out == "" {
-				files, err := policy.CompileProviders(ps)
+				src, err := loadFiles(policy.Files{Providers: providersPath})
+				if err != nil {
+					return err
+				}
+				files, err := policy.GenerateModules(src.Providers)
 				if err != nil {
 					return err
 				}
@@ -69,15 +69,13 @@ is, beside the policies:
 				}
 				return nil
 			}
-			var rts []routes.Route
-			if routesPath != "" {
-				if rts, err = routes.Load(routesPath, scope.Known); err != nil {
-					return err
-				}
-			}
-			// No policies: they stay where they are, beside DIR.
-			b, err := policy.Build(cmd.Context(), policy.Sources{Providers: ps, Policies: []policy.File{}, Routes: rts,
+			src, err := loadFiles(policy.Files{Providers: providersPath, Routes: routesPath,
 				Settings: policy.Settings{UnknownRoutes: unknownRoutes}})
+			if err != nil {
+				return err
+			}
+			src.Policies = []policy.File{} // no policies: they stay where they are, beside DIR
+			b, err := policy.Build(cmd.Context(), src)
 			if err != nil {
 				return err
 			}
@@ -112,19 +110,9 @@ are loaded as data, as opa test does. Output is opa test's (--format json:
 opa test --format json's array of results); the exit status is 1 when any test
 fails or none ran.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ps []*provider.Provider
-			if providersPath != "" {
-				var err error
-				if ps, err = loadProviders(providersPath); err != nil {
-					return err
-				}
-			}
-			var rts []routes.Route
-			if routesPath != "" {
-				var err error
-				if rts, err = routes.Load(routesPath, scope.Known); err != nil {
-					return err
-				}
+			src, err := loadFiles(policy.Files{Providers: providersPath, Routes: routesPath})
+			if err != nil {
+				return err
 			}
 			paths := args
 			if len(paths) == 0 {
@@ -137,7 +125,7 @@ fails or none ran.`,
 				return err
 			}
 			sum, err := policy.RunTests(cmd.Context(), policy.TestOptions{
-				Paths: paths, Providers: ps, Routes: rts, Run: run, Verbose: verbose, JSON: asJSON, Out: cmd.OutOrStdout(),
+				Paths: paths, Providers: src.Providers, Routes: src.Routes, Run: run, Verbose: verbose, JSON: asJSON, Out: cmd.OutOrStdout(),
 			})
 			if err != nil {
 				return err
@@ -175,21 +163,8 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 			if (claimsPath == "") == (jwt == "") {
 				return usagef("give exactly one of --claims FILE.json or --token JWT")
 			}
-			ps, err := loadProviders(providersPath)
-			if err != nil {
-				return err
-			}
-			var pols []policy.File
-			if len(policyPaths) > 0 {
-				if pols, err = policy.LoadPolicies(policyPaths, false); err != nil {
-					return err
-				}
-			}
-			b, err := policy.Build(cmd.Context(), policy.Sources{Providers: ps, Policies: pols})
-			if err != nil {
-				return err
-			}
-			snap, err := policy.Compile(cmd.Context(), b)
+			snap, warnings, err := policy.CompileFiles(cmd.Context(), policy.Files{Providers: providersPath, Policies: policyPaths})
+			printWarnings(warnings)
 			if err != nil {
 				return err
 			}
@@ -199,22 +174,13 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 					return fmt.Errorf("--token: %w", err)
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "note: claims read from the token WITHOUT verifying its signature, expiry or audience")
-				for _, p := range ps {
-					if string(p.ID) == providerID {
-						for _, m := range p.TokenMismatch(claims) {
-							fmt.Fprintln(cmd.ErrOrStderr(), "note:", m)
-						}
+				if p := snap.Providers[providerID]; p != nil {
+					for _, m := range p.TokenMismatch(claims) {
+						fmt.Fprintln(cmd.ErrOrStderr(), "note:", m)
 					}
 				}
-			} else {
-				f, err := os.Open(claimsPath)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if claims, err = policy.ReadClaims(f); err != nil {
-					return fmt.Errorf("%s: %w", claimsPath, err)
-				}
+			} else if claims, err = policy.ReadClaimsFile(claimsPath); err != nil {
+				return err
 			}
 			now := time.Now()
 			if at != "" {

@@ -28,16 +28,12 @@ func Write(w http.ResponseWriter, status int, message string) {
 	_ = json.NewEncoder(w).Encode(Body{Errors: []Message{{Message: message}}})
 }
 
-// Unauthorized sends Buddy's 401 with a WWW-Authenticate challenge
-// (RFC 6750): err is "" for a missing token or "invalid_token".
-func Unauthorized(w http.ResponseWriter, err, description string) {
-	challenge := `Bearer realm="oidc-sidecar"`
-	if err != "" {
-		challenge += `, error="` + err + `"`
-		if description != "" {
-			challenge += `, error_description="` + description + `"`
-		}
+// Challenge sets the WWW-Authenticate challenge of a 401 (RFC 6750):
+// error="invalid_token" when the request presented a token.
+func Challenge(h http.Header, tokenSent bool) {
+	if tokenSent {
+		h.Set("WWW-Authenticate", `Bearer realm="oidc-sidecar", error="invalid_token"`)
+		return
 	}
-	w.Header().Set("WWW-Authenticate", challenge)
-	Write(w, http.StatusUnauthorized, "Wrong authentication data")
+	h.Set("WWW-Authenticate", `Bearer realm="oidc-sidecar"`)
 }

@@ -1,6 +1,7 @@
 package apierr
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 )
@@ -16,16 +17,15 @@ func TestWrite(t *testing.T) {
 	}
 }
 
-func TestUnauthorized(t *testing.T) {
-	rec := httptest.NewRecorder()
-	Unauthorized(rec, "invalid_token", "the token expired")
-	if rec.Code != 401 {
-		t.Fatal(rec.Code)
-	}
-	if got, want := rec.Header().Get("WWW-Authenticate"), `Bearer realm="oidc-sidecar", error="invalid_token", error_description="the token expired"`; got != want {
-		t.Fatalf("WWW-Authenticate %q, want %q", got, want)
-	}
-	if got := rec.Body.String(); got != `{"errors":[{"message":"Wrong authentication data"}]}`+"\n" {
-		t.Fatalf("body %q", got)
+func TestChallenge(t *testing.T) {
+	for sent, want := range map[bool]string{
+		false: `Bearer realm="oidc-sidecar"`,
+		true:  `Bearer realm="oidc-sidecar", error="invalid_token"`,
+	} {
+		h := http.Header{}
+		Challenge(h, sent)
+		if got := h.Get("WWW-Authenticate"); got != want {
+			t.Errorf("token sent %v: WWW-Authenticate %q, want %q", sent, got, want)
+		}
 	}
 }

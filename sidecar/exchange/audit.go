@@ -72,7 +72,7 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 	d := time.Since(ev.start)
 	outcome := outcomeIssued
 	if f != nil {
-		outcome = f.kind.outcome()
+		outcome = f.class.outcome()
 	}
 	codes := make([]string, 0, len(ev.reasons))
 	for _, r := range ev.reasons {
@@ -99,7 +99,7 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 		slog.String("ref", ev.ref),
 		slog.String("client_ip", ev.clientIP),
 		slog.String("revision", ev.revision),
-		slog.Int64("duration_ms", d.Milliseconds()),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000), // milliseconds, to the microsecond (as the proxy's line)
 		// OPA decision-log names for what means the same (docs/exchange.md).
 		slog.String("timestamp", ev.start.UTC().Format(time.RFC3339Nano)),
 	)

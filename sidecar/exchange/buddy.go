@@ -52,59 +52,59 @@ func (h *Handler) serveBuddy(w http.ResponseWriter, r *http.Request) {
 }
 
 // buddyStatus maps a failure to the Buddy endpoint's status.
-func buddyStatus(k kind) int {
+func buddyStatus(k class) int {
 	switch k {
-	case kindBadRequest, kindUnsupportedType, kindInvalidScope:
+	case classBadRequest, classUnsupportedType, classInvalidScope:
 		return http.StatusBadRequest
-	case kindTooLarge:
+	case classTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case kindBodyTimeout:
+	case classBodyTimeout:
 		return http.StatusRequestTimeout
-	case kindMethod:
+	case classMethod:
 		return http.StatusMethodNotAllowed
-	case kindUnknownProvider, kindInvalidToken, kindDenied, kindReplayed:
+	case classUnknownProvider, classInvalidToken, classDenied, classReplayed:
 		return http.StatusUnauthorized
-	case kindIPNotAllowed:
+	case classIPNotAllowed:
 		return http.StatusForbidden
-	case kindRateLimited:
+	case classRateLimited:
 		return http.StatusTooManyRequests
 	}
 	return http.StatusServiceUnavailable
 }
 
 func writeBuddyError(w http.ResponseWriter, f *failure) {
-	switch f.kind {
-	case kindRateLimited, kindUnavailable:
+	switch f.class {
+	case classRateLimited, classUnavailable:
 		retryAfterHeader(w, f.retryAfter)
-	case kindMethod:
+	case classMethod:
 		w.Header().Set("Allow", http.MethodPost)
 	}
-	apierr.Write(w, buddyStatus(f.kind), f.msg)
+	apierr.Write(w, buddyStatus(f.class), f.msg)
 }
 
 // parseBuddy validates the method, Content-Type and JSON body.
 func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *failure) {
 	if r.Method != http.MethodPost {
-		return request{}, fail(kindMethod, "%s %s is not supported; send POST %s with Content-Type: application/json and the body %s", r.Method, BuddyPath, BuddyPath, buddyExample)
+		return request{}, fail(classMethod, "%s %s is not supported; send POST %s with Content-Type: application/json and the body %s", r.Method, BuddyPath, BuddyPath, buddyExample)
 	}
 	if f := checkContentType(r, "application/json", "send the body as JSON: "+buddyExample); f != nil {
 		return request{}, f
 	}
 	body, err := h.readBody(w, r)
 	if errors.Is(err, errTooLarge) {
-		return request{}, fail(kindTooLarge, "the request body is larger than %d bytes; send only %s", h.maxBody, buddyExample)
+		return request{}, fail(classTooLarge, "the request body is larger than %d bytes; send only %s", h.maxBody, buddyExample)
 	}
 	if errors.Is(err, errBodyTimeout) {
 		return request{}, h.bodyTimeoutFailure()
 	}
 	if err != nil {
-		return request{}, fail(kindBadRequest, "the request body could not be read: %v", err)
+		return request{}, fail(classBadRequest, "the request body could not be read: %v", err)
 	}
 	if bytes.HasPrefix(body, utf8BOM) {
-		return request{}, fail(kindBadRequest, "the request body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; send the JSON without it (PowerShell's Set-Content/Out-File -Encoding utf8 write one): %s", buddyExample)
+		return request{}, fail(classBadRequest, "the request body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; send the JSON without it (PowerShell's Set-Content/Out-File -Encoding utf8 write one): %s", buddyExample)
 	}
 	if k := duplicateMember(body, "provider_id", "web_identity_token"); k != "" {
-		return request{}, fail(kindBadRequest, "the request body has %s more than once; send each member once: %s", k, buddyExample)
+		return request{}, fail(classBadRequest, "the request body has %s more than once; send each member once: %s", k, buddyExample)
 	}
 	var in struct {
 		ProviderID       *string `json:"provider_id"`
@@ -113,12 +113,12 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 	if err := json.Unmarshal(body, &in); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return request{}, fail(kindBadRequest, "%s must be a string, not a JSON %s; send %s", te.Field, te.Value, buddyExample)
+			return request{}, fail(classBadRequest, "%s must be a string, not a JSON %s; send %s", te.Field, te.Value, buddyExample)
 		}
 		if errors.As(err, &te) {
-			return request{}, fail(kindBadRequest, "the request body must be a JSON object, not a JSON %s; send %s", te.Value, buddyExample)
+			return request{}, fail(classBadRequest, "the request body must be a JSON object, not a JSON %s; send %s", te.Value, buddyExample)
 		}
-		return request{}, fail(kindBadRequest, "the request body is not valid JSON (%v); send %s", err, buddyExample)
+		return request{}, fail(classBadRequest, "the request body is not valid JSON (%v); send %s", err, buddyExample)
 	}
 	var id string
 	if in.ProviderID != nil {
@@ -126,11 +126,11 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 	}
 	switch {
 	case in.ProviderID == nil || *in.ProviderID == "":
-		return request{}, fail(kindBadRequest, "provider_id is missing; set it to the id (a UUID) of the OIDC provider, as in %s", buddyExample)
+		return request{}, fail(classBadRequest, "provider_id is missing; set it to the id (a UUID) of the OIDC provider, as in %s", buddyExample)
 	case id == "":
-		return request{}, fail(kindBadRequest, "provider_id %s is not a UUID; use the provider's id, e.g. 550e8400-e29b-41d4-a716-446655440000", quote(*in.ProviderID))
+		return request{}, fail(classBadRequest, "provider_id %s is not a UUID; use the provider's id, e.g. 550e8400-e29b-41d4-a716-446655440000", quote(*in.ProviderID))
 	case in.WebIdentityToken == nil || *in.WebIdentityToken == "":
-		return request{}, fail(kindBadRequest, "web_identity_token is missing; set it to the OIDC token (a JWT) your CI provider issued, as in %s", buddyExample)
+		return request{}, fail(classBadRequest, "web_identity_token is missing; set it to the OIDC token (a JWT) your CI provider issued, as in %s", buddyExample)
 	}
 	return request{providerID: id, subjectToken: *in.WebIdentityToken}, nil
 }
@@ -175,14 +175,14 @@ func duplicateMember(body []byte, names ...string) string {
 func checkContentType(r *http.Request, want, how string) *failure {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		return fail(kindBadRequest, "the Content-Type header is missing; send Content-Type: %s and %s", want, how)
+		return fail(classBadRequest, "the Content-Type header is missing; send Content-Type: %s and %s", want, how)
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || mt != want {
-		return fail(kindBadRequest, "Content-Type %s is not supported; send Content-Type: %s and %s", quote(ct), want, how)
+		return fail(classBadRequest, "Content-Type %s is not supported; send Content-Type: %s and %s", quote(ct), want, how)
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return fail(kindBadRequest, "charset %s is not supported; send UTF-8 (Content-Type: %s; charset=utf-8)", quote(cs), want)
+		return fail(classBadRequest, "charset %s is not supported; send UTF-8 (Content-Type: %s; charset=utf-8)", quote(cs), want)
 	}
 	return nil
 }

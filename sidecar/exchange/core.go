@@ -19,23 +19,23 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
-// kind classifies a failed exchange; each endpoint maps it to its status
+// class classifies a failed exchange; each endpoint maps it to its status
 // and error code, and the audit log to an outcome.
-type kind int
+type class int
 
 const (
-	kindBadRequest      kind = iota + 1 // malformed request
-	kindTooLarge                        // body over the limit
-	kindMethod                          // not POST
-	kindUnsupportedType                 // RFC 8693 unsupported_grant_type
-	kindUnknownProvider                 // no provider with that id
-	kindInvalidToken                    // the OIDC token failed verification
-	kindDenied                          // the policy denied the exchange
-	kindIPNotAllowed                    // the only reasons are ip_not_allowed
-	kindInvalidScope                    // requested scopes the provider does not grant
-	kindReplayed                        // the OIDC token was exchanged before
-	kindRateLimited                     // a rate limit is exhausted
-	kindUnavailable                     // store, policy or issuer unavailable
+	classBadRequest      class = iota + 1 // malformed request
+	classTooLarge                         // body over the limit
+	classMethod                           // not POST
+	classUnsupportedType                  // RFC 8693 unsupported_grant_type
+	classUnknownProvider                  // no provider with that id
+	classInvalidToken                     // the OIDC token failed verification
+	classDenied                           // the policy denied the exchange
+	classIPNotAllowed                     // the only reasons are ip_not_allowed
+	classInvalidScope                     // requested scopes the provider does not grant
+	classReplayed                         // the OIDC token was exchanged before
+	classRateLimited                      // a rate limit is exhausted
+	classUnavailable                      // store, policy or issuer unavailable
 )
 
 // Audit outcomes.
@@ -49,17 +49,17 @@ const (
 	outcomeReplayed     = "replayed"
 )
 
-func (k kind) outcome() string {
+func (k class) outcome() string {
 	switch k {
-	case kindBadRequest, kindTooLarge, kindMethod, kindUnsupportedType, kindBodyTimeout:
+	case classBadRequest, classTooLarge, classMethod, classUnsupportedType, classBodyTimeout:
 		return outcomeBadRequest
-	case kindUnknownProvider, kindDenied, kindIPNotAllowed, kindInvalidScope:
+	case classUnknownProvider, classDenied, classIPNotAllowed, classInvalidScope:
 		return outcomeDenied
-	case kindInvalidToken:
+	case classInvalidToken:
 		return outcomeInvalidToken
-	case kindReplayed:
+	case classReplayed:
 		return outcomeReplayed
-	case kindRateLimited:
+	case classRateLimited:
 		return outcomeRateLimited
 	}
 	return outcomeUnavailable
@@ -69,13 +69,13 @@ func (k kind) outcome() string {
 // holds a claim value of a generic-detail provider, the OIDC token, or a
 // sidecar token.
 type failure struct {
-	kind       kind
+	class      class
 	msg        string
 	retryAfter time.Duration // rate limits
 }
 
-func fail(k kind, format string, args ...any) *failure {
-	return &failure{kind: k, msg: fmt.Sprintf(format, args...)}
+func fail(k class, format string, args ...any) *failure {
+	return &failure{class: k, msg: fmt.Sprintf(format, args...)}
 }
 
 // request is an exchange request after endpoint-specific parsing.
@@ -104,7 +104,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	snap := h.engine.Current()
 	if snap == nil {
 		ev.err = "no policy snapshot loaded"
-		return nil, fail(kindUnavailable, "no policy is loaded yet, so no token can be issued; retry in a few seconds (operators: see the sidecar's /readyz and logs) (decision %s)", ev.decisionID)
+		return nil, fail(classUnavailable, "no policy is loaded yet, so no token can be issued; retry in a few seconds (operators: see the sidecar's /readyz and logs) (decision %s)", ev.decisionID)
 	}
 	ev.revision = snap.Revision
 
@@ -119,7 +119,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	p := snap.Providers[req.providerID]
 	if p == nil {
 		ev.reasons = []policy.Reason{{Code: "unknown_provider", Message: fmt.Sprintf("no OIDC provider has the id %q", req.providerID)}}
-		return nil, fail(kindUnknownProvider, "no OIDC provider has the id %s; check provider_id: it must be the id of a provider configured in the sidecar's providers file (decision %s)", req.providerID, ev.decisionID)
+		return nil, fail(classUnknownProvider, "no OIDC provider has the id %s; check provider_id: it must be the id of a provider configured in the sidecar's providers file (decision %s)", req.providerID, ev.decisionID)
 	}
 	ev.providerName = p.Name
 
@@ -151,7 +151,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 		h.metrics.PolicyEvalError("exchange")
 		h.log.Error("exchange decision failed; refusing the exchange", "decision_id", ev.decisionID, "provider_id", p.ID, "revision", snap.Revision, "error", err.Error())
 		ev.err = "policy evaluation: " + err.Error()
-		return nil, fail(kindUnavailable, "the exchange policy could not be evaluated, so no token was issued; retry later, and if it persists tell the sidecar's operators (decision %s)", ev.decisionID)
+		return nil, fail(classUnavailable, "the exchange policy could not be evaluated, so no token was issued; retry later, and if it persists tell the sidecar's operators (decision %s)", ev.decisionID)
 	}
 	ev.decision = d
 	if d.Revision != "" {
@@ -166,7 +166,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	}
 	if len(d.InvalidScopes) > 0 {
 		ev.reasons = []policy.Reason{{Code: "invalid_scope", Message: "requested scopes not granted by the provider: " + strings.Join(d.InvalidScopes, " ")}}
-		return nil, fail(kindInvalidScope, "provider %q does not grant the requested scope %s; request only scopes among %s (decision %s)",
+		return nil, fail(classInvalidScope, "provider %q does not grant the requested scope %s; request only scopes among %s (decision %s)",
 			ev.providerName, strings.Join(d.InvalidScopes, ", "), strings.Join(p.Scopes, " "), ev.decisionID)
 	}
 
@@ -195,7 +195,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 			return nil, f
 		}
 		if !first {
-			return nil, fail(kindReplayed, "%s", replayMessage)
+			return nil, fail(classReplayed, "%s", replayMessage)
 		}
 	}
 
@@ -206,7 +206,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 		h.unclaim(ctx, claimKey, owner, ev)
 		h.log.Error("minting a token failed", "decision_id", ev.decisionID, "error", err.Error())
 		ev.err = err.Error()
-		return nil, fail(kindUnavailable, "the sidecar could not mint a token; retry later (decision %s)", ev.decisionID)
+		return nil, fail(classUnavailable, "the sidecar could not mint a token; retry later (decision %s)", ev.decisionID)
 	}
 	rec := &token.Record{
 		ProviderID:     string(p.ID),
@@ -287,14 +287,14 @@ func (h *Handler) rateLimit(ctx context.Context, ev *event, limit token.Limit, w
 	if len(res) != len(limits) {
 		ev.err = fmt.Sprintf("rate limit: store returned %d results for %d limits", len(res), len(limits))
 		h.log.Error("token store returned a wrong number of rate-limit results", "decision_id", ev.decisionID, "want", len(limits), "got", len(res))
-		return fail(kindUnavailable, "the token store answered the rate-limit check incorrectly, so no token was issued; retry later (decision %s)", ev.decisionID)
+		return fail(classUnavailable, "the token store answered the rate-limit check incorrectly, so no token was issued; retry later (decision %s)", ev.decisionID)
 	}
 	if res[0].Allowed {
 		return nil
 	}
 	retry := max(ceilSecond(res[0].RetryAfter), time.Second)
 	ev.err = "rate limited: " + what
-	f := fail(kindRateLimited, "too many token exchanges %s; retry in %s", what, fmtDur(retry))
+	f := fail(classRateLimited, "too many token exchanges %s; retry in %s", what, fmtDur(retry))
 	f.retryAfter = retry
 	return f
 }
@@ -331,14 +331,14 @@ func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
 		h.metrics.StoreOverload(op)
 		h.log.Warn("sidecar overloaded during an exchange: no free token store connection in time; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
 		ev.err = "overloaded (" + op + "): " + err.Error()
-		f := fail(kindUnavailable, "the sidecar is overloaded (too many requests at once for its token store connections), so no token was issued; retry in %s (decision %s)", fmtDur(overloadRetry), ev.decisionID)
+		f := fail(classUnavailable, "the sidecar is overloaded (too many requests at once for its token store connections), so no token was issued; retry in %s (decision %s)", fmtDur(overloadRetry), ev.decisionID)
 		f.retryAfter = overloadRetry
 		return f
 	}
 	h.metrics.StoreError(op)
 	h.log.Error("token store failed during an exchange; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
 	ev.err = "token store (" + op + "): " + err.Error()
-	return fail(kindUnavailable, "the token store is unavailable, so no token was issued; retry in a few seconds (decision %s)", ev.decisionID)
+	return fail(classUnavailable, "the token store is unavailable, so no token was issued; retry in a few seconds (decision %s)", ev.decisionID)
 }
 
 // unclaimTimeout bounds the best-effort release of a replay claim. The
@@ -382,13 +382,13 @@ func (h *Handler) verifyFailure(p *provider.Provider, err error, ev *event) *fai
 	if !errors.As(err, &oe) {
 		// Not a verdict on the token (e.g. the request was cancelled).
 		ev.err = "verification: " + err.Error()
-		return fail(kindUnavailable, "the OIDC token could not be verified right now; retry in a few seconds (decision %s)", ev.decisionID)
+		return fail(classUnavailable, "the OIDC token could not be verified right now; retry in a few seconds (decision %s)", ev.decisionID)
 	}
 	ev.oidcError = oe.Code
 	ev.err = oe.Message
 	if oe.Temporary {
 		h.log.Warn("OIDC issuer unavailable during an exchange", "issuer", p.Issuer, "provider_id", p.ID, "error", oe.Message)
-		return fail(kindUnavailable, "the keys of the OIDC issuer %s could not be fetched (%s), so the token cannot be verified; retry in a few seconds (decision %s)", p.Issuer, oe.Message, ev.decisionID)
+		return fail(classUnavailable, "the keys of the OIDC issuer %s could not be fetched (%s), so the token cannot be verified; retry in a few seconds (decision %s)", p.Issuer, oe.Message, ev.decisionID)
 	}
 	msg := oe.Message
 	generic := p.DenialDetail == provider.DenialGeneric
@@ -427,7 +427,7 @@ func (h *Handler) verifyFailure(p *provider.Provider, err error, ev *event) *fai
 	case oidc.CodeTooLarge:
 		msg += "; CI OIDC tokens are a few KiB at most: send only the token"
 	}
-	return fail(kindInvalidToken, "OIDC token rejected: %s", msg)
+	return fail(classInvalidToken, "OIDC token rejected: %s", msg)
 }
 
 // denial builds the failure for a policy denial. With denial_detail
@@ -443,12 +443,12 @@ func denial(p *provider.Provider, name, clientIP string, reasons []policy.Reason
 	generic := p.DenialDetail == provider.DenialGeneric
 	if onlyIP {
 		if generic {
-			return fail(kindIPNotAllowed, "OIDC token rejected by provider %q: requests from %s are not allowed by the provider's IP restrictions; exchange from an allowed network (decision %s)", name, clientIP, decisionID)
+			return fail(classIPNotAllowed, "OIDC token rejected by provider %q: requests from %s are not allowed by the provider's IP restrictions; exchange from an allowed network (decision %s)", name, clientIP, decisionID)
 		}
-		return fail(kindIPNotAllowed, "OIDC token rejected by provider %q: %s; exchange from an allowed network (decision %s)", name, reasons[0].Message, decisionID)
+		return fail(classIPNotAllowed, "OIDC token rejected by provider %q: %s; exchange from an allowed network (decision %s)", name, reasons[0].Message, decisionID)
 	}
 	if generic {
-		return fail(kindDenied, "OIDC token rejected by provider %q: the token did not satisfy the provider's trust conditions (decision %s)", name, decisionID)
+		return fail(classDenied, "OIDC token rejected by provider %q: the token did not satisfy the provider's trust conditions (decision %s)", name, decisionID)
 	}
 	var conds, others []string
 	for _, r := range reasons {
@@ -472,7 +472,7 @@ func denial(p *provider.Provider, name, clientIP string, reasons []policy.Reason
 		parts = append(parts, "these trust conditions failed: "+strings.Join(conds, "; "))
 	}
 	parts = append(parts, others...)
-	return fail(kindDenied, "OIDC token rejected by provider %q: %s (decision %s)", name, strings.Join(parts, "; "), decisionID)
+	return fail(classDenied, "OIDC token rejected by provider %q: %s (decision %s)", name, strings.Join(parts, "; "), decisionID)
 }
 
 // selectedClaims are copied into the token record (string values only).

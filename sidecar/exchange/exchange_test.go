@@ -31,9 +31,9 @@ import (
 var decisionRE = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
 
 func TestBuddyIssuesToken(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind)
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store)
 			before := time.Now().Unix()
 			rec := r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
 			tok := r.issued(rec)
@@ -98,9 +98,9 @@ func TestBuddyIssuesToken(t *testing.T) {
 }
 
 func TestTokenEndpointIssuesToken(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind)
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store)
 			form := exchangeForm(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))
 			form.Set("subject_token_type", TokenTypeIDToken)
 			rec := r.tokenForm(form)
@@ -492,9 +492,9 @@ func TestIPRestrictions(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind)
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store)
 			jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
 			r.issued(r.buddy(idDeploy, jwt))
 			if msg := buddyError(t, r.buddy(idDeploy, jwt), 401); msg != replayMessage {
@@ -586,10 +586,10 @@ func TestScopes(t *testing.T) {
 }
 
 func TestRateLimits(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
 			t.Run("per IP", func(t *testing.T) {
-				r := newRig(t, kind, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 2, Window: time.Hour} }))
+				r := newRig(t, store, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 2, Window: time.Hour} }))
 				r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
 				buddyError(t, r.buddy(idDeploy, "garbage"), 401)
 				// The third request is refused before the token is even looked at.
@@ -612,7 +612,7 @@ func TestRateLimits(t *testing.T) {
 				r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("192.0.2.11:1")))
 			})
 			t.Run("per provider", func(t *testing.T) {
-				r := newRig(t, kind, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 100, PerProvider: 1, Window: time.Minute} }))
+				r := newRig(t, store, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 100, PerProvider: 1, Window: time.Minute} }))
 				r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("192.0.2.1:1")))
 				msg := buddyError(t, r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("192.0.2.2:1")), 429)
 				if !strings.HasPrefix(msg, "too many token exchanges for provider "+idDeploy+": at most 1 per 1m; retry in ") {
@@ -793,10 +793,10 @@ func withContext(ctx context.Context) reqOption {
 // lost. The exchange answers 503 (never an allow) and releases its own claim,
 // so the client's retry with the same OIDC token succeeds.
 func TestClaimReplyLost(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
 			ls := &lostReplyStore{}
-			r := newRig(t, kind, withStoreWrapper(func(s token.Store) token.Store { ls.Store = s; return ls }))
+			r := newRig(t, store, withStoreWrapper(func(s token.Store) token.Store { ls.Store = s; return ls }))
 			jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
 
 			// The client gives up (its context is cancelled) while the claim's
@@ -935,9 +935,9 @@ func TestIssuerUnavailable(t *testing.T) {
 }
 
 func TestIntrospection(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind)
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store)
 			tok := r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
 			rec := r.introspect(tok, header("Content-Type", "application/x-www-form-urlencoded; charset=UTF-8"))
 			if rec.Code != 200 || rec.Header().Get("Cache-Control") != "no-store" {
@@ -1053,9 +1053,9 @@ func TestBuddyJSONStringResponse(t *testing.T) {
 }
 
 func TestRevocation(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind)
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store)
 			tok := r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
 			rec := r.revoke(tok)
 			if rec.Code != 200 || rec.Body.Len() != 0 || rec.Header().Get("Cache-Control") != "no-store" {
@@ -1128,10 +1128,12 @@ func TestAuditLog(t *testing.T) {
 			t.Errorf("issued event: %s = %v, want %v", k, first[k], v)
 		}
 	}
-	for _, k := range []string{"decision_id", "duration_ms"} {
-		if _, ok := first[k]; !ok {
-			t.Errorf("issued event lacks %s", k)
-		}
+	if _, ok := first["decision_id"]; !ok {
+		t.Errorf("issued event lacks decision_id")
+	}
+	// Milliseconds as a number, like the proxy's line (docs/exchange.md).
+	if ms, ok := first["duration_ms"].(float64); !ok || ms < 0 {
+		t.Errorf("issued event: duration_ms = %v, want a number of milliseconds", first["duration_ms"])
 	}
 	// OPA decision-log names: path, result (the decision document),
 	// bundles.<name>.revision, timestamp.
@@ -1180,11 +1182,11 @@ func TestAuditLog(t *testing.T) {
 
 // TestConcurrentReplay: 50 parallel exchanges of one OIDC token, one wins.
 func TestConcurrentReplay(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
 			// A generous store timeout: this test is about the replay guard,
 			// and 50 racing requests on a loaded -race machine can be slow.
-			r := newRig(t, kind, withRedisTimeout(10*time.Second))
+			r := newRig(t, store, withRedisTimeout(10*time.Second))
 			jwt := r.ghToken("octo-org/octo-repo", "refs/heads/main")
 			r.issued(r.buddy(idReuse, jwt)) // fetch the issuer's keys first
 			var wg sync.WaitGroup

@@ -270,8 +270,8 @@ var errTooLarge = errors.New("request body too large")
 // errBodyTimeout reports a body that did not arrive within the body timeout.
 var errBodyTimeout = errors.New("request body timed out")
 
-// kindBodyTimeout: the body did not arrive in time (408).
-const kindBodyTimeout kind = 100
+// classBodyTimeout: the body did not arrive in time (408).
+const classBodyTimeout class = 100
 
 // readBody reads the whole request body up to h.maxBody bytes, within
 // h.bodyTO. A body that is late gets errBodyTimeout and the connection is
@@ -310,5 +310,5 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 
 // bodyTimeoutFailure is the failure for errBodyTimeout.
 func (h *Handler) bodyTimeoutFailure() *failure {
-	return fail(kindBodyTimeout, "the request body did not arrive within %s of the request; exchange bodies are small, so send the whole body at once. The connection is closed.", h.bodyTO)
+	return fail(classBodyTimeout, "the request body did not arrive within %s of the request; exchange bodies are small, so send the whole body at once. The connection is closed.", h.bodyTO)
 }

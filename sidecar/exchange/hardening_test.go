@@ -48,8 +48,8 @@ func flipS(t *testing.T, jwt string, curve elliptic.Curve) string {
 // The flipped token does verify (the first case below proves it on a
 // fresh rig); the replay guard keys on what the signature covers.
 func TestECDSAMalleabilityReplay(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
 			cases := []struct {
 				name, id string
 				curve    elliptic.Curve
@@ -69,11 +69,11 @@ func TestECDSAMalleabilityReplay(t *testing.T) {
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
-					r := newRig(t, kind)
+					r := newRig(t, store)
 					jwt := c.sign(r)
 					flipped := flipS(t, jwt, c.curve)
 					// The flipped form alone is a valid token.
-					fresh := newRig(t, kind)
+					fresh := newRig(t, store)
 					fresh.issued(fresh.buddy(c.id, flipped))
 
 					r.issued(r.buddy(c.id, jwt))
@@ -99,9 +99,9 @@ func TestECDSAMalleabilityReplay(t *testing.T) {
 // max_token_lifetime (default 24h) after its iat is refused with a message
 // that says so, and the replay key's TTL stays within it (issue 11 #8).
 func TestMaxTokenLifetime(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind)
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store)
 			iat := r.now().Unix() - 5
 			withExp := func(exp int64) func(map[string]any) {
 				return func(c map[string]any) { c["iat"], c["exp"] = iat, exp }
@@ -150,9 +150,9 @@ func TestMaxTokenLifetime(t *testing.T) {
 // only tokens whose signature verified, so garbage sent for a (public)
 // provider id from many addresses cannot starve a valid job (issue 11 #6).
 func TestUnverifiedFloodDoesNotLockOutProvider(t *testing.T) {
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			r := newRig(t, kind, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 5, PerProvider: 3, Window: time.Hour} }))
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 5, PerProvider: 3, Window: time.Hour} }))
 			valid := r.ghToken("octo-org/octo-repo", "refs/heads/main")
 			forged := valid[:strings.LastIndexByte(valid, '.')+1] + "AAAA" + valid[strings.LastIndexByte(valid, '.')+5:]
 			for i := range 40 {

@@ -55,36 +55,36 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 // oauthStatus maps a failure to the token endpoint's status and error code
 // (RFC 6749 §5.2, RFC 8693 §2.2.2: a subject token that is invalid or not
 // acceptable by policy is invalid_request).
-func oauthStatus(k kind) (int, string) {
+func oauthStatus(k class) (int, string) {
 	switch k {
-	case kindBadRequest, kindInvalidToken, kindDenied, kindIPNotAllowed, kindReplayed:
+	case classBadRequest, classInvalidToken, classDenied, classIPNotAllowed, classReplayed:
 		return http.StatusBadRequest, "invalid_request"
-	case kindTooLarge:
+	case classTooLarge:
 		return http.StatusRequestEntityTooLarge, "invalid_request"
-	case kindBodyTimeout:
+	case classBodyTimeout:
 		return http.StatusRequestTimeout, "invalid_request"
-	case kindMethod:
+	case classMethod:
 		return http.StatusMethodNotAllowed, "invalid_request"
-	case kindUnsupportedType:
+	case classUnsupportedType:
 		return http.StatusBadRequest, "unsupported_grant_type"
-	case kindUnknownProvider:
+	case classUnknownProvider:
 		return http.StatusUnauthorized, "invalid_client"
-	case kindInvalidScope:
+	case classInvalidScope:
 		return http.StatusBadRequest, "invalid_scope"
-	case kindRateLimited:
+	case classRateLimited:
 		return http.StatusTooManyRequests, "temporarily_unavailable"
 	}
 	return http.StatusServiceUnavailable, "temporarily_unavailable"
 }
 
 func writeOAuthFailure(w http.ResponseWriter, f *failure) {
-	switch f.kind {
-	case kindRateLimited, kindUnavailable:
+	switch f.class {
+	case classRateLimited, classUnavailable:
 		retryAfterHeader(w, f.retryAfter)
-	case kindMethod:
+	case classMethod:
 		w.Header().Set("Allow", http.MethodPost)
 	}
-	status, code := oauthStatus(f.kind)
+	status, code := oauthStatus(f.class)
 	writeJSON(w, status, OAuthError{Error: code, ErrorDescription: f.msg})
 }
 
@@ -107,55 +107,55 @@ func (h *Handler) parseToken(w http.ResponseWriter, r *http.Request) (request, *
 	}
 	for _, p := range []string{"grant_type", "subject_token", "subject_token_type", "client_id", "scope", "requested_token_type"} {
 		if len(form[p]) > 1 {
-			return request{}, fail(kindBadRequest, "parameter %s is repeated; send it once", p)
+			return request{}, fail(classBadRequest, "parameter %s is repeated; send it once", p)
 		}
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case GrantTypeTokenExchange:
 	case "":
-		return request{}, fail(kindBadRequest, "grant_type is missing; send grant_type=%s", GrantTypeTokenExchange)
+		return request{}, fail(classBadRequest, "grant_type is missing; send grant_type=%s", GrantTypeTokenExchange)
 	default:
-		return request{}, fail(kindUnsupportedType, "grant_type %s is not supported; this endpoint only does token exchange: grant_type=%s", quote(gt), GrantTypeTokenExchange)
+		return request{}, fail(classUnsupportedType, "grant_type %s is not supported; this endpoint only does token exchange: grant_type=%s", quote(gt), GrantTypeTokenExchange)
 	}
 	subject := form.Get("subject_token")
 	if subject == "" {
-		return request{}, fail(kindBadRequest, "subject_token is missing; send the OIDC token (a JWT) your CI provider issued")
+		return request{}, fail(classBadRequest, "subject_token is missing; send the OIDC token (a JWT) your CI provider issued")
 	}
 	switch st := form.Get("subject_token_type"); st {
 	case TokenTypeJWT, TokenTypeIDToken:
 	case "":
-		return request{}, fail(kindBadRequest, "subject_token_type is missing; send subject_token_type=%s", TokenTypeJWT)
+		return request{}, fail(classBadRequest, "subject_token_type is missing; send subject_token_type=%s", TokenTypeJWT)
 	default:
-		return request{}, fail(kindBadRequest, "subject_token_type %s is not supported; the subject token must be an OIDC token: send %s or %s", quote(st), TokenTypeJWT, TokenTypeIDToken)
+		return request{}, fail(classBadRequest, "subject_token_type %s is not supported; the subject token must be an OIDC token: send %s or %s", quote(st), TokenTypeJWT, TokenTypeIDToken)
 	}
 	if rt := form.Get("requested_token_type"); rt != "" && rt != TokenTypeAccessToken {
-		return request{}, fail(kindBadRequest, "requested_token_type %s is not supported; omit it or send %s", quote(rt), TokenTypeAccessToken)
+		return request{}, fail(classBadRequest, "requested_token_type %s is not supported; omit it or send %s", quote(rt), TokenTypeAccessToken)
 	}
 	if form.Get("actor_token") != "" || form.Get("actor_token_type") != "" {
-		return request{}, fail(kindBadRequest, "delegation (actor_token) is not supported; omit actor_token and actor_token_type")
+		return request{}, fail(classBadRequest, "delegation (actor_token) is not supported; omit actor_token and actor_token_type")
 	}
 	clientID := form.Get("client_id")
 	id := parseProviderID(clientID)
 	switch {
 	case clientID == "":
-		return request{}, fail(kindBadRequest, "client_id is missing; set it to the id (a UUID) of the OIDC provider")
+		return request{}, fail(classBadRequest, "client_id is missing; set it to the id (a UUID) of the OIDC provider")
 	case id == "":
-		return request{}, fail(kindBadRequest, "client_id %s is not a UUID; set it to the id of the OIDC provider, e.g. 550e8400-e29b-41d4-a716-446655440000", quote(clientID))
+		return request{}, fail(classBadRequest, "client_id %s is not a UUID; set it to the id of the OIDC provider, e.g. 550e8400-e29b-41d4-a716-446655440000", quote(clientID))
 	}
 	var scopes []string
 	if _, ok := form["scope"]; ok {
 		scopes = splitScopes(form.Get("scope"))
 		if len(scopes) > maxScopes {
-			return request{}, fail(kindBadRequest, "scope lists %d scopes; at most %d are allowed", len(scopes), maxScopes)
+			return request{}, fail(classBadRequest, "scope lists %d scopes; at most %d are allowed", len(scopes), maxScopes)
 		}
 		for _, s := range scopes {
 			if scope.Known(s) {
 				continue
 			}
 			if up := strings.ToUpper(s); scope.Known(up) {
-				return request{}, fail(kindInvalidScope, "unknown scope %s: Buddy's scope names are upper case; request %s", quote(s), up)
+				return request{}, fail(classInvalidScope, "unknown scope %s: Buddy's scope names are upper case; request %s", quote(s), up)
 			}
-			return request{}, fail(kindInvalidScope, "unknown scope %s: not a Buddy scope name (they are upper case, e.g. EXECUTION_RUN; see the scope table in the sidecar's docs/providers.md)", quote(s))
+			return request{}, fail(classInvalidScope, "unknown scope %s: not a Buddy scope name (they are upper case, e.g. EXECUTION_RUN; see the scope table in the sidecar's docs/providers.md)", quote(s))
 		}
 	}
 	return request{providerID: id, subjectToken: subject, scopes: scopes}, nil
@@ -167,27 +167,27 @@ func (h *Handler) parseToken(w http.ResponseWriter, r *http.Request) (request, *
 func (h *Handler) parseForm(w http.ResponseWriter, r *http.Request, path, secret string) (url.Values, *failure) {
 	const form = "application/x-www-form-urlencoded"
 	if r.Method != http.MethodPost {
-		return nil, fail(kindMethod, "%s %s is not supported; send POST with Content-Type: %s", r.Method, path, form)
+		return nil, fail(classMethod, "%s %s is not supported; send POST with Content-Type: %s", r.Method, path, form)
 	}
 	if r.URL.Query().Has(secret) {
-		return nil, fail(kindBadRequest, "%s must be sent in the form body, not in the URL (URLs end up in logs); treat that token as leaked", secret)
+		return nil, fail(classBadRequest, "%s must be sent in the form body, not in the URL (URLs end up in logs); treat that token as leaked", secret)
 	}
 	if f := checkContentType(r, form, "form-encode the parameters in the body"); f != nil {
 		return nil, f
 	}
 	body, err := h.readBody(w, r)
 	if errors.Is(err, errTooLarge) {
-		return nil, fail(kindTooLarge, "the request body is larger than %d bytes", h.maxBody)
+		return nil, fail(classTooLarge, "the request body is larger than %d bytes", h.maxBody)
 	}
 	if errors.Is(err, errBodyTimeout) {
 		return nil, h.bodyTimeoutFailure()
 	}
 	if err != nil {
-		return nil, fail(kindBadRequest, "the request body could not be read: %v", err)
+		return nil, fail(classBadRequest, "the request body could not be read: %v", err)
 	}
 	v, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, fail(kindBadRequest, "the request body is not a valid form (%v); form-encode the parameters", err)
+		return nil, fail(classBadRequest, "the request body is not a valid form (%v); form-encode the parameters", err)
 	}
 	return v, nil
 }

@@ -8,27 +8,27 @@ import (
 	"unicode"
 )
 
-// Kind says which step of Run failed.
-type Kind string
+// Step says which step of Run failed.
+type Step string
 
 const (
 	// KindUsage: the options are wrong (a flag or its environment fallback).
 	// Nothing was sent anywhere.
-	KindUsage Kind = "usage"
+	StepUsage Step = "usage"
 	// KindOIDCToken: the job's OIDC token could not be found or fetched.
 	// Nothing was sent to the sidecar.
-	KindOIDCToken Kind = "oidc-token"
+	StepOIDCToken Step = "oidc-token"
 	// KindExchange: the sidecar did not answer with a token.
-	KindExchange Kind = "exchange"
+	StepExchange Step = "exchange"
 	// KindOutput: the token was issued but could not be printed or exported.
-	KindOutput Kind = "output"
+	StepOutput Step = "output"
 )
 
 // Error is every failure Run returns. Error() is one line that says what
 // went wrong and what to do; it never contains the OIDC token or the issued
 // token.
 type Error struct {
-	Kind Kind
+	Step Step
 	// Status is the HTTP status of the last response of the failed step
 	// (the exchange, or GitHub's token endpoint), 0 if there was none.
 	Status int
@@ -43,15 +43,15 @@ func (e *Error) Error() string { return e.Line }
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
-func newError(kind Kind, format string, args ...any) *Error {
-	return &Error{Kind: kind, Line: oneLine(fmt.Sprintf(format, args...), 0)}
+func newError(step Step, format string, args ...any) *Error {
+	return &Error{Step: step, Line: oneLine(fmt.Sprintf(format, args...), 0)}
 }
 
-func usagef(format string, args ...any) *Error { return newError(KindUsage, format, args...) }
+func usagef(format string, args ...any) *Error { return newError(StepUsage, format, args...) }
 
-func oidcf(format string, args ...any) *Error { return newError(KindOIDCToken, format, args...) }
+func oidcf(format string, args ...any) *Error { return newError(StepOIDCToken, format, args...) }
 
-func outputf(format string, args ...any) *Error { return newError(KindOutput, format, args...) }
+func outputf(format string, args ...any) *Error { return newError(StepOutput, format, args...) }
 
 // oneLine makes s safe to print as one line of a CI log: control characters
 // (newlines included) become spaces, runs of spaces collapse, and with

@@ -100,21 +100,21 @@ func (r *runner) exchange(ctx context.Context, jwt string) (string, *Error) {
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", stopped(ctx, KindExchange, "exchanging the OIDC token")
+			return "", stopped(ctx, StepExchange, "exchanging the OIDC token")
 		}
 		hint := "check --sidecar-url and that the sidecar is reachable from this job"
 		var cv *tls.CertificateVerificationError
 		if errors.As(err, &cv) {
 			hint = "check --sidecar-url; if the sidecar's certificate comes from a private CA, point SSL_CERT_FILE at that CA's certificate"
 		}
-		e := &Error{Kind: KindExchange, Err: err, Line: oneLine(fmt.Sprintf("token exchange failed: cannot reach %s after %s: %s: %s",
+		e := &Error{Step: StepExchange, Err: err, Line: oneLine(fmt.Sprintf("token exchange failed: cannot reach %s after %s: %s: %s",
 			target, plural(attempts, "attempt"), redact(rootCause(err).Error(), jwt), hint), 0)}
 		return "", e
 	}
 
 	st := resp.status
 	fail := func(msg, hint string) (string, *Error) {
-		return "", &Error{Kind: KindExchange, Status: st,
+		return "", &Error{Step: StepExchange, Status: st,
 			Line: oneLine(fmt.Sprintf("token exchange failed: %s (HTTP %d): %s", msg, st, hint), 0)}
 	}
 	switch {
@@ -258,13 +258,13 @@ func retryAfter(h string) string {
 }
 
 // stopped is the error for a context that ended mid-request.
-func stopped(ctx context.Context, kind Kind, doing string) *Error {
+func stopped(ctx context.Context, step Step, doing string) *Error {
 	cause := context.Cause(ctx)
 	hint := "the job was cancelled"
 	if errors.Is(cause, context.DeadlineExceeded) {
 		hint = "the time allowed ran out: raise the step's timeout, or check that the server answers"
 	}
-	return &Error{Kind: kind, Err: cause, Line: oneLine(fmt.Sprintf("stopped while %s: %v (%s)", doing, cause, hint), 0)}
+	return &Error{Step: step, Err: cause, Line: oneLine(fmt.Sprintf("stopped while %s: %v (%s)", doing, cause, hint), 0)}
 }
 
 func plural(n int, word string) string {

@@ -53,7 +53,7 @@ func TestExchangeUnusableSuccess(t *testing.T) {
 			sc := newSidecar(t, answer(200, "", tc.body))
 			h := newHarness(tokenEnv())
 			e := h.run(t, context.Background(), h.options(sc.URL))
-			wantErr(t, e, KindExchange, "token exchange failed: "+tc.want, "--sidecar-url")
+			wantErr(t, e, StepExchange, "token exchange failed: "+tc.want, "--sidecar-url")
 			if h.stdout.Len() != 0 {
 				t.Fatalf("stdout %q", h.stdout.String())
 			}
@@ -98,7 +98,7 @@ func TestExchangeErrors(t *testing.T) {
 			})
 			h := newHarness(tokenEnv())
 			e := h.run(t, context.Background(), h.options(sc.URL))
-			wantErr(t, e, KindExchange, tc.wantAlso)
+			wantErr(t, e, StepExchange, tc.wantAlso)
 			if !strings.HasPrefix(e.Line, tc.wantPrefix) {
 				t.Errorf("line %q\nwant prefix %q", e.Line, tc.wantPrefix)
 			}
@@ -139,7 +139,7 @@ func TestRetries(t *testing.T) {
 		sc := newSidecar(t, answer(503, "application/json", `{"errors":[{"message":"Service unavailable"}]}`))
 		h := newHarness(tokenEnv())
 		e := h.run(t, context.Background(), h.options(sc.URL))
-		wantErr(t, e, KindExchange, "token exchange failed: Service unavailable (HTTP 503): the sidecar failed 3 attempts: check its logs")
+		wantErr(t, e, StepExchange, "token exchange failed: Service unavailable (HTTP 503): the sidecar failed 3 attempts: check its logs")
 		if sc.count() != 3 || !reflect.DeepEqual(h.sleeps, []time.Duration{time.Second, 2 * time.Second}) {
 			t.Fatalf("%d requests, sleeps %v", sc.count(), h.sleeps)
 		}
@@ -150,7 +150,7 @@ func TestRetries(t *testing.T) {
 		o := h.options(sc.URL)
 		o.Retries, o.Backoff = 4, 10*time.Millisecond
 		e := h.run(t, context.Background(), o)
-		wantErr(t, e, KindExchange, "(HTTP 502)", "failed 4 attempts")
+		wantErr(t, e, StepExchange, "(HTTP 502)", "failed 4 attempts")
 		want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond}
 		if sc.count() != 4 || !reflect.DeepEqual(h.sleeps, want) {
 			t.Fatalf("%d requests, sleeps %v", sc.count(), h.sleeps)
@@ -162,7 +162,7 @@ func TestRetries(t *testing.T) {
 		o := h.options(sc.URL)
 		o.Retries = 1
 		e := h.run(t, context.Background(), o)
-		wantErr(t, e, KindExchange, "failed 1 attempt:")
+		wantErr(t, e, StepExchange, "failed 1 attempt:")
 		if sc.count() != 1 {
 			t.Fatal(sc.count())
 		}
@@ -191,7 +191,7 @@ func TestRetries(t *testing.T) {
 		srv.Close()
 		h := newHarness(tokenEnv())
 		e := h.run(t, context.Background(), h.options(url))
-		wantErr(t, e, KindExchange, "token exchange failed: cannot reach "+url+"/user/oidc/tokens after 3 attempts: ", "connection refused", "check --sidecar-url and that the sidecar is reachable from this job")
+		wantErr(t, e, StepExchange, "token exchange failed: cannot reach "+url+"/user/oidc/tokens after 3 attempts: ", "connection refused", "check --sidecar-url and that the sidecar is reachable from this job")
 		if e.Status != 0 || len(h.sleeps) != 2 {
 			t.Fatalf("status %d sleeps %v", e.Status, h.sleeps)
 		}
@@ -206,7 +206,7 @@ func TestRetries(t *testing.T) {
 			return sleepContext(ctx, d)
 		}
 		e := h.run(t, ctx, o)
-		wantErr(t, e, KindExchange, "stopped while exchanging the OIDC token: context canceled (the job was cancelled)")
+		wantErr(t, e, StepExchange, "stopped while exchanging the OIDC token: context canceled (the job was cancelled)")
 		if sc.count() != 1 {
 			t.Fatal(sc.count())
 		}
@@ -219,7 +219,7 @@ func TestRetries(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		e := h.run(t, ctx, h.options(sc.URL))
-		wantErr(t, e, KindExchange, "stopped while exchanging the OIDC token: context deadline exceeded", "raise the step's timeout")
+		wantErr(t, e, StepExchange, "stopped while exchanging the OIDC token: context deadline exceeded", "raise the step's timeout")
 	})
 	t.Run("default sleep honours ctx", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -245,7 +245,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 	o := h.options(sc.URL)
 	o.HTTPClient = &http.Client{} // follows redirects by default: Run must not
 	e := h.run(t, context.Background(), o)
-	wantErr(t, e, KindExchange, `token exchange failed: the sidecar redirected to "`+elsewhere.URL+ExchangePath+`" (HTTP 307): use the final address as --sidecar-url`)
+	wantErr(t, e, StepExchange, `token exchange failed: the sidecar redirected to "`+elsewhere.URL+ExchangePath+`" (HTTP 307): use the final address as --sidecar-url`)
 	if hits.Load() != 0 {
 		t.Fatal("the redirect was followed: the OIDC token went elsewhere")
 	}

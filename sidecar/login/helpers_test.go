@@ -160,13 +160,13 @@ func (h *harness) run(t *testing.T, ctx context.Context, o Options) *Error {
 	return e
 }
 
-func wantErr(t *testing.T, e *Error, kind Kind, substrings ...string) {
+func wantErr(t *testing.T, e *Error, step Step, substrings ...string) {
 	t.Helper()
 	if e == nil {
-		t.Fatalf("Run succeeded, want a %s error containing %q", kind, substrings)
+		t.Fatalf("Run succeeded, want a %s error containing %q", step, substrings)
 	}
-	if e.Kind != kind {
-		t.Errorf("kind %q, want %q (%s)", e.Kind, kind, e.Line)
+	if e.Step != step {
+		t.Errorf("step %q, want %q (%s)", e.Step, step, e.Line)
 	}
 	for _, s := range substrings {
 		if !strings.Contains(e.Line, s) {

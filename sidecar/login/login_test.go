@@ -49,7 +49,7 @@ func TestUsageErrors(t *testing.T) {
 			o := h.options("https://sidecar.example.com")
 			tc.edit(&o)
 			e := h.run(t, context.Background(), o)
-			wantErr(t, e, KindUsage)
+			wantErr(t, e, StepUsage)
 			if len(e.Line) < len(tc.want) || e.Line[:len(tc.want)] != tc.want {
 				t.Fatalf("line %q\nwant %q", e.Line, tc.want)
 			}

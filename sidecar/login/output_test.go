@@ -177,7 +177,7 @@ func TestGitHubExportFailsBeforeExchange(t *testing.T) {
 			o := h.options(sc.URL)
 			o.Export = "auto"
 			e := h.run(t, context.Background(), o)
-			wantErr(t, e, KindOutput, tc.want)
+			wantErr(t, e, StepOutput, tc.want)
 			if sc.count() != 0 || h.stdout.Len() != 0 {
 				t.Fatalf("exchanged anyway (%d requests), stdout %q", sc.count(), h.stdout.String())
 			}
@@ -206,5 +206,5 @@ func TestStdoutFailure(t *testing.T) {
 	o := h.options(sc.URL)
 	o.Stdout = failWriter{}
 	e := h.run(t, context.Background(), o)
-	wantErr(t, e, KindOutput, "cannot write the token to standard output: file already closed")
+	wantErr(t, e, StepOutput, "cannot write the token to standard output: file already closed")
 }

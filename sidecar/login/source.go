@@ -111,7 +111,7 @@ func (r *runner) fromGitHub(ctx context.Context) (string, string, *Error) {
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", "", stopped(ctx, KindOIDCToken, "getting the OIDC token from GitHub")
+			return "", "", stopped(ctx, StepOIDCToken, "getting the OIDC token from GitHub")
 		}
 		e := oidcf("cannot get the job's OIDC token from GitHub after %d attempts: %s: re-run the job; if it keeps failing, check https://www.githubstatus.com",
 			attempts, redact(rootCause(err).Error(), bearer))

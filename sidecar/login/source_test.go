@@ -107,7 +107,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 		sc := newSidecar(t, okJSONString)
 		h := newHarness(map[string]string{"GITHUB_ACTIONS": "true"})
 		e := h.run(t, context.Background(), withSource(h.options(sc.URL), "auto"))
-		wantErr(t, e, KindOIDCToken)
+		wantErr(t, e, StepOIDCToken)
 		if e.Line != `ACTIONS_ID_TOKEN_REQUEST_URL is not set: the job needs "permissions: id-token: write"` {
 			t.Fatalf("line %q", e.Line)
 		}
@@ -118,7 +118,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 	t.Run("no request token", func(t *testing.T) {
 		h := newHarness(map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": "https://example.invalid/x?a=b"})
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
-		wantErr(t, e, KindOIDCToken, `ACTIONS_ID_TOKEN_REQUEST_TOKEN is not set: the job needs "permissions: id-token: write"`)
+		wantErr(t, e, StepOIDCToken, `ACTIONS_ID_TOKEN_REQUEST_TOKEN is not set: the job needs "permissions: id-token: write"`)
 	})
 	t.Run("refused, not retried", func(t *testing.T) {
 		gh, calls, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) {
@@ -127,7 +127,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 		})
 		h := newHarness(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "auto"))
-		wantErr(t, e, KindOIDCToken, "GitHub refused the OIDC token request (HTTP 403: Can't issue ID_TOKEN for audience)", `--audience "Buddy"`)
+		wantErr(t, e, StepOIDCToken, "GitHub refused the OIDC token request (HTTP 403: Can't issue ID_TOKEN for audience)", `--audience "Buddy"`)
 		if calls.Load() != 1 {
 			t.Fatalf("%d calls", calls.Load())
 		}
@@ -153,7 +153,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 		gh, calls, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
 		h := newHarness(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
-		wantErr(t, e, KindOIDCToken, "GitHub's OIDC token endpoint failed with HTTP 503 after 3 attempts")
+		wantErr(t, e, StepOIDCToken, "GitHub's OIDC token endpoint failed with HTTP 503 after 3 attempts")
 		if calls.Load() != 3 || e.Status != 503 {
 			t.Fatalf("%d calls, status %d", calls.Load(), e.Status)
 		}
@@ -162,7 +162,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 		gh, calls, _ := fakeGitHub(t, func(int, http.ResponseWriter) { panic(http.ErrAbortHandler) })
 		h := newHarness(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
-		wantErr(t, e, KindOIDCToken, "cannot get the job's OIDC token from GitHub after 3 attempts")
+		wantErr(t, e, StepOIDCToken, "cannot get the job's OIDC token from GitHub after 3 attempts")
 		if calls.Load() != 3 {
 			t.Fatalf("%d calls", calls.Load())
 		}
@@ -171,13 +171,13 @@ func TestGitHubSourceErrors(t *testing.T) {
 		gh, _, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) { _, _ = w.Write([]byte(`{"count":0}`)) })
 		h := newHarness(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
-		wantErr(t, e, KindOIDCToken, `GitHub's OIDC token response has no "value" (HTTP 200)`)
+		wantErr(t, e, StepOIDCToken, `GitHub's OIDC token response has no "value" (HTTP 200)`)
 	})
 	t.Run("value is not a JWT", func(t *testing.T) {
 		gh, _, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) { _, _ = w.Write([]byte(`{"value":"not a jwt"}`)) })
 		h := newHarness(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
-		wantErr(t, e, KindOIDCToken, "the OIDC token from GitHub Actions is not a JWT")
+		wantErr(t, e, StepOIDCToken, "the OIDC token from GitHub Actions is not a JWT")
 	})
 }
 
@@ -214,7 +214,7 @@ func TestCircleCISource(t *testing.T) {
 	t.Run("missing", func(t *testing.T) {
 		h := newHarness(map[string]string{"CIRCLECI": "true"})
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "auto"))
-		wantErr(t, e, KindOIDCToken, "CIRCLE_OIDC_TOKEN_V2 and CIRCLE_OIDC_TOKEN are not set", "context")
+		wantErr(t, e, StepOIDCToken, "CIRCLE_OIDC_TOKEN_V2 and CIRCLE_OIDC_TOKEN are not set", "context")
 	})
 }
 
@@ -259,7 +259,7 @@ func TestEnvAndFileSources(t *testing.T) {
 			sc := newSidecar(t, okJSONString)
 			h := newHarness(env)
 			e := h.run(t, context.Background(), withSource(h.options(sc.URL), tc.source))
-			wantErr(t, e, KindOIDCToken, tc.want)
+			wantErr(t, e, StepOIDCToken, tc.want)
 			if sc.count() != 0 {
 				t.Fatal("the sidecar was called without a token")
 			}

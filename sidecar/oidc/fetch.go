@@ -10,40 +10,29 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/httpclient"
 )
 
 const (
-	kindDiscovery = "discovery"
-	kindJWKS      = "jwks"
+	docDiscovery = "discovery"
+	docJWKS      = "jwks"
 )
 
 // defaultHTTPClient returns a client with a 3 s dial timeout and a 5 s
 // overall timeout that follows at most 3 redirects, and only to https (or
 // http on a loopback host).
 func defaultHTTPClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSHandshakeTimeout:   3 * time.Second,
-		ResponseHeaderTimeout: 5 * time.Second,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport: tr,
-		Timeout:   5 * time.Second,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 3 {
-				return errors.New("too many redirects")
-			}
+	return httpclient.New(httpclient.Limits{
+		Dial: 3 * time.Second, TLSHandshake: 3 * time.Second, ResponseHeader: 5 * time.Second, Total: 5 * time.Second,
+		IdlePerHost: 2, MaxRedirects: 3,
+		Redirect: func(req *http.Request, _ []*http.Request) error {
 			if err := checkFetchURL(req.URL); err != nil {
 				return fmt.Errorf("refusing redirect: %w", err)
 			}
 			return nil
 		},
-	}
+	})
 }
 
 // isLoopbackHost reports whether host (no port) is "localhost" or a loopback
@@ -95,11 +84,11 @@ func ValidateIssuerURL(issuer string) error {
 
 // fetchError is a failed discovery or JWKS fetch.
 type fetchError struct {
-	kind string
-	err  error
+	doc string // docDiscovery or docJWKS
+	err error
 }
 
-func (e *fetchError) Error() string { return e.kind + ": " + e.err.Error() }
+func (e *fetchError) Error() string { return e.doc + ": " + e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
 // get fetches u with the per-fetch timeout and body cap.
@@ -153,15 +142,15 @@ func discoveryURL(issuer string) string {
 
 // fetchKeys fetches the discovery document of issuer and then its JWKS.
 func (v *Verifier) fetchKeys(ctx context.Context, issuer string) (*keySet, error) {
-	ks, kind, err := v.fetchKeysInner(ctx, issuer)
+	ks, doc, err := v.fetchKeysInner(ctx, issuer)
 	if v.opts.OnFetch != nil {
-		if kind != kindDiscovery {
-			v.opts.OnFetch(issuer, kindDiscovery, nil)
+		if doc != docDiscovery {
+			v.opts.OnFetch(issuer, docDiscovery, nil)
 		}
-		v.opts.OnFetch(issuer, kind, err)
+		v.opts.OnFetch(issuer, doc, err)
 	}
 	if err != nil {
-		return nil, &fetchError{kind: kind, err: err}
+		return nil, &fetchError{doc: doc, err: err}
 	}
 	return ks, nil
 }
@@ -169,38 +158,38 @@ func (v *Verifier) fetchKeys(ctx context.Context, issuer string) (*keySet, error
 func (v *Verifier) fetchKeysInner(ctx context.Context, issuer string) (*keySet, string, error) {
 	body, err := v.get(ctx, discoveryURL(issuer))
 	if err != nil {
-		return nil, kindDiscovery, err
+		return nil, docDiscovery, err
 	}
 	doc, err := decodeObject(body, maxJSONDepth)
 	if err != nil {
-		return nil, kindDiscovery, fmt.Errorf("discovery document is not a valid JSON object: %w", err)
+		return nil, docDiscovery, fmt.Errorf("discovery document is not a valid JSON object: %w", err)
 	}
 	got, ok := doc["issuer"].(string)
 	if !ok {
-		return nil, kindDiscovery, errors.New(`discovery document has no "issuer" string`)
+		return nil, docDiscovery, errors.New(`discovery document has no "issuer" string`)
 	}
 	if got != issuer {
-		return nil, kindDiscovery, fmt.Errorf("discovery document advertises issuer %s, not the configured %s", quote(got), quote(issuer))
+		return nil, docDiscovery, fmt.Errorf("discovery document advertises issuer %s, not the configured %s", quote(got), quote(issuer))
 	}
 	jwksURI, ok := doc["jwks_uri"].(string)
 	if !ok || jwksURI == "" {
-		return nil, kindDiscovery, errors.New(`discovery document has no "jwks_uri" string`)
+		return nil, docDiscovery, errors.New(`discovery document has no "jwks_uri" string`)
 	}
 	u, err := url.Parse(jwksURI)
 	if err != nil || !u.IsAbs() {
-		return nil, kindDiscovery, fmt.Errorf("jwks_uri %s is not an absolute URL", quote(jwksURI))
+		return nil, docDiscovery, fmt.Errorf("jwks_uri %s is not an absolute URL", quote(jwksURI))
 	}
 	if err := checkFetchURL(u); err != nil {
-		return nil, kindDiscovery, fmt.Errorf("jwks_uri %w", err)
+		return nil, docDiscovery, fmt.Errorf("jwks_uri %w", err)
 	}
 	fetchedAt := v.now()
 	body, err = v.get(ctx, jwksURI)
 	if err != nil {
-		return nil, kindJWKS, err
+		return nil, docJWKS, err
 	}
 	ks, err := parseJWKS(body, fetchedAt, jwksURI)
 	if err != nil {
-		return nil, kindJWKS, err
+		return nil, docJWKS, err
 	}
-	return ks, kindJWKS, nil
+	return ks, docJWKS, nil
 }

@@ -51,7 +51,7 @@ type Options struct {
 	Now func() time.Time
 	// OnFetch, if set, is called after every discovery ("discovery") and
 	// JWKS ("jwks") fetch with its outcome; for metrics.
-	OnFetch func(issuer, kind string, err error)
+	OnFetch func(issuer, doc string, err error)
 }
 
 // Verifier verifies CI OIDC tokens against the keys their configured issuer

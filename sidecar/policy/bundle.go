@@ -91,7 +91,7 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: src, Parsed: parsed})
 	}
 
-	generated, err := CompileProviders(s.Providers)
+	generated, err := GenerateModules(s.Providers)
 	if err != nil {
 		return nil, err
 	}
@@ -198,32 +198,24 @@ func scopeData() map[string]any {
 	return d
 }
 
-// grantsOf is data.sidecar.scopes.grants: for each scope of implies, every
-// scope that holding it grants (itself included), sorted. The proxy's
-// common case reads it instead of walking the graph on every request.
+// grantsOf is data.sidecar.scopes.grants (scope.Grants of an implies
+// document; entries that are not strings are ignored). The proxy's common
+// case reads it instead of walking the graph on every request.
 func grantsOf(implies map[string]any) map[string]any {
-	out := make(map[string]any, len(implies))
-	for s := range implies {
-		seen := map[string]bool{s: true}
-		stack := []string{s}
-		for len(stack) > 0 {
-			cur := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			next, _ := implies[cur].([]any)
-			for _, n := range next {
-				if ns, ok := n.(string); ok && !seen[ns] {
-					seen[ns] = true
-					stack = append(stack, ns)
-				}
+	edges := make(map[string][]string, len(implies))
+	for s, next := range implies {
+		list, _ := next.([]any)
+		edges[s] = make([]string, 0, len(list))
+		for _, n := range list {
+			if ns, ok := n.(string); ok {
+				edges[s] = append(edges[s], ns)
 			}
 		}
-		list := make([]string, 0, len(seen))
-		for x := range seen {
-			list = append(list, x)
-		}
-		sort.Strings(list)
-		l := make([]any, len(list))
-		for i, x := range list {
+	}
+	out := make(map[string]any, len(implies))
+	for s, g := range scope.Grants(edges) {
+		l := make([]any, len(g))
+		for i, x := range g {
 			l[i] = x
 		}
 		out[s] = l
@@ -231,10 +223,11 @@ func grantsOf(implies map[string]any) map[string]any {
 	return out
 }
 
-// CompileProviders generates the Rego for providers: the trust helper
-// library, then one module per provider that has trust conditions, in
-// provider order. This is what `oidc-sidecar policy compile` prints.
-func CompileProviders(ps []*provider.Provider) ([]File, error) {
+// GenerateModules writes the Rego source for providers — the trust helper
+// library, then one module per provider with trust conditions, in provider
+// order — without compiling it (Compile does). This is what `oidc-sidecar
+// policy compile` prints.
+func GenerateModules(ps []*provider.Provider) ([]File, error) {
 	libPath, libSrc := trust.Library()
 	out := []File{{Path: libPath, Src: libSrc}}
 	for _, p := range ps {

@@ -182,10 +182,7 @@ func TestProxyDecision(t *testing.T) {
 			run = &s.Routes[i]
 		}
 	}
-	tok, err := TokenValue(map[string]any{"provider_id": ghaID, "scopes": []any{"WORKSPACE", "EXECUTION_INFO"}, "workspaces": []any{"my-company"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := PrepareToken(Token{ProviderID: ghaID, Scopes: []string{"WORKSPACE", "EXECUTION_INFO"}, Workspaces: []string{"my-company"}})
 	in := ProxyInput{Method: "POST", Path: "/workspaces/my-company/projects/web/pipelines/1/executions", Route: run,
 		Vars: map[string]string{"workspace": "my-company"}, Token: tok, ClientIP: "1.2.3.4", Time: time.Now()}
 	d, err := s.Authorize(context.Background(), in)
@@ -411,7 +408,7 @@ func TestStaleScopeGrantsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("without grants: %v", err)
 	}
-	tok, _ := TokenValue(map[string]any{"provider_id": manyProviders(t, 1)[0].ID, "scopes": []any{"EXECUTION_MANAGE"}, "workspaces": nil, "ip_restrictions": []any{}})
+	tok := PrepareToken(Token{ProviderID: string(manyProviders(t, 1)[0].ID), Scopes: []string{"EXECUTION_MANAGE"}})
 	var route *routes.Route
 	for i, r := range s.Routes {
 		if len(r.Scopes) == 1 && r.Scopes[0] == "EXECUTION_INFO" {

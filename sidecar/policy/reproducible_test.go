@@ -33,7 +33,7 @@ func TestBundleIndependentOfPathSpelling(t *testing.T) {
 	var first []byte
 	var firstRev string
 	for _, p := range []string{rel, "./" + rel, abs, cp} {
-		b, err := BuildFromFiles(context.Background(), p, nil, "", Settings{}, "")
+		b, _, err := BuildFromFiles(context.Background(), Files{Providers: p})
 		if err != nil {
 			t.Fatal(err)
 		}

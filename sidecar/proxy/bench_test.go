@@ -406,15 +406,15 @@ func BenchmarkParts(b *testing.B) {
 			_ = tbl.match("GET", runExecutions)
 		}
 	})
-	b.Run("tokenValue", func(b *testing.B) {
+	b.Run("preparedToken", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_ = tokenValue(&rec)
+			_ = preparedToken(&rec)
 		}
 	})
 	b.Run("authorize", func(b *testing.B) {
 		m := tbl.match("GET", runExecutions)
-		in := policyInput(m, tokenValue(&rec))
+		in := policyInput(m, preparedToken(&rec))
 		b.ReportAllocs()
 		for b.Loop() {
 			d, err := snap.Authorize(context.Background(), in)
@@ -436,7 +436,7 @@ func BenchmarkParts(b *testing.B) {
 			audit: slog.New(slog.NewJSONHandler(io.Discard, nil)), log: slog.New(slog.DiscardHandler),
 			metrics: metrics.New(),
 		}
-		x := &exchange{
+		x := &call{
 			start: time.Now(), id: "req-123", method: "GET", path: runExecutions,
 			route: "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions", workspace: "acme",
 			clientIP: netip.MustParseAddr("127.0.0.1"), rec: &rec, status: 200, code: CodeAllowed, allowed: true,

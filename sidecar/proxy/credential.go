@@ -6,8 +6,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -103,37 +102,11 @@ func mayHave(raw string) bool {
 	return raw != "" && (strings.Contains(raw, "token") || strings.Contains(raw, "%"))
 }
 
-// tokenValue is the token record as the policy's input.token, built as an
-// OPA value directly (no JSON round trip). Keys follow the record's JSON
-// names; workspaces is null when the token is good for every workspace.
-func tokenValue(r *token.Record) ast.Value {
-	claims := make([][2]*ast.Term, 0, len(r.Claims))
-	for k, v := range r.Claims {
-		claims = append(claims, [2]*ast.Term{ast.StringTerm(k), ast.StringTerm(v)})
-	}
-	workspaces := ast.NullTerm()
-	if r.Workspaces != nil {
-		workspaces = stringArray(r.Workspaces)
-	}
-	return ast.NewObject(
-		[2]*ast.Term{ast.InternedTerm("provider_id"), ast.StringTerm(r.ProviderID)},
-		[2]*ast.Term{ast.InternedTerm("provider_name"), ast.StringTerm(r.ProviderName)},
-		[2]*ast.Term{ast.InternedTerm("sub"), ast.StringTerm(r.Subject)},
-		[2]*ast.Term{ast.InternedTerm("iss"), ast.StringTerm(r.Issuer)},
-		[2]*ast.Term{ast.InternedTerm("claims"), ast.ObjectTerm(claims...)},
-		[2]*ast.Term{ast.InternedTerm("scopes"), stringArray(r.Scopes)},
-		[2]*ast.Term{ast.InternedTerm("workspaces"), workspaces},
-		[2]*ast.Term{ast.InternedTerm("ip_restrictions"), stringArray(r.IPRestrictions)},
-		[2]*ast.Term{ast.InternedTerm("iat"), ast.IntNumberTerm(int(r.IssuedAt))},
-		[2]*ast.Term{ast.InternedTerm("exp"), ast.IntNumberTerm(int(r.ExpiresAt))},
-		[2]*ast.Term{ast.InternedTerm("decision_id"), ast.StringTerm(r.DecisionID)},
-	)
-}
-
-func stringArray(ss []string) *ast.Term {
-	ts := make([]*ast.Term, len(ss))
-	for i, s := range ss {
-		ts[i] = ast.StringTerm(s)
-	}
-	return ast.ArrayTerm(ts...)
+// preparedToken is the token record as the proxy decision's input.token.
+func preparedToken(r *token.Record) *policy.PreparedToken {
+	return policy.PrepareToken(policy.Token{
+		ProviderID: r.ProviderID, ProviderName: r.ProviderName, Subject: r.Subject, Issuer: r.Issuer,
+		Claims: r.Claims, Scopes: r.Scopes, Workspaces: r.Workspaces, IPRestrictions: r.IPRestrictions,
+		IssuedAt: r.IssuedAt, ExpiresAt: r.ExpiresAt, DecisionID: r.DecisionID,
+	})
 }

@@ -69,10 +69,10 @@ func (p *Proxy) reverseProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 	}
 }
 
-func exchangeOf(ctx context.Context) *exchange {
-	x, _ := ctx.Value(exchangeKey{}).(*exchange)
+func callOf(ctx context.Context) *call {
+	x, _ := ctx.Value(callKey{}).(*call)
 	if x == nil {
-		x = &exchange{} // not reached: ServeHTTP always sets it
+		x = &call{} // not reached: ServeHTTP always sets it
 	}
 	return x
 }
@@ -82,7 +82,7 @@ func exchangeOf(ctx context.Context) *exchange {
 // it lists, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade),
 // Forwarded and X-Forwarded-*.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	x := exchangeOf(pr.In.Context())
+	x := callOf(pr.In.Context())
 	out := pr.Out
 	u := out.URL
 	u.Scheme, u.Host, u.User, u.Opaque = p.upstream.Scheme, p.upstream.Host, nil, ""
@@ -182,7 +182,7 @@ func setIdentity(h http.Header, k, v string) {
 // modifyResponse records the upstream's status and timing and drops its
 // X-Request-Id (the client gets the proxy's, set before forwarding).
 func (p *Proxy) modifyResponse(res *http.Response) error {
-	x := exchangeOf(res.Request.Context())
+	x := callOf(res.Request.Context())
 	x.status = res.StatusCode
 	p.metrics.Upstream(res.StatusCode, time.Since(x.upStart))
 	res.Header.Del("X-Request-Id")
@@ -209,7 +209,7 @@ func (p *Proxy) warnUpstream401(requestID string) {
 // send response headers in time: 504 "upstream timed out" or 502 "upstream
 // unreachable", in Buddy's shape. Details go to the log only.
 func (p *Proxy) errorHandler(w http.ResponseWriter, req *http.Request, err error) {
-	x := exchangeOf(req.Context())
+	x := callOf(req.Context())
 	status, code, msg := http.StatusBadGateway, CodeUpstreamUnreachable, "upstream unreachable"
 	switch {
 	case errors.Is(err, errUpstreamTimeout):
@@ -243,9 +243,9 @@ func (t *headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Proxy.ServeHTTP gives every forwarded request a context that it
 	// cancels once the response has been copied; the timer cancels that
 	// one early, so streaming the body is not limited.
-	x, ok := req.Context().Value(exchangeKey{}).(*exchange)
+	x, ok := req.Context().Value(callKey{}).(*call)
 	if !ok || x.cancel == nil {
-		return nil, errors.New("proxy: request not forwarded by Proxy.ServeHTTP (no exchange in its context)")
+		return nil, errors.New("proxy: request not forwarded by Proxy.ServeHTTP (no call in its context)")
 	}
 	timer := time.AfterFunc(t.d, func() { x.cancel(errUpstreamTimeout) })
 	res, err := t.rt.RoundTrip(req)

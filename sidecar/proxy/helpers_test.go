@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
 	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
@@ -364,6 +362,6 @@ func (f *fixture) auditLines() []map[string]any {
 	return out
 }
 
-func policyInput(m match, tv ast.Value) policy.ProxyInput {
+func policyInput(m match, tv *policy.PreparedToken) policy.ProxyInput {
 	return policy.ProxyInput{Method: "GET", Path: runExecutions, Route: m.route, Vars: m.vars, Token: tv, ClientIP: "127.0.0.1", Time: time.Now()}
 }

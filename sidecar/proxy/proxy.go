@@ -24,8 +24,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,8 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
+	"github.com/google/uuid"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
@@ -222,9 +219,9 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// exchange is the state of one request, shared with the ReverseProxy hooks
+// call is the state of one proxied request, shared with the ReverseProxy hooks
 // through the request context.
-type exchange struct {
+type call struct {
 	start     time.Time // monotonic, for durations
 	wall      time.Time // when the request arrived, for the audit timestamp
 	id        string    // the sidecar's own request id (audit, upstream, response)
@@ -248,11 +245,11 @@ type exchange struct {
 	cancel context.CancelCauseFunc
 }
 
-type exchangeKey struct{}
+type callKey struct{}
 
 // ServeHTTP authenticates, authorizes and forwards one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	x := &exchange{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
+	x := &call{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
 	x.wall = x.start
 	w.Header().Set("X-Request-Id", x.id)
 	x.clientIP = p.clients.IP(req)
@@ -302,7 +299,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	now := p.now()
-	var tv ast.Value
+	var tv *policy.PreparedToken
 	var memo *decisionMemo
 	if sent && token.WellFormed(tok) {
 		rec, val, dm, err := p.lookup(req.Context(), token.Hash(tok))
@@ -395,11 +392,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if !d.Allow {
 		if d.Status == http.StatusUnauthorized {
-			challenge := `Bearer realm="oidc-sidecar"`
-			if sent {
-				challenge += `, error="invalid_token"`
-			}
-			w.Header().Set("WWW-Authenticate", challenge)
+			apierr.Challenge(w.Header(), sent)
 		}
 		p.reply(w, x, d.Status, d.Code, d.Message)
 		return
@@ -410,7 +403,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// ReverseProxy hooks, and headerTimeout cancels it when the upstream's
 	// headers are late (so the transport needs no context of its own). It
 	// ends when the response has been copied.
-	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), exchangeKey{}, x))
+	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), callKey{}, x))
 	defer cancel(nil)
 	x.cancel = cancel
 	p.rp.ServeHTTP(w, req.WithContext(ctx))
@@ -420,7 +413,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // value: from the short-lived cache, or with one store round trip. A nil
 // record means unknown, expired or revoked; an error means the store could
 // not answer (the request must be refused, never forwarded).
-func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Value, *decisionMemo, error) {
+func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, *policy.PreparedToken, *decisionMemo, error) {
 	start := time.Now()
 	if p.cache == nil {
 		return p.fetch(ctx, hash, start, 0)
@@ -456,12 +449,12 @@ func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, ast.Val
 
 type lookupResult struct {
 	rec  *token.Record
-	val  ast.Value
+	val  *policy.PreparedToken
 	memo *decisionMemo
 }
 
 // fetch reads a token from the store and caches what it found.
-func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uint64) (*token.Record, ast.Value, *decisionMemo, error) {
+func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uint64) (*token.Record, *policy.PreparedToken, *decisionMemo, error) {
 	rec, err := p.store.Get(ctx, hash)
 	switch {
 	case errors.Is(err, token.ErrNotFound):
@@ -469,7 +462,7 @@ func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uin
 	case err != nil:
 		return nil, nil, nil, err
 	}
-	val := tokenValue(rec)
+	val := preparedToken(rec)
 	var memo *decisionMemo
 	if p.cache != nil {
 		// Expire relative to when the lookup started: the entry never
@@ -512,13 +505,13 @@ func (f *forgettingStore) Revoke(ctx context.Context, hash string) (bool, error)
 }
 
 // reply answers the request itself, in Buddy's error shape.
-func (p *Proxy) reply(w http.ResponseWriter, x *exchange, status int, code, msg string) {
+func (p *Proxy) reply(w http.ResponseWriter, x *call, status int, code, msg string) {
 	x.status, x.code = status, code
 	apierr.Write(w, status, msg)
 }
 
 // finish records the request's metrics and writes its audit line.
-func (p *Proxy) finish(ctx context.Context, x *exchange) {
+func (p *Proxy) finish(ctx context.Context, x *call) {
 	route := x.route
 	switch {
 	case route != "":
@@ -635,23 +628,7 @@ func clientRequestID(in string) string {
 }
 
 // newRequestID makes the sidecar's own request id, a random UUID.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40 // UUID version 4
-	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
-}
+func newRequestID() string { return uuid.NewString() }
 
 func addrString(a netip.Addr) string {
 	if !a.IsValid() {

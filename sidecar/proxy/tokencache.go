@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
@@ -46,7 +45,7 @@ type cacheShard struct {
 
 type cacheEntry struct {
 	rec   *token.Record
-	val   ast.Value
+	val   *policy.PreparedToken
 	memo  *decisionMemo // decisions made for this token while the entry lives
 	until time.Time     // monotonic
 }
@@ -95,7 +94,7 @@ func (c *tokenCache) forget(hash string) {
 // put caches a record the store returned for a lookup that started at now,
 // unless a forget on the shard happened since get returned gen. It returns
 // the new entry's decision memo, or nil when nothing was cached.
-func (c *tokenCache) put(hash string, rec *token.Record, val ast.Value, now time.Time, gen uint64) *decisionMemo {
+func (c *tokenCache) put(hash string, rec *token.Record, val *policy.PreparedToken, now time.Time, gen uint64) *decisionMemo {
 	s := c.shard(hash)
 	s.mu.Lock()
 	defer s.mu.Unlock()

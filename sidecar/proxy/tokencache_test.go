@@ -12,7 +12,7 @@ import (
 func TestTokenCache(t *testing.T) {
 	c := newTokenCache(time.Second)
 	rec := record("USER_INFO")
-	val := tokenValue(&rec)
+	val := preparedToken(&rec)
 	h := token.Hash("ocs_x")
 	now := time.Now()
 
@@ -58,7 +58,7 @@ func TestDecisionMemoBounds(t *testing.T) {
 	c := newTokenCache(time.Second)
 	now := time.Now()
 	rec := record("EXECUTION_INFO")
-	val := tokenValue(&rec)
+	val := preparedToken(&rec)
 	h1, h2 := token.Hash("one"), token.Hash("two")
 	_, gen, _ := c.get(h1, now)
 	m1 := c.put(h1, &rec, val, now, gen)

@@ -162,22 +162,40 @@ func init() {
 		sort.Strings(v)
 		Implies[k] = slices.Clone(v)
 	}
+	all := make(map[string][]string, len(sorted))
 	for _, s := range sorted {
-		seen := map[string]bool{}
-		var walk func(string)
-		walk = func(x string) {
-			for _, y := range implies[x] {
-				if !seen[y] {
-					seen[y] = true
-					walk(y)
+		all[s] = implies[s]
+	}
+	for s, g := range Grants(all) {
+		if rest := slices.DeleteFunc(g, func(x string) bool { return x == s }); len(rest) > 0 {
+			closure[s] = rest
+		}
+	}
+}
+
+// Grants is the transitive closure of a hierarchy given as direct edges:
+// for each scope that is a key of implies, every scope holding it grants
+// (itself included), sorted. It is the Go side's one closure (the built-in
+// table's and a bundle's data.sidecar.scopes.grants); policies/scope.rego
+// computes the same with graph.reachable when a bundle has no grants.
+func Grants(implies map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(implies))
+	for s := range implies {
+		seen := map[string]bool{s: true}
+		stack := []string{s}
+		for len(stack) > 0 {
+			cur := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			for _, n := range implies[cur] {
+				if !seen[n] {
+					seen[n] = true
+					stack = append(stack, n)
 				}
 			}
 		}
-		walk(s)
-		if len(seen) > 0 {
-			closure[s] = sortedKeys(seen)
-		}
+		out[s] = sortedKeys(seen)
 	}
+	return out
 }
 
 func sortedKeys(m map[string]bool) []string {
@@ -211,46 +229,9 @@ func Scopes() []Scope { return slices.Clone(scopes) }
 // Edges returns the direct implications in documentation order.
 func Edges() []Edge { return slices.Clone(edges) }
 
-// Closure returns every scope that holding have grants: each scope of have
-// (known or not) plus everything it implies, transitively.
-func Closure(have []string) map[string]bool {
-	out := make(map[string]bool, len(have)*2)
-	for _, h := range have {
-		out[h] = true
-		for _, x := range closure[h] {
-			out[x] = true
-		}
-	}
-	return out
-}
-
 // ImpliedBy returns the scopes that s grants transitively, sorted, without s
 // itself.
 func ImpliedBy(s string) []string { return slices.Clone(closure[s]) }
-
-// Covers reports whether holding have grants need, directly or through the
-// hierarchy.
-func Covers(have []string, need string) bool {
-	for _, h := range have {
-		if h == need || slices.Contains(closure[h], need) {
-			return true
-		}
-	}
-	return false
-}
-
-// Missing returns the scopes of need that have does not grant, in the order
-// of need and without repeats. It returns nil when nothing is missing.
-func Missing(have, need []string) []string {
-	c := Closure(have)
-	var out []string
-	for _, n := range need {
-		if !c[n] && !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
 
 // Data returns the scope document for OPA at data.sidecar.scopes:
 //

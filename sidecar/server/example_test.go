@@ -20,7 +20,7 @@ func TestExampleBundle(t *testing.T) {
 	const root = "../../"
 	providers := root + "bundles/example/providers.yaml"
 	pols := []string{root + "policies", root + "bundles/example/policies"}
-	b, err := policy.BuildFromFiles(ctx, providers, pols, "", policy.Settings{}, "")
+	b, _, err := policy.BuildFromFiles(ctx, policy.Files{Providers: providers, Policies: pols})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -269,7 +269,7 @@ func buildBundle(t *testing.T, revision string, extra []policy.File, ps ...provi
 // buildBundleFromFiles is what `oidc-sidecar bundle build` does.
 func buildBundleFromFiles(t *testing.T, providersPath, revision string) []byte {
 	t.Helper()
-	b, err := policy.BuildFromFiles(context.Background(), providersPath, nil, "", policy.Settings{}, revision)
+	b, _, err := policy.BuildFromFiles(context.Background(), policy.Files{Providers: providersPath, Revision: revision})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,8 +49,8 @@ func completeProviderIDs(cmd *cobra.Command, _ []string, toComplete string) ([]c
 	}
 	var out []cobra.Completion
 	for _, p := range f.Providers {
-		if strings.HasPrefix(p.ID, toComplete) {
-			out = append(out, cobra.CompletionWithDesc(p.ID, p.Name))
+		if strings.HasPrefix(string(p.ID), toComplete) {
+			out = append(out, cobra.CompletionWithDesc(string(p.ID), p.Name))
 		}
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp

@@ -200,7 +200,7 @@ exit status is 0 for ALLOW and 3 for DENY.`,
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "note: claims read from the token WITHOUT verifying its signature, expiry or audience")
 				for _, p := range ps {
-					if p.ID == providerID {
+					if string(p.ID) == providerID {
 						for _, m := range p.TokenMismatch(claims) {
 							fmt.Fprintln(cmd.ErrOrStderr(), "note:", m)
 						}

@@ -120,15 +120,19 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 		}
 		return request{}, fail(kindBadRequest, "the request body is not valid JSON (%v); send %s", err, buddyExample)
 	}
+	var id string
+	if in.ProviderID != nil {
+		id = parseProviderID(*in.ProviderID)
+	}
 	switch {
 	case in.ProviderID == nil || *in.ProviderID == "":
 		return request{}, fail(kindBadRequest, "provider_id is missing; set it to the id (a UUID) of the OIDC provider, as in %s", buddyExample)
-	case !isUUID(*in.ProviderID):
+	case id == "":
 		return request{}, fail(kindBadRequest, "provider_id %s is not a UUID; use the provider's id, e.g. 550e8400-e29b-41d4-a716-446655440000", quote(*in.ProviderID))
 	case in.WebIdentityToken == nil || *in.WebIdentityToken == "":
 		return request{}, fail(kindBadRequest, "web_identity_token is missing; set it to the OIDC token (a JWT) your CI provider issued, as in %s", buddyExample)
 	}
-	return request{providerID: strings.ToLower(*in.ProviderID), subjectToken: *in.WebIdentityToken}, nil
+	return request{providerID: id, subjectToken: *in.WebIdentityToken}, nil
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}

@@ -132,7 +132,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 
 	// 4b. The per-provider limit counts only tokens the provider's issuer
 	// signed, so a flood of unverifiable tokens cannot starve valid ones.
-	if f := h.limitProvider(ctx, p.ID, ev); f != nil {
+	if f := h.limitProvider(ctx, string(p.ID), ev); f != nil {
 		return nil, f
 	}
 
@@ -140,7 +140,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	now := h.now()
 	start := time.Now()
 	d, err := snap.Exchange(ctx, policy.ExchangeInput{
-		ProviderID:      p.ID,
+		ProviderID:      string(p.ID),
 		Claims:          tok.Claims,
 		ClientIP:        ev.clientIP,
 		Time:            now,
@@ -209,7 +209,7 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 		return nil, fail(kindUnavailable, "the sidecar could not mint a token; retry later (decision %s)", ev.decisionID)
 	}
 	rec := &token.Record{
-		ProviderID:     p.ID,
+		ProviderID:     string(p.ID),
 		ProviderName:   ev.providerName,
 		Subject:        tok.Subject,
 		Issuer:         tok.Issuer,
@@ -500,25 +500,15 @@ func selectClaims(c map[string]any) map[string]string {
 	return out
 }
 
-// isUUID reports whether s has the 8-4-4-4-12 hex shape of a UUID.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
+// parseProviderID reads a provider ID sent by a client: provider.ParseID
+// after lower-casing, since CI systems may send the UUID in upper case. It
+// returns the canonical ID, or "" if s is not a provider ID.
+func parseProviderID(s string) string {
+	id, err := provider.ParseID(strings.ToLower(s))
+	if err != nil {
+		return ""
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
+	return string(id)
 }
 
 // quote returns s as an ASCII Go string literal, truncated: for echoing

@@ -135,10 +135,11 @@ func (h *Handler) parseToken(w http.ResponseWriter, r *http.Request) (request, *
 		return request{}, fail(kindBadRequest, "delegation (actor_token) is not supported; omit actor_token and actor_token_type")
 	}
 	clientID := form.Get("client_id")
+	id := parseProviderID(clientID)
 	switch {
 	case clientID == "":
 		return request{}, fail(kindBadRequest, "client_id is missing; set it to the id (a UUID) of the OIDC provider")
-	case !isUUID(clientID):
+	case id == "":
 		return request{}, fail(kindBadRequest, "client_id %s is not a UUID; set it to the id of the OIDC provider, e.g. 550e8400-e29b-41d4-a716-446655440000", quote(clientID))
 	}
 	var scopes []string
@@ -157,7 +158,7 @@ func (h *Handler) parseToken(w http.ResponseWriter, r *http.Request) (request, *
 			return request{}, fail(kindInvalidScope, "unknown scope %s: not a Buddy scope name (they are upper case, e.g. EXECUTION_RUN; see the scope table in the sidecar's docs/providers.md)", quote(s))
 		}
 	}
-	return request{providerID: strings.ToLower(clientID), subjectToken: subject, scopes: scopes}, nil
+	return request{providerID: id, subjectToken: subject, scopes: scopes}, nil
 }
 
 // parseForm checks the method and Content-Type and parses a form body.

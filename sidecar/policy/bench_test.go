@@ -31,7 +31,7 @@ func manyProviders(tb testing.TB, n int) []*provider.Provider {
 			tb.Fatal(err)
 		}
 		out[i] = &provider.Provider{
-			ID:   fmt.Sprintf("00000000-0000-4000-8000-%012d", i),
+			ID:   provider.ID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i)),
 			Name: fmt.Sprintf("GHA %d", i), Type: provider.GitHubActions,
 			Lifetime: 10 * time.Minute, Audience: "Buddy", Issuer: "https://token.actions.githubusercontent.com",
 			TrustConditions: src, Conditions: x, Scopes: []string{"WORKSPACE", "EXECUTION_RUN"},

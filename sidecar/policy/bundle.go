@@ -101,7 +101,7 @@ func Build(ctx context.Context, s Sources) (*bundle.Bundle, error) {
 	libPath, _ := trust.Library()
 	provData := map[string]any{}
 	for _, p := range s.Providers {
-		provData[p.ID] = p.Metadata()
+		provData[string(p.ID)] = p.Metadata()
 	}
 	for _, f := range pols {
 		if strings.HasPrefix(f.Path, "sidecar/conditions/") || f.Path == libPath {

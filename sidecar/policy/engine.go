@@ -326,7 +326,7 @@ func providersFromData(v any) (map[string]*provider.Provider, error) {
 		if err != nil {
 			return nil, fmt.Errorf("data.sidecar.providers[%q]: %w", id, err)
 		}
-		if p.ID != id {
+		if string(p.ID) != id {
 			return nil, fmt.Errorf("data.sidecar.providers[%q] has id %q", id, p.ID)
 		}
 		out[id] = p

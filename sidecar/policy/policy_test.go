@@ -471,7 +471,7 @@ func TestFailedConditionsInWrittenOrder(t *testing.T) {
 	}
 	ps[0].TrustConditions, ps[0].Conditions = src, x
 	s := snapshot(t, ps)
-	d := exchange(t, s, ps[0].ID, fixture(t, "github_push_main"), "203.0.113.7")
+	d := exchange(t, s, string(ps[0].ID), fixture(t, "github_push_main"), "203.0.113.7")
 	if d.Allow {
 		t.Fatal("allowed")
 	}
@@ -518,10 +518,10 @@ func TestGeneratedModulesAreNotReparsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := exchange(t, s, ps[0].ID, fixture(t, "github_push_main"), "203.0.113.7"); d.Allow || d.Reasons[0].Claim != "repository_owner" {
+	if d := exchange(t, s, string(ps[0].ID), fixture(t, "github_push_main"), "203.0.113.7"); d.Allow || d.Reasons[0].Claim != "repository_owner" {
 		t.Fatalf("provider 0 decided %+v; its conditions now require someone-else", d)
 	}
-	if d := exchange(t, s, ps[1].ID, fixture(t, "github_push_main"), "203.0.113.7"); d.Allow {
+	if d := exchange(t, s, string(ps[1].ID), fixture(t, "github_push_main"), "203.0.113.7"); d.Allow {
 		t.Fatal("provider 1 (org-1) allowed octo-org")
 	}
 }

@@ -86,7 +86,7 @@ func TestWriteBundleDir(t *testing.T) {
 	if err := WriteBundleDir(dir, b2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "sidecar", "conditions", ps[0].ID+".rego")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "sidecar", "conditions", string(ps[0].ID)+".rego")); !os.IsNotExist(err) {
 		t.Fatalf("the removed provider's module is still there: %v", err)
 	}
 }

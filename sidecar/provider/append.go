@@ -51,8 +51,8 @@ const newProviderFile = "new provider"
 // loses its "[]" or "~". The result is validated before it replaces the file
 // atomically (temporary file and rename, same mode); warnings are not
 // returned — Load the file to see them.
-func Append(path string, opts NewOptions) (id string, err error) {
-	id = uuid.NewString()
+func Append(path string, opts NewOptions) (id ID, err error) {
+	id = ID(uuid.NewString())
 	item, err := renderItem(id, opts)
 	if err != nil {
 		return "", err
@@ -110,38 +110,30 @@ func optionDiagnostics(ds []Diagnostic) []Diagnostic {
 	return out
 }
 
-// renderItem renders the new provider as a one-item YAML block list.
-func renderItem(id string, o NewOptions) (string, error) {
+// renderItem renders the new provider as a one-item YAML block list: the
+// keys of the field table that opts sets, in the table's order.
+func renderItem(id ID, o NewOptions) (string, error) {
 	m := &yaml.Node{Kind: yaml.MappingNode}
 	str := func(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
-	add := func(k string, v *yaml.Node) { m.Content = append(m.Content, str(k), v) }
-	opt := func(k, v string) {
-		if v != "" {
-			add(k, str(v))
+	for _, f := range fields {
+		var v any
+		switch {
+		case f.key == "id":
+			v = string(id)
+		case f.option != nil:
+			v = f.option(o)
+		}
+		switch v := v.(type) {
+		case string:
+			m.Content = append(m.Content, str(f.key), str(v))
+		case []string:
+			s := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle, Content: []*yaml.Node{}}
+			for _, it := range v {
+				s.Content = append(s.Content, str(it))
+			}
+			m.Content = append(m.Content, str(f.key), s)
 		}
 	}
-	list := func(k string, l []string) {
-		s := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle, Content: []*yaml.Node{}}
-		for _, v := range l {
-			s.Content = append(s.Content, str(v))
-		}
-		add(k, s)
-	}
-	add("id", str(id))
-	opt("name", o.Name)
-	opt("type", string(o.Type))
-	opt("organization_id", o.OrganizationID)
-	opt("issuer", o.Issuer)
-	opt("audience", o.Audience)
-	opt("lifetime", o.Lifetime)
-	opt("trust_conditions", o.TrustConditions)
-	if len(o.IPRestrictions) > 0 {
-		list("ip_restrictions", o.IPRestrictions)
-	}
-	if o.Workspaces != nil {
-		list("workspaces", o.Workspaces)
-	}
-	list("scopes", o.Scopes)
 
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)

@@ -67,7 +67,7 @@ func TestAppendToExisting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u, err := uuid.Parse(id); err != nil || u.Version() != 4 || u.String() != id {
+	if u, err := uuid.Parse(string(id)); err != nil || u.Version() != 4 || u.String() != string(id) {
 		t.Errorf("id %q is not a canonical UUID v4", id)
 	}
 	b, _ := os.ReadFile(path)
@@ -78,7 +78,7 @@ func TestAppendToExisting(t *testing.T) {
 	if !strings.HasPrefix(got, prefix) {
 		t.Fatalf("prefix changed:\n%s", got)
 	}
-	want := prefix + `  - id: ` + id + `
+	want := prefix + `  - id: ` + string(id) + `
     name: 'GHA - octo-repo: deploy'
     type: github_actions
     lifetime: 1h
@@ -113,7 +113,7 @@ func TestAppendCreates(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	want := SchemaComment + "\nproviders:\n  - id: " + id + "\n    name: circle\n    type: circleci\n    organization_id: 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d\n    scopes: [EXECUTION_RUN]\n"
+	want := SchemaComment + "\nproviders:\n  - id: " + string(id) + "\n    name: circle\n    type: circleci\n    organization_id: 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d\n    scopes: [EXECUTION_RUN]\n"
 	if string(b) != want {
 		t.Errorf("new file:\n%s\nwant:\n%s", b, want)
 	}
@@ -177,7 +177,7 @@ func TestAppendShapes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := tt.after(id); string(b) != want {
+			if want := tt.after(string(id)); string(b) != want {
 				t.Errorf("got:\n%q\nwant:\n%q", b, want)
 			}
 			loadOK(t, path)

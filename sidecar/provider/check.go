@@ -10,26 +10,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
 )
 
 // The checks here return "" when the value is fine, or a message saying what
 // is wrong and how to fix it. Parse and FromMetadata share them.
 
-const uuidExample = "550e8400-e29b-41d4-a716-446655440000"
+const uuidExample = providerid.Example
 
+// checkUUID checks a UUID written in a file (the provider ID, a CircleCI
+// organization ID) with the one rule of ParseID.
 func checkUUID(s string) string {
-	u, err := uuid.Parse(s)
-	if err != nil {
-		return fmt.Sprintf("%q is not a UUID; write it as 8-4-4-4-12 hex digits, e.g. %s", s, uuidExample)
-	}
-	if u == uuid.Nil {
-		return "the nil UUID is a placeholder; generate a real one (e.g. with uuidgen, or let `oidc-sidecar provider new` do it)"
-	}
-	if u.String() != s {
-		return fmt.Sprintf("%q is not in canonical form; write %s", s, u.String())
+	if _, err := ParseID(s); err != nil {
+		return err.Error()
 	}
 	return ""
 }

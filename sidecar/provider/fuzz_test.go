@@ -55,7 +55,7 @@ func FuzzParse(f *testing.F) {
 		if len(file2.Warnings) != len(file.Warnings) {
 			t.Fatal("warnings differ between runs")
 		}
-		seen := map[string]bool{}
+		seen := map[ID]bool{}
 		for _, p := range file.Providers {
 			if p.ID == "" || p.Name == "" || len(p.Scopes) == 0 || p.Issuer == "" || seen[p.ID] {
 				t.Fatalf("accepted an incomplete provider: %+v", p)

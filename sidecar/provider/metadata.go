@@ -3,26 +3,34 @@ package provider
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 	"math"
-	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 )
 
 // metadataKeys are the keys of the provider metadata document, in the order
-// of docs/architecture.md.
-var metadataKeys = []string{
-	"id", "name", "type", "issuer", "audience", "lifetime_seconds", "scopes",
-	"workspaces", "ip_restrictions", "trust_conditions", "has_conditions",
-	"policy", "allow_token_reuse", "max_token_age_seconds", "max_token_lifetime_seconds",
-	"denial_detail",
-	"source",
-}
+// of docs/architecture.md: the field table's metadata keys, then the keys
+// the document adds.
+var metadataKeys = func() []string {
+	keys := []string{}
+	for _, f := range fields {
+		if f.metaKey != "" {
+			keys = append(keys, f.metaKey)
+		}
+	}
+	// has_conditions follows trust_conditions.
+	i := slices.Index(keys, "trust_conditions") + 1
+	keys = slices.Insert(keys, i, "has_conditions")
+	return append(keys, "source")
+}()
+
+// optionalMetaKeys may be absent from a metadata document: documents built
+// before the key existed still load, with its default.
+var optionalMetaKeys = []string{"max_token_lifetime_seconds"}
 
 // MetadataKeys returns the keys of the document Metadata produces.
 func MetadataKeys() []string { return slices.Clone(metadataKeys) }
@@ -34,33 +42,15 @@ func MetadataKeys() []string { return slices.Clone(metadataKeys) }
 // when all workspaces are allowed, "ip_restrictions" is [] when any address
 // is.
 func (p *Provider) Metadata() map[string]any {
-	ips := make([]any, len(p.IPRestrictions))
-	for i, pr := range p.IPRestrictions {
-		ips[i] = pr.String()
+	m := make(map[string]any, len(metadataKeys))
+	for _, f := range fields {
+		if f.metaKey != "" {
+			m[f.metaKey] = f.meta(p)
+		}
 	}
-	var ws any
-	if p.Workspaces != nil {
-		ws = strs(p.Workspaces)
-	}
-	return map[string]any{
-		"id":                         p.ID,
-		"name":                       p.Name,
-		"type":                       string(p.Type),
-		"issuer":                     p.Issuer,
-		"audience":                   p.Audience,
-		"lifetime_seconds":           int(p.Lifetime / time.Second),
-		"scopes":                     strs(p.Scopes),
-		"workspaces":                 ws,
-		"ip_restrictions":            ips,
-		"trust_conditions":           p.TrustConditions,
-		"has_conditions":             p.conditionCount() > 0,
-		"policy":                     p.Policy,
-		"allow_token_reuse":          p.AllowTokenReuse,
-		"max_token_age_seconds":      int(p.MaxTokenAge / time.Second),
-		"max_token_lifetime_seconds": int(p.EffectiveMaxTokenLifetime() / time.Second),
-		"denial_detail":              string(p.DenialDetail),
-		"source":                     p.Source.Base(),
-	}
+	m["has_conditions"] = p.conditionCount() > 0
+	m["source"] = p.Source.Base()
+	return m
 }
 
 // conditionCount returns the number of parsed trust conditions.
@@ -79,163 +69,53 @@ func strs(l []string) []any {
 	return out
 }
 
-// MetadataError is returned by FromMetadata; it lists every problem found.
-type MetadataError struct {
-	ID       string   // the document's id, if it has a usable one
-	Problems []string // "key: what is wrong"
-}
-
-func (e *MetadataError) Error() string {
-	who := "provider metadata"
-	if e.ID != "" {
-		who += " " + strconv.Quote(e.ID)
-	}
-	return who + ": " + strings.Join(e.Problems, "; ")
-}
-
 // FromMetadata rebuilds a Provider from its metadata document, as found in a
 // bundle's data.sidecar.providers[<id>]. It accepts what a JSON decoder or
 // OPA produces (numbers as int, int64, float64 or json.Number; lists as []any
-// or []string), checks the same rules as Parse — including the type's Kind —
-// and returns a *MetadataError listing every problem. Every key of the
-// document is required (but max_token_lifetime_seconds, newer than the
-// format) and unknown keys are rejected.
-// Metadata(FromMetadata(Metadata(p))) equals Metadata(p).
+// or []string), checks the same rules as Parse — the field table and the
+// type's Kind — and returns a *ValidationError listing every problem (File
+// "provider metadata", Field the document's key). Every key of the document
+// is required (but max_token_lifetime_seconds, newer than the format) and
+// unknown keys are rejected. Metadata(FromMetadata(Metadata(p))) equals
+// Metadata(p).
 func FromMetadata(m map[string]any) (*Provider, error) {
 	d := &metaDecoder{m: m}
-	p := &Provider{}
 	for k := range m {
 		if !slices.Contains(metadataKeys, k) {
-			d.fail(k, "unknown key")
+			d.diags = append(d.diags, Diagnostic{Field: k, Message: "unknown key"})
 		}
 	}
-	p.ID = d.str("id")
-	if p.ID != "" {
-		if msg := checkUUID(p.ID); msg != "" {
-			d.fail("id", msg)
-		}
+	p := &Provider{}
+	if p.Type = Type(d.peek("type")); p.Type == CircleCI {
+		d.orgIsAudience = true
 	}
-	p.Name = d.str("name")
-	if strings.TrimSpace(p.Name) == "" && d.ok("name") {
-		d.fail("name", "empty")
-	}
-	p.Type = Type(d.str("type"))
-	kind, kindOK := KindOf(p.Type)
-	if !kindOK && d.ok("type") {
-		d.fail("type", checkType(string(p.Type)))
-	}
-	p.Issuer = d.str("issuer")
-	p.Audience = d.str("audience")
-	if n, ok := d.int("lifetime_seconds"); ok {
-		p.Lifetime = time.Duration(n) * time.Second
-		if msg := checkLifetime(p.Lifetime); msg != "" {
-			d.fail("lifetime_seconds", msg)
-		}
-	}
-	p.Scopes = d.strList("scopes", false)
-	if p.Scopes != nil && len(p.Scopes) == 0 {
-		d.fail("scopes", "empty")
-	}
-	for i, s := range p.Scopes {
-		if msg := scopeProblem(s); msg != "" {
-			d.fail(fmt.Sprintf("scopes[%d]", i), msg)
-		}
-	}
-	p.Workspaces = d.strList("workspaces", true)
-	if p.Workspaces != nil && len(p.Workspaces) == 0 {
-		d.fail("workspaces", "empty list allows no workspace; use null for all")
-	}
-	for i, s := range p.Workspaces {
-		if msg := checkWorkspace(s); msg != "" {
-			d.fail(fmt.Sprintf("workspaces[%d]", i), msg)
-		}
-	}
-	ips := d.strList("ip_restrictions", false)
-	p.IPRestrictions = make([]netip.Prefix, 0, len(ips))
-	for i, s := range ips {
-		pr, msg, warn := parseNetwork(s)
-		switch {
-		case msg != "":
-			d.fail(fmt.Sprintf("ip_restrictions[%d]", i), msg)
-		case warn != "" || pr.String() != s:
-			d.fail(fmt.Sprintf("ip_restrictions[%d]", i), fmt.Sprintf("%q is not in canonical form %s", s, pr))
-		default:
-			p.IPRestrictions = append(p.IPRestrictions, pr)
-		}
-	}
-	p.TrustConditions = d.str("trust_conditions")
+	p.Type = ""
+	decodeProvider(d, d, p)
 	hasConds := d.bool("has_conditions")
-	if strings.TrimSpace(p.TrustConditions) != "" {
-		x, err := trust.Parse(p.TrustConditions)
-		if err != nil {
-			d.fail("trust_conditions", err.Error())
-		} else {
-			p.Conditions = x
-		}
-	}
 	parseFailed := p.Conditions == nil && strings.TrimSpace(p.TrustConditions) != ""
 	if d.ok("has_conditions") && d.ok("trust_conditions") && !parseFailed {
 		if n := p.conditionCount(); (n > 0) != hasConds {
 			d.fail("has_conditions", fmt.Sprintf("is %v, but trust_conditions has %d condition(s)", hasConds, n))
 		}
 	}
-	p.Policy = d.str("policy")
-	if p.Policy != "" {
-		if msg := checkPolicy(p.Policy); msg != "" {
-			d.fail("policy", msg)
-		}
-	}
-	p.AllowTokenReuse = d.bool("allow_token_reuse")
-	if n, ok := d.int("max_token_age_seconds"); ok {
-		p.MaxTokenAge = time.Duration(n) * time.Second
-		if msg := checkMaxTokenAge(p.MaxTokenAge); msg != "" {
-			d.fail("max_token_age_seconds", msg)
-		}
-	}
-	// max_token_lifetime_seconds is optional, so that bundles built before
-	// it existed still load; absent, the default applies.
-	if _, present := m["max_token_lifetime_seconds"]; !present {
-		p.MaxTokenLifetime = 0
-	} else if n, ok := d.int("max_token_lifetime_seconds"); ok {
-		p.MaxTokenLifetime = time.Duration(n) * time.Second
-		if msg := checkMaxTokenLifetime(p.MaxTokenLifetime); msg != "" {
-			d.fail("max_token_lifetime_seconds", msg)
-		}
-	}
-	p.DenialDetail = DenialDetail(d.str("denial_detail"))
-	if d.ok("denial_detail") {
-		if msg := checkDenialDetail(string(p.DenialDetail)); msg != "" {
-			d.fail("denial_detail", msg)
-		}
-	}
 	p.Source = parsePos(d.str("source"))
-
-	if kindOK {
-		if p.Type == CircleCI {
-			p.OrganizationID = p.Audience
-		}
-		kind.Validate(p, func(key, msg string, warning bool) {
-			if key == "organization_id" && p.Type == CircleCI {
-				key = "audience" // the document holds the organization ID as the audience
-			}
-			if !warning {
-				d.fail(key, msg)
-			}
-		})
-		if iss := kind.Issuer(p); iss != p.Issuer {
+	if k, ok := KindOf(p.Type); ok {
+		if iss := k.Issuer(p); iss != p.Issuer && d.ok("issuer") {
 			d.fail("issuer", fmt.Sprintf("%q does not match the %s type's issuer %q", p.Issuer, p.Type, iss))
 		}
-		if aud := kind.Audience(p); aud != p.Audience {
+		if aud := k.Audience(p); aud != p.Audience && d.ok("audience") {
 			d.fail("audience", fmt.Sprintf("%q does not match the %s type's audience %q", p.Audience, p.Type, aud))
 		}
 	}
-	if len(d.problems) > 0 {
-		sort.Strings(d.problems)
-		e := &MetadataError{Problems: d.problems}
-		if checkUUID(p.ID) == "" {
-			e.ID = p.ID
+	if len(d.diags) > 0 {
+		sort.SliceStable(d.diags, func(i, j int) bool { return d.diags[i].Field < d.diags[j].Field })
+		subject := "provider metadata"
+		if id, ok := m["id"].(string); ok {
+			if _, err := ParseID(id); err == nil {
+				subject += " " + strconv.Quote(id)
+			}
 		}
-		return nil, e
+		return nil, &ValidationError{Subject: subject, Diagnostics: d.diags}
 	}
 	return p, nil
 }
@@ -250,19 +130,44 @@ func parsePos(s string) Pos {
 	return Pos{File: s}
 }
 
+// metaDecoder is the metadata document's source and sink for
+// decodeProvider.
 type metaDecoder struct {
-	m        map[string]any
-	problems []string
-	bad      map[string]bool
+	m     map[string]any
+	diags []Diagnostic
+	bad   map[string]bool
+	// orgIsAudience: a circleci document holds the organization ID as the
+	// audience.
+	orgIsAudience bool
 }
 
 func (d *metaDecoder) fail(key, msg string) {
-	d.problems = append(d.problems, key+": "+msg)
+	if key == "organization_id" && d.orgIsAudience {
+		key = "audience"
+	}
+	// The field table's checks name the file's key; the document's may
+	// differ (lifetime_seconds).
+	base, rest, _ := strings.Cut(key, "[")
+	if f := fieldByKey(base); f != nil && f.metaKey != "" && f.metaKey != base {
+		key = f.metaKey
+		if rest != "" {
+			key += "[" + rest
+		}
+	}
+	d.diags = append(d.diags, Diagnostic{Field: key, Message: msg})
 	if d.bad == nil {
 		d.bad = map[string]bool{}
 	}
 	d.bad[key] = true
 }
+
+// warn drops warnings: the file's loader showed them when the bundle was
+// built.
+func (d *metaDecoder) warn(key, msg string) {}
+func (d *metaDecoder) strict() bool         { return true }
+
+func (d *metaDecoder) conditionError(key, src string, err error)                { d.fail(key, err.Error()) }
+func (d *metaDecoder) conditionWarn(key, src string, pos trust.Pos, msg string) {}
 
 // ok reports whether key was present and of the right type.
 func (d *metaDecoder) ok(key string) bool {
@@ -270,7 +175,57 @@ func (d *metaDecoder) ok(key string) bool {
 	return present && !d.bad[key]
 }
 
-func (d *metaDecoder) get(key string) (any, bool) {
+// peek returns key's string value, or "", without reporting anything.
+func (d *metaDecoder) peek(key string) string {
+	s, _ := d.m[key].(string)
+	return s
+}
+
+// get decodes the shape of f's value (see source).
+func (d *metaDecoder) get(f *field) (value, presence) {
+	if f.metaKey == "" {
+		if f.key == "organization_id" && d.orgIsAudience {
+			if s := d.peek("audience"); s != "" {
+				return value{s: s}, present
+			}
+		}
+		return value{}, absent
+	}
+	if _, ok := d.m[f.metaKey]; !ok && slices.Contains(optionalMetaKeys, f.metaKey) {
+		return value{}, absent
+	}
+	key := f.metaKey
+	var v value
+	var ok bool
+	switch f.typ {
+	case tText, tToken:
+		v.s = d.str(key)
+		ok = d.ok(key)
+		if ok && v.s == "" && f.metaEmpty {
+			return value{}, absent
+		}
+	case tBool:
+		v.b = d.bool(key)
+		ok = d.ok(key)
+	case tDuration:
+		var n int64
+		n, ok = d.int(key)
+		v.d = time.Duration(n) * time.Second
+		v.s = FormatLifetime(v.d)
+	case tList:
+		v.list = d.strList(key, f.key == "workspaces")
+		ok = d.ok(key)
+		if ok && v.list == nil && f.key != "workspaces" {
+			v.list = []string{}
+		}
+	}
+	if !ok {
+		return value{}, invalid
+	}
+	return v, present
+}
+
+func (d *metaDecoder) raw(key string) (any, bool) {
 	v, ok := d.m[key]
 	if !ok {
 		d.fail(key, "missing")
@@ -279,19 +234,19 @@ func (d *metaDecoder) get(key string) (any, bool) {
 }
 
 func (d *metaDecoder) str(key string) string {
-	v, ok := d.get(key)
+	v, ok := d.raw(key)
 	if !ok {
 		return ""
 	}
 	s, ok := v.(string)
-	if !ok {
+	if !ok && !d.bad[key] {
 		d.fail(key, fmt.Sprintf("must be a string, found %T", v))
 	}
 	return s
 }
 
 func (d *metaDecoder) bool(key string) bool {
-	v, ok := d.get(key)
+	v, ok := d.raw(key)
 	if !ok {
 		return false
 	}
@@ -303,7 +258,7 @@ func (d *metaDecoder) bool(key string) bool {
 }
 
 func (d *metaDecoder) int(key string) (int64, bool) {
-	v, ok := d.get(key)
+	v, ok := d.raw(key)
 	if !ok {
 		return 0, false
 	}
@@ -344,7 +299,7 @@ func (d *metaDecoder) int(key string) (int64, bool) {
 
 // strList decodes a list of strings; with nullable, null gives nil.
 func (d *metaDecoder) strList(key string, nullable bool) []string {
-	v, ok := d.get(key)
+	v, ok := d.raw(key)
 	if !ok {
 		return nil
 	}

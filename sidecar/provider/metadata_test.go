@@ -174,7 +174,7 @@ func TestFromMetadataErrors(t *testing.T) {
 		{"scope type", base(), func(m map[string]any) { m["scopes"] = []any{1} }, "scopes[0]: must be a string, found int"},
 		{"scopes empty", base(), func(m map[string]any) { m["scopes"] = []any{} }, "scopes: empty"},
 		{"scopes null", base(), func(m map[string]any) { m["scopes"] = nil }, "scopes: must be a list of strings"},
-		{"workspaces empty", base(), func(m map[string]any) { m["workspaces"] = []any{} }, "workspaces: empty list"},
+		{"workspaces empty", base(), func(m map[string]any) { m["workspaces"] = []any{} }, "workspaces: an empty list allows no workspace"},
 		{"ip not canonical", base(), func(m map[string]any) { m["ip_restrictions"] = []any{"10.1.2.3/8"} }, `ip_restrictions[0]: "10.1.2.3/8" is not in canonical form 10.0.0.0/8`},
 		{"ip bad", base(), func(m map[string]any) { m["ip_restrictions"] = []any{"x"} }, `ip_restrictions[0]: "x" is not an IP address`},
 		{"has_conditions lies", base(), func(m map[string]any) { m["has_conditions"] = false }, "has_conditions: is false, but trust_conditions has 2 condition(s)"},
@@ -195,9 +195,9 @@ func TestFromMetadataErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.change(tt.doc)
 			_, err := FromMetadata(tt.doc)
-			var me *MetadataError
+			var me *ValidationError
 			if !errors.As(err, &me) {
-				t.Fatalf("err = %v, want *MetadataError", err)
+				t.Fatalf("err = %v, want *ValidationError", err)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error\n%s\ndoes not contain\n%s", err, tt.want)

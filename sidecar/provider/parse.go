@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"reflect"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -39,17 +38,14 @@ const (
 	codeNoProviders = "no-providers"
 )
 
-// Keys returns the keys of a provider entry, in the order of the Provider
-// struct (from its yaml tags).
+// Keys returns the keys of a provider entry, in the order of the field
+// table.
 func Keys() []string { return slices.Clone(providerKeys) }
 
 var providerKeys = func() []string {
-	var keys []string
-	t := reflect.TypeFor[Provider]()
-	for i := range t.NumField() {
-		if k := t.Field(i).Tag.Get("yaml"); k != "" && k != "-" {
-			keys = append(keys, k)
-		}
+	keys := make([]string, len(fields))
+	for i, f := range fields {
+		keys[i] = f.key
 	}
 	return keys
 }()
@@ -115,7 +111,7 @@ type parser struct {
 	nerr, nwarn  int
 	moreWarnings int  // warnings dropped after maxDiagnostics
 	over         bool // nodeBudget exceeded
-	ids          map[string]idUse
+	ids          map[ID]idUse
 	// seen holds the diagnostics reported so far by position and message:
 	// a mapping merged into several providers (<<: *anchor) has its
 	// problems reported once, under the first provider that uses it.
@@ -128,7 +124,7 @@ type idUse struct {
 }
 
 func parse(filename string, data []byte) (r *result) {
-	ps := &parser{file: filename, src: data, budget: nodeBudget + len(data), ids: map[string]idUse{}, seen: map[string]bool{}}
+	ps := &parser{file: filename, src: data, budget: nodeBudget + len(data), ids: map[ID]idUse{}, seen: map[string]bool{}}
 	r = &result{}
 	defer func() {
 		r.charged = nodeBudget + len(data) - ps.budget
@@ -412,37 +408,43 @@ func (ps *parser) fields(n *yaml.Node, path string, depth int, out map[string]en
 	}
 }
 
-// provParser decodes one provider entry.
+// provParser decodes one provider entry: it is the YAML source and sink of
+// decodeProvider.
 type provParser struct {
 	ps     *parser
 	path   string
 	node   *yaml.Node // where problems of the whole entry are reported
 	fields map[string]entry
-	bad    map[string]bool // keys with an error already reported
+	nodes  map[string]*yaml.Node // resolved value nodes by key or key[i]
 }
 
-func (pp *provParser) has(key string) bool {
-	_, ok := pp.fields[key]
-	return ok
-}
-
-// at returns the node diagnostics about key point at: its value if present,
-// otherwise the provider mapping.
+// at returns the node diagnostics about key point at: its value (or list
+// item) if present, otherwise the provider mapping.
 func (pp *provParser) at(key string) *yaml.Node {
-	if e, ok := pp.fields[key]; ok {
+	if n, ok := pp.nodes[key]; ok {
+		return n
+	}
+	base, _, _ := strings.Cut(key, "[")
+	if n, ok := pp.nodes[base]; ok {
+		return n
+	}
+	if e, ok := pp.fields[base]; ok {
 		return e.val
 	}
 	return pp.node
 }
 
-func (pp *provParser) errorf(n *yaml.Node, key, format string, args ...any) {
-	base, _, _ := strings.Cut(key, "[")
-	pp.bad[base] = true
-	pp.ps.errorf(n, pp.field(key), format, args...)
+func (pp *provParser) fail(key, msg string) { pp.ps.errorf(pp.at(key), pp.field(key), "%s", msg) }
+func (pp *provParser) warn(key, msg string) { pp.ps.warnf(pp.at(key), pp.field(key), "%s", msg) }
+func (pp *provParser) strict() bool         { return false }
+
+func (pp *provParser) conditionError(key, src string, err error) {
+	pp.ps.conditionError(pp.field(key), pp.at(key), src, err)
 }
 
-func (pp *provParser) warnf(n *yaml.Node, key, format string, args ...any) {
-	pp.ps.warnf(n, pp.field(key), format, args...)
+func (pp *provParser) conditionWarn(key, src string, pos trust.Pos, msg string) {
+	line, col := pp.ps.conditionPos(pp.at(key), src, pos.Line, pos.Col)
+	pp.ps.add(Diagnostic{Line: line, Col: col, Field: pp.field(key), Message: msg, Warning: true})
 }
 
 func (pp *provParser) field(key string) string {
@@ -457,100 +459,84 @@ func (pp *provParser) field(key string) string {
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
-// scalar returns the text of key's value. ok is false when the key is
-// absent, null, or not a scalar (reported).
-func (pp *provParser) scalar(key string) (s string, n *yaml.Node, ok bool) {
-	e, present := pp.fields[key]
-	if !present {
-		return "", nil, false
+// get decodes the shape of f's value (see source).
+func (pp *provParser) get(f *field) (value, presence) {
+	e, ok := pp.fields[f.key]
+	if !ok {
+		return value{}, absent
 	}
-	n = pp.ps.resolve(e.val)
+	n := pp.ps.resolve(e.val)
+	pp.nodes[f.key] = n
+	if isNull(n) {
+		if f.typ == tList {
+			return value{}, null
+		}
+		return value{}, absent
+	}
+	if f.typ == tList {
+		return pp.list(f.key, n)
+	}
 	switch {
-	case isNull(n):
-		return "", n, false
-	case n.Kind != yaml.ScalarNode && key == "trust_conditions":
-		pp.errorf(n, key, `must be one string, found %s; write e.g. trust_conditions: 'repository_owner is "octo-org" and ref is "refs/heads/main"'`, describe(n))
-		return "", n, false
+	case n.Kind != yaml.ScalarNode && f.key == "trust_conditions":
+		pp.fail(f.key, fmt.Sprintf(`must be one string, found %s; write e.g. trust_conditions: 'repository_owner is "octo-org" and ref is "refs/heads/main"'`, describe(n)))
+		return value{}, invalid
 	case n.Kind != yaml.ScalarNode:
-		pp.errorf(n, key, "must be a single value, found %s", describe(n))
-		return "", n, false
+		pp.fail(f.key, "must be a single value, found "+describe(n))
+		return value{}, invalid
 	}
-	return n.Value, n, true
-}
-
-// token is like scalar, for values where surrounding spaces are a mistake.
-func (pp *provParser) token(key string) (string, *yaml.Node, bool) {
-	s, n, ok := pp.scalar(key)
-	if ok && strings.TrimSpace(s) != s {
-		pp.errorf(n, key, "%q has leading or trailing spaces; remove them", s)
-		return "", n, false
+	s := n.Value
+	if f.typ != tText && strings.TrimSpace(s) != s {
+		pp.fail(f.key, fmt.Sprintf("%q has leading or trailing spaces; remove them", s))
+		return value{}, invalid
 	}
-	return s, n, ok
-}
-
-func (pp *provParser) boolean(key string) bool {
-	s, n, ok := pp.scalar(key)
-	if !ok {
-		return false
-	}
-	if n.Tag == "!!bool" {
-		if b, err := strconv.ParseBool(strings.ToLower(s)); err == nil {
-			return b
+	switch f.typ {
+	case tBool:
+		if n.Tag == "!!bool" {
+			if b, err := strconv.ParseBool(strings.ToLower(s)); err == nil {
+				return value{b: b}, present
+			}
 		}
+		pp.fail(f.key, fmt.Sprintf("must be true or false, found %q", s))
+		return value{}, invalid
+	case tDuration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			pp.fail(f.key, fmt.Sprintf("%q is not a duration; %s", s, f.durationHint))
+			return value{}, invalid
+		}
+		return value{s: s, d: d}, present
 	}
-	pp.errorf(n, key, "must be true or false, found %q", s)
-	return false
+	return value{s: s}, present
 }
 
-// list returns the items of key's value. present is true when the key has
-// a non-null value (even a bad one).
-func (pp *provParser) list(key string) (items []*yaml.Node, n *yaml.Node, present bool) {
-	e, ok := pp.fields[key]
-	if !ok {
-		return nil, nil, false
-	}
-	n = pp.ps.resolve(e.val)
+// list decodes a list of strings; items that are not strings are reported
+// and skipped.
+func (pp *provParser) list(key string, n *yaml.Node) (value, presence) {
 	switch {
-	case isNull(n):
-		return nil, n, false
 	case n.Kind == yaml.ScalarNode:
-		pp.errorf(n, key, "must be a list: write [%s]", n.Value)
-		return nil, n, true
+		pp.fail(key, fmt.Sprintf("must be a list: write [%s]", n.Value))
+		return value{}, invalid
 	case n.Kind != yaml.SequenceNode:
-		pp.errorf(n, key, "must be a list, found %s", describe(n))
-		return nil, n, true
+		pp.fail(key, "must be a list, found "+describe(n))
+		return value{}, invalid
 	}
-	items = make([]*yaml.Node, 0, len(n.Content))
-	for _, it := range n.Content {
-		items = append(items, pp.ps.resolve(it))
-	}
-	return items, n, true
-}
-
-// strings returns the string items of a list, reporting the others; each
-// string is passed to check with its node and index.
-func (pp *provParser) stringItems(key string, items []*yaml.Node, check func(i int, s string, n *yaml.Node)) {
-	seen := map[string]int{}
-	for i, it := range items {
+	v := value{list: make([]string, len(n.Content)), skip: make([]bool, len(n.Content))}
+	for i, it := range n.Content {
 		if pp.ps.over {
-			return
+			v.list, v.skip = v.list[:i], v.skip[:i]
+			break
 		}
+		it = pp.ps.resolve(it)
 		sub := fmt.Sprintf("%s[%d]", key, i)
+		pp.nodes[sub] = it
 		if it.Kind != yaml.ScalarNode || isNull(it) {
-			pp.errorf(it, sub, "must be a single value, found %s", describe(it))
+			pp.fail(sub, "must be a single value, found "+describe(it))
+			v.skip[i] = true
 			continue
 		}
-		if strings.TrimSpace(it.Value) != it.Value {
-			pp.errorf(it, sub, "%q has leading or trailing spaces; remove them", it.Value)
-			continue
-		}
-		if j, dup := seen[it.Value]; dup {
-			pp.warnf(it, sub, "%q is listed twice (also %s[%d]); remove one", it.Value, key, j)
-			continue
-		}
-		seen[it.Value] = i
-		check(i, it.Value, it)
+		v.list[i] = it.Value
 	}
+	return v, present
 }
 
 func (ps *parser) provider(i int, item *yaml.Node) *Provider {
@@ -568,180 +554,19 @@ func (ps *parser) provider(i int, item *yaml.Node) *Provider {
 	if item.Kind == yaml.AliasNode {
 		at = item
 	}
-	pp := &provParser{ps: ps, path: path, node: at, fields: map[string]entry{}, bad: map[string]bool{}}
+	pp := &provParser{ps: ps, path: path, node: at, fields: map[string]entry{}, nodes: map[string]*yaml.Node{}}
 	ps.fields(n, path, 0, pp.fields, map[*yaml.Node]bool{})
 	p := &Provider{Source: Pos{File: ps.file, Line: at.Line}}
-	missing := func(key, msg string) { pp.errorf(at, key, "missing; %s", msg) }
-
-	// type
-	kindOK := false
-	if s, v, ok := pp.token("type"); ok {
-		if msg := checkType(s); msg != "" {
-			pp.errorf(v, "type", "%s", msg)
+	decodeProvider(pp, pp, p)
+	if p.ID != "" {
+		if first, dup := ps.ids[p.ID]; dup {
+			pp.fail("id", fmt.Sprintf("duplicate id %s; %s (line %d) already uses it: every provider needs its own id", p.ID, first.path, first.line))
+			p.ID = ""
 		} else {
-			p.Type, kindOK = Type(s), true
-		}
-	} else if v == nil || isNull(v) {
-		missing("type", "use github_actions, circleci or other")
-	}
-
-	// id
-	if s, v, ok := pp.token("id"); ok {
-		if msg := checkUUID(s); msg != "" {
-			pp.errorf(v, "id", "%s", msg)
-		} else if first, dup := ps.ids[s]; dup {
-			pp.errorf(v, "id", "duplicate id %s; %s (line %d) already uses it: every provider needs its own id", s, first.path, first.line)
-		} else {
-			ps.ids[s] = idUse{path, v.Line}
-			p.ID = s
-		}
-	} else if v == nil || isNull(v) {
-		missing("id", "every provider needs a UUID, e.g. "+uuidExample+" (uuidgen makes one; `oidc-sidecar provider new` adds one for you)")
-	}
-
-	// name
-	if s, v, ok := pp.scalar("name"); ok && strings.TrimSpace(s) != "" {
-		p.Name = s
-	} else if ok {
-		pp.errorf(v, "name", "empty; give the provider a label, e.g. \"GHA - octo-repo:deploy\"")
-	} else if v == nil || isNull(v) {
-		missing("name", "give the provider a label, e.g. \"GHA - octo-repo:deploy\"")
-	}
-
-	// lifetime
-	p.Lifetime = DefaultLifetime
-	if s, v, ok := pp.token("lifetime"); ok {
-		if d, msg := parseLifetime(s); msg != "" {
-			pp.errorf(v, "lifetime", "%s", msg)
-		} else {
-			p.Lifetime = d
+			ps.ids[p.ID] = idUse{path, pp.at("id").Line}
 		}
 	}
-
-	if s, _, ok := pp.token("audience"); ok {
-		p.Audience = s
-	}
-	if s, _, ok := pp.token("organization_id"); ok {
-		p.OrganizationID = s
-	}
-	if s, _, ok := pp.token("issuer"); ok {
-		p.Issuer = s
-	}
-
-	// trust_conditions
-	if s, v, ok := pp.scalar("trust_conditions"); ok && strings.TrimSpace(s) != "" {
-		p.TrustConditions = s
-		x, err := trust.Parse(s)
-		if err != nil {
-			ps.conditionError(pp.field("trust_conditions"), v, s, err)
-		} else {
-			p.Conditions = x
-			for _, c := range x.Conditions {
-				if msg := unknownClaim(p.Type, c.Claim); msg != "" {
-					line, col := ps.conditionPos(v, s, c.Pos.Line, c.Pos.Col)
-					ps.add(Diagnostic{Line: line, Col: col, Field: pp.field("trust_conditions"), Message: msg, Warning: true})
-				}
-			}
-		}
-	}
-
-	// policy
-	if s, v, ok := pp.token("policy"); ok {
-		if msg := checkPolicy(s); msg != "" {
-			pp.errorf(v, "policy", "%s", msg)
-		} else {
-			p.Policy = s
-		}
-	}
-
-	// ip_restrictions
-	if items, _, _ := pp.list("ip_restrictions"); items != nil {
-		p.IPRestrictions = make([]netip.Prefix, 0, len(items))
-		pp.stringItems("ip_restrictions", items, func(i int, s string, n *yaml.Node) {
-			pr, msg, warn := parseNetwork(s)
-			sub := fmt.Sprintf("ip_restrictions[%d]", i)
-			if msg != "" {
-				pp.errorf(n, sub, "%s", msg)
-				return
-			}
-			if warn != "" {
-				pp.warnf(n, sub, "%s", warn)
-			}
-			if slices.Contains(p.IPRestrictions, pr) {
-				pp.warnf(n, sub, "%s is listed twice; remove one", pr)
-				return
-			}
-			p.IPRestrictions = append(p.IPRestrictions, pr)
-		})
-	}
-
-	// workspaces
-	if items, v, present := pp.list("workspaces"); present {
-		if items != nil && len(items) == 0 {
-			pp.errorf(v, "workspaces", "an empty list allows no workspace at all; omit workspaces to allow all of them, or list the handles")
-		}
-		p.Workspaces = make([]string, 0, len(items))
-		pp.stringItems("workspaces", items, func(i int, s string, n *yaml.Node) {
-			if msg := checkWorkspace(s); msg != "" {
-				pp.errorf(n, fmt.Sprintf("workspaces[%d]", i), "%s", msg)
-				return
-			}
-			p.Workspaces = append(p.Workspaces, s)
-		})
-	}
-
-	// scopes
-	items, v, present := pp.list("scopes")
-	switch {
-	case !present && v == nil:
-		missing("scopes", "list the Buddy scopes issued tokens get, e.g. [WORKSPACE, EXECUTION_RUN]")
-	case !present || (items != nil && len(items) == 0):
-		pp.errorf(v, "scopes", "empty; list at least one Buddy scope, e.g. [WORKSPACE, EXECUTION_RUN]")
-	}
-	pp.stringItems("scopes", items, func(i int, s string, n *yaml.Node) {
-		sub := fmt.Sprintf("scopes[%d]", i)
-		if msg := scopeProblem(s); msg != "" {
-			pp.errorf(n, sub, "%s", msg)
-			return
-		}
-		if msg := scopeWarning(s); msg != "" {
-			pp.warnf(n, sub, "%s", msg)
-		}
-		p.Scopes = append(p.Scopes, s)
-	})
-
-	p.AllowTokenReuse = pp.boolean("allow_token_reuse")
-	if s, v, ok := pp.token("max_token_age"); ok {
-		if d, msg := parseMaxTokenAge(s); msg != "" {
-			pp.errorf(v, "max_token_age", "%s", msg)
-		} else {
-			p.MaxTokenAge = d
-		}
-	}
-	p.MaxTokenLifetime = DefaultMaxTokenLifetime
-	if s, v, ok := pp.token("max_token_lifetime"); ok {
-		if d, msg := parseMaxTokenLifetime(s); msg != "" {
-			pp.errorf(v, "max_token_lifetime", "%s", msg)
-		} else {
-			p.MaxTokenLifetime = d
-		}
-	}
-	p.DenialDetail = DenialConditions
-	if s, v, ok := pp.token("denial_detail"); ok {
-		if msg := checkDenialDetail(s); msg != "" {
-			pp.errorf(v, "denial_detail", "%s", msg)
-		} else {
-			p.DenialDetail = DenialDetail(s)
-		}
-	}
-
-	if kindOK {
-		k, _ := KindOf(p.Type)
-		k.Validate(p, func(key, msg string, warning bool) {
-			if !pp.bad[key] { // a bad value was reported already
-				pp.ps.report(pp.at(key), pp.field(key), warning, "%s", msg)
-			}
-		})
+	if k, ok := KindOf(p.Type); ok {
 		p.Issuer, p.Audience = k.Issuer(p), k.Audience(p)
 	}
 	return p

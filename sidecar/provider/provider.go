@@ -2,10 +2,11 @@
 // the OIDC identity providers the sidecar trusts — the same objects Buddy's
 // "OIDC Identity Provider" form creates, with a few sidecar extensions.
 //
-// The Go types here are the single source of truth for the file format: the
-// yaml tags of Provider name the keys, Parse decodes and validates them, and
-// docs/providers.md and docs/providers.schema.json describe them (a test
-// keeps them in step).
+// The field table (fields.go) is the single source of truth for a
+// provider's keys: Parse (providers.yaml), DecodeJSON (the admin API),
+// Metadata and FromMetadata (a bundle's data), Append (`provider new`) and
+// Schema (docs/providers.schema.json, generated) read it, and one validator
+// checks a provider from any of them, reporting a *ValidationError.
 //
 // Parse reports every problem of a file at once, each with file:line:col and
 // the field path, e.g.
@@ -24,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/trust"
 )
 
@@ -110,7 +112,7 @@ func lifetimeList() string {
 type Provider struct {
 	// ID is the provider's UUID (canonical lower-case form). CI jobs send it
 	// as provider_id.
-	ID string `yaml:"id"`
+	ID ID `yaml:"id"`
 	// Name is a free-text label.
 	Name string `yaml:"name"`
 	// Type is the provider type.
@@ -187,7 +189,7 @@ type File struct {
 // Lookup returns the provider with the given id, or nil.
 func (f *File) Lookup(id string) *Provider {
 	for _, p := range f.Providers {
-		if p.ID == id {
+		if string(p.ID) == id {
 			return p
 		}
 	}
@@ -243,9 +245,15 @@ func (d Diagnostic) String() string {
 	return b.String()
 }
 
-// ValidationError is returned when a providers file has errors. It holds
-// every diagnostic found, warnings included, in file order.
+// ValidationError is the one error type of provider validation: Parse (a
+// providers file), FromMetadata (a bundle's metadata document) and
+// DecodeJSON (the admin API's body) return it. It holds every diagnostic
+// found, warnings included, in file order.
 type ValidationError struct {
+	// Subject names what was validated when it is not a providers file,
+	// e.g. `provider metadata "550e8400-…"`; the diagnostics then have no
+	// File.
+	Subject     string
 	Diagnostics []Diagnostic
 }
 
@@ -264,10 +272,12 @@ func (e *ValidationError) Error() string {
 		}
 	}
 	var b strings.Builder
-	switch file {
-	case newProviderFile: // provider new's options, not a file
+	switch {
+	case e.Subject != "":
+		b.WriteString(e.Subject + ": " + plural(nerr, "error"))
+	case file == newProviderFile: // provider new's options, not a file
 		b.WriteString("the new provider is invalid: " + plural(nerr, "error"))
-	case "":
+	case file == "":
 		b.WriteString("invalid providers file: " + plural(nerr, "error"))
 	default:
 		b.WriteString(file + ": invalid providers file: " + plural(nerr, "error"))
@@ -299,3 +309,9 @@ func plural(n int, what string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
+
+// ID is a provider ID; see package providerid for the rule.
+type ID = providerid.ID
+
+// ParseID is the one parse rule for provider IDs (providerid.Parse).
+func ParseID(s string) (ID, error) { return providerid.Parse(s) }

@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -222,8 +224,7 @@ func TestSuggest(t *testing.T) {
 	}
 }
 
-// TestEveryKeyDecoded makes sure Parse handles every key the Provider type
-// declares (the struct tags are the list of keys).
+// TestEveryKeyDecoded makes sure Parse handles every key of the field table.
 func TestEveryKeyDecoded(t *testing.T) {
 	values := map[string]string{
 		"id": "550e8400-e29b-41d4-a716-446655440000", "name": "n", "type": "circleci", "lifetime": "3h",
@@ -258,8 +259,8 @@ func TestEveryKeyDecoded(t *testing.T) {
 		warnings = append(warnings, w.String())
 	}
 	want := []string{
-		"all.yaml:6:15: warning: providers[0].audience: circleci providers always use organization_id as the audience; remove audience",
-		"all.yaml:8:13: warning: providers[0].issuer: circleci providers derive the issuer from organization_id; remove issuer",
+		"all.yaml:6:13: warning: providers[0].issuer: circleci providers derive the issuer from organization_id; remove issuer",
+		"all.yaml:7:15: warning: providers[0].audience: circleci providers always use organization_id as the audience; remove audience",
 	}
 	if !slices.Equal(warnings, want) {
 		t.Errorf("warnings:\n%s\nwant\n%s", strings.Join(warnings, "\n"), strings.Join(want, "\n"))
@@ -276,7 +277,7 @@ func TestDefaults(t *testing.T) {
 		p.Workspaces != nil || p.IPRestrictions != nil || p.AllowTokenReuse || p.MaxTokenAge != 0 || p.Source != (Pos{"p.yaml", 2}) {
 		t.Errorf("defaults: %+v", p)
 	}
-	if f.Lookup(p.ID) != p || f.Lookup("x") != nil {
+	if f.Lookup(string(p.ID)) != p || f.Lookup("x") != nil {
 		t.Error("Lookup")
 	}
 }
@@ -439,6 +440,29 @@ func TestMergeBomb(t *testing.T) {
 	}
 	if p := f.Providers[0]; p.Type != Other || p.Issuer != "https://i" || p.Audience != "a" {
 		t.Errorf("merged provider = %+v", p)
+	}
+}
+
+// TestFieldTableCoversProvider keeps the field table and the Provider
+// struct's yaml tags in step: every tagged field has a row, in order.
+func TestFieldTableCoversProvider(t *testing.T) {
+	var tags []string
+	ty := reflect.TypeFor[Provider]()
+	for i := range ty.NumField() {
+		if k := ty.Field(i).Tag.Get("yaml"); k != "" && k != "-" {
+			tags = append(tags, k)
+		}
+	}
+	keys := Keys()
+	sort.Strings(tags)
+	sort.Strings(keys)
+	if !slices.Equal(tags, keys) {
+		t.Errorf("Provider yaml tags %v\nfield table keys %v", tags, keys)
+	}
+	for _, f := range fields {
+		if f.schema == nil || f.set == nil || f.doc == "" || (f.typ == tList) != (f.item != nil) {
+			t.Errorf("field %s: incomplete row", f.key)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
@@ -49,6 +51,67 @@ func strList(t *testing.T, v any) []string {
 	out := make([]string, len(l))
 	for i, x := range l {
 		out[i] = x.(string)
+	}
+	return out
+}
+
+// TestSchemaCurrent checks that docs/providers.schema.json is what Schema
+// generates from the field table; -update (or go generate) rewrites it.
+func TestSchemaCurrent(t *testing.T) {
+	file := filepath.Join("..", "..", filepath.FromSlash(SchemaPath))
+	if *update {
+		if err := os.WriteFile(file, Schema(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, Schema()) {
+		t.Errorf("%s is not what the field table generates; run go generate ./sidecar/provider/ (or go test ./sidecar/provider/ -run TestSchemaCurrent -update)", SchemaPath)
+	}
+}
+
+func containsAll(l, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(l, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// compileSchema compiles docs/providers.schema.json with a JSON Schema
+// validator (santhosh-tekuri/jsonschema, draft 2020-12).
+func compileSchema(t testing.TB) *jsonschema.Schema {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(Schema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("providers.schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile("providers.schema.json")
+	if err != nil {
+		t.Fatalf("the schema does not compile: %v", err)
+	}
+	return s
+}
+
+// toJSON turns a value decoded from YAML into what the validator expects
+// (numbers as float64 or json.Number, maps with string keys).
+func toJSON(t testing.TB, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -102,9 +165,13 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	for _, d := range Lifetimes() {
 		lts = append(lts, FormatLifetime(d))
 	}
-	anyOf, _ := path(props, "lifetime", "anyOf").([]any)
-	if len(anyOf) == 0 || !slices.Equal(strList(t, path(anyOf[0], "enum")), lts) {
-		t.Errorf("lifetime enum = %v, want %v", anyOf, lts)
+	if got := strList(t, path(props, "lifetime", "enum")); len(got) < len(lts) || !slices.Equal(got[:len(lts)], lts) && !containsAll(got, lts) {
+		t.Errorf("lifetime enum = %v, want %v among them", got, lts)
+	}
+	for _, bad := range []string{"15m", "ten", "600"} {
+		if slices.Contains(strList(t, path(props, "lifetime", "enum")), bad) {
+			t.Errorf("lifetime enum has %q", bad)
+		}
 	}
 	if got := path(props, "lifetime", "default"); got != FormatLifetime(DefaultLifetime) {
 		t.Errorf("lifetime default = %v", got)
@@ -153,7 +220,7 @@ func examples(t *testing.T) map[string][]byte {
 // TestExamplesValid loads every example with Parse (no errors) and checks it
 // against the JSON schema.
 func TestExamplesValid(t *testing.T) {
-	s := loadSchema(t)
+	s := compileSchema(t)
 	for name, data := range examples(t) {
 		if _, err := Parse(name, data); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -162,15 +229,15 @@ func TestExamplesValid(t *testing.T) {
 		if err := yaml.Unmarshal(data, &v); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if errs := validate(s, s, v, "$"); len(errs) > 0 {
-			t.Errorf("%s does not match the schema:\n%s", name, strings.Join(errs, "\n"))
+		if err := s.Validate(toJSON(t, v)); err != nil {
+			t.Errorf("%s does not match the schema:\n%v", name, err)
 		}
 	}
 }
 
 // TestSchemaRejects makes sure the schema check is not vacuous.
 func TestSchemaRejects(t *testing.T) {
-	s := loadSchema(t)
+	s := compileSchema(t)
 	base := "providers:\n  - id: 550e8400-e29b-41d4-a716-446655440000\n    name: x\n    scopes: [WORKSPACE]\n"
 	tests := map[string]string{
 		"unknown key":      base + "    type: github_actions\n    lifetme: 1h\n",
@@ -184,135 +251,23 @@ func TestSchemaRejects(t *testing.T) {
 		"unknown toplevel": base + "    type: github_actions\nsettings: {}\n",
 		"bool as string":   base + "    type: github_actions\n    allow_token_reuse: \"yes\"\n",
 		"no providers":     "providers: []\n",
+		"lifetime 15m":     base + "    type: github_actions\n    lifetime: 15m\n",
+		"nil uuid":         "providers:\n  - id: 00000000-0000-0000-0000-000000000000\n    name: x\n    type: github_actions\n    scopes: [WORKSPACE]\n",
+		"rego keyword":     base + "    type: github_actions\n    policy: not\n",
+		"fractional age":   base + "    type: github_actions\n    max_token_age: 1500ms\n",
+		"negative age":     base + "    type: github_actions\n    max_token_age: -5m\n",
+		"zero lifetime":    base + "    type: github_actions\n    max_token_lifetime: 0s\n",
+		"blank name":       "providers:\n  - id: 550e8400-e29b-41d4-a716-446655440000\n    name: \"\"\n    type: github_actions\n    scopes: [WORKSPACE]\n",
 	}
 	for name, src := range tests {
 		var v any
 		if err := yaml.Unmarshal([]byte(src), &v); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if errs := validate(s, s, v, "$"); len(errs) == 0 {
+		if err := s.Validate(toJSON(t, v)); err == nil {
 			t.Errorf("%s: the schema accepts\n%s", name, src)
 		}
 	}
-}
-
-// validate is a small JSON Schema (2020-12) checker for the keywords
-// providers.schema.json uses. It returns the problems found.
-func validate(root, schema any, v any, at string) []string {
-	s, ok := schema.(map[string]any)
-	if !ok {
-		return nil // true schema
-	}
-	var errs []string
-	fail := func(format string, args ...any) { errs = append(errs, at+": "+fmt.Sprintf(format, args...)) }
-	if ref, ok := s["$ref"].(string); ok {
-		target := root
-		for _, k := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
-			target = path(target, k)
-		}
-		if target == nil {
-			fail("unresolved $ref %s", ref)
-		}
-		errs = append(errs, validate(root, target, v, at)...)
-	}
-	if ty, ok := s["type"].(string); ok {
-		okType := false
-		switch ty {
-		case "object":
-			_, okType = v.(map[string]any)
-		case "array":
-			_, okType = v.([]any)
-		case "string":
-			_, okType = v.(string)
-		case "boolean":
-			_, okType = v.(bool)
-		default:
-			fail("validator does not know type %s", ty)
-		}
-		if !okType {
-			fail("want %s, got %#v", ty, v)
-			return errs
-		}
-	}
-	if e, ok := s["enum"].([]any); ok && !slices.Contains(e, v) {
-		fail("%#v not in enum", v)
-	}
-	if c, ok := s["const"]; ok && c != v {
-		fail("%#v is not %#v", v, c)
-	}
-	if str, ok := v.(string); ok {
-		if p, ok := s["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(str) {
-			fail("%q does not match %s", str, p)
-		}
-		if n, ok := s["minLength"].(float64); ok && len([]rune(str)) < int(n) {
-			fail("shorter than %v", n)
-		}
-		if n, ok := s["maxLength"].(float64); ok && len([]rune(str)) > int(n) {
-			fail("longer than %v", n)
-		}
-	}
-	if l, ok := v.([]any); ok {
-		if n, ok := s["minItems"].(float64); ok && len(l) < int(n) {
-			fail("fewer than %v items", n)
-		}
-		if items, ok := s["items"]; ok {
-			for i, x := range l {
-				errs = append(errs, validate(root, items, x, fmt.Sprintf("%s[%d]", at, i))...)
-			}
-		}
-	}
-	if m, ok := v.(map[string]any); ok {
-		props, _ := s["properties"].(map[string]any)
-		pats, _ := s["patternProperties"].(map[string]any)
-		if req, ok := s["required"].([]any); ok {
-			for _, r := range req {
-				if _, ok := m[r.(string)]; !ok {
-					fail("missing %s", r)
-				}
-			}
-		}
-		for k, x := range m {
-			matched := false
-			if ps, ok := props[k]; ok {
-				matched = true
-				errs = append(errs, validate(root, ps, x, at+"."+k)...)
-			}
-			for p, ps := range pats {
-				if regexp.MustCompile(p).MatchString(k) {
-					matched = true
-					errs = append(errs, validate(root, ps, x, at+"."+k)...)
-				}
-			}
-			if !matched && s["additionalProperties"] == false {
-				fail("unknown key %s", k)
-			}
-		}
-	}
-	if l, ok := s["allOf"].([]any); ok {
-		for _, sub := range l {
-			errs = append(errs, validate(root, sub, v, at)...)
-		}
-	}
-	if l, ok := s["anyOf"].([]any); ok {
-		matched := false
-		for _, sub := range l {
-			if len(validate(root, sub, v, at)) == 0 {
-				matched = true
-			}
-		}
-		if !matched {
-			fail("matches none of anyOf")
-		}
-	}
-	if n, ok := s["not"]; ok && len(validate(root, n, v, at)) == 0 {
-		fail("matches a schema it must not (not: %v)", n)
-	}
-	if cond, ok := s["if"]; ok && len(validate(root, cond, v, at)) == 0 {
-		if then, ok := s["then"]; ok {
-			errs = append(errs, validate(root, then, v, at)...)
-		}
-	}
-	return errs
 }
 
 // TestDocsListEveryKey checks that the field table of docs/providers.md has
@@ -325,6 +280,64 @@ func TestDocsListEveryKey(t *testing.T) {
 	for _, k := range Keys() {
 		if !strings.Contains(string(doc), "\n| `"+k+"` |") {
 			t.Errorf("docs/providers.md has no table row for %s", k)
+		}
+	}
+}
+
+// schemaAccepts reports whether the schema accepts a providers file: a
+// file that is not one YAML document cannot be.
+func schemaAccepts(t *testing.T, s *jsonschema.Schema, data []byte) (bool, error) {
+	t.Helper()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return false, err
+	}
+	var extra any
+	if err := dec.Decode(&extra); err == nil {
+		return false, fmt.Errorf("a second YAML document")
+	}
+	err := s.Validate(toJSON(t, v))
+	return err == nil, err
+}
+
+// TestSchemaAgreesWithLoader runs every golden file, and one-key changes of
+// a valid provider, through both the generated schema and Parse: they must
+// agree on valid and invalid (docs/providers.schema.json enforces what the
+// loader does).
+func TestSchemaAgreesWithLoader(t *testing.T) {
+	s := compileSchema(t)
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.yaml"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, loadErr := Parse(f, data)
+		ok, why := schemaAccepts(t, s, data)
+		if ok != (loadErr == nil) {
+			t.Errorf("%s: schema accepts = %v (%v), loader accepts = %v (%v)", f, ok, why, loadErr == nil, loadErr)
+		}
+	}
+	base := "providers:\n  - id: 550e8400-e29b-41d4-a716-446655440000\n    name: x\n    type: github_actions\n    trust_conditions: repository_owner is \"o\"\n    scopes: [WORKSPACE]\n"
+	for _, line := range []string{
+		"", "lifetime: 15m", "lifetime: 90m", "lifetime: 1h30m", "lifetime: 600s", "lifetime: ten", "lifetime: 600",
+		"max_token_age: 0s", "max_token_age: 5m", "max_token_age: 1500ms", "max_token_age: -5m", "max_token_age: 1h30m",
+		"max_token_lifetime: 0s", "max_token_lifetime: 1h", "max_token_lifetime: forever",
+		"denial_detail: generic", "denial_detail: all", "policy: my_policy", "policy: not", "policy: Bad",
+		"workspaces: [my-company]", `workspaces: ["*"]`, "workspaces: []", "scopes2: x",
+		"allow_token_reuse: true", `allow_token_reuse: "yes"`, "ip_restrictions: [10.0.0.0/8]", "ip_restrictions: [x]",
+		"organization_id: 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d", "issuer: https://token.actions.githubusercontent.com",
+		"issuer: https://evil.example.com", "audience: Buddy",
+	} {
+		src := base
+		if line != "" {
+			src += "    " + line + "\n"
+		}
+		_, loadErr := Parse("p.yaml", []byte(src))
+		ok, why := schemaAccepts(t, s, []byte(src))
+		if ok != (loadErr == nil) {
+			t.Errorf("%q: schema accepts = %v (%v), loader accepts = %v (%v)", line, ok, why, loadErr == nil, loadErr)
 		}
 	}
 }

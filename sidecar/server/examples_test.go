@@ -203,7 +203,7 @@ func TestExamplesWorkAsShipped(t *testing.T) {
 			}
 			var p *provider.Provider
 			for _, q := range f.Providers {
-				if q.ID == c.job.providerID {
+				if string(q.ID) == c.job.providerID {
 					p = q
 				}
 			}
@@ -220,7 +220,7 @@ func TestExamplesWorkAsShipped(t *testing.T) {
 			for _, pfx := range p.IPRestrictions {
 				ips = append(ips, pfx.String())
 			}
-			rec := &token.Record{ProviderID: p.ID, ProviderName: p.Name, Subject: "example", Issuer: p.Issuer,
+			rec := &token.Record{ProviderID: string(p.ID), ProviderName: p.Name, Subject: "example", Issuer: p.Issuer,
 				Scopes: p.Scopes, Workspaces: p.Workspaces, IPRestrictions: ips,
 				IssuedAt: now.Unix(), ExpiresAt: now.Add(p.Lifetime).Unix()}
 			if err := store.Save(context.Background(), hash, rec, p.Lifetime); err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 	"github.com/open-policy-agent/opa/v1/rego"
 )
 
@@ -63,7 +65,7 @@ func BenchmarkCompile10k(b *testing.B) {
 					continue
 				}
 				x := mustParse(b, fmt.Sprintf(benchConditions[clauses-1], i))
-				path, src, err := Generate(Module{ProviderID: fmt.Sprintf("550e8400-e29b-41d4-a716-%012d", i), ProviderName: "provider", Source: "providers.yaml:1", Expr: x})
+				path, src, err := Generate(Module{ProviderID: providerid.ID(fmt.Sprintf("550e8400-e29b-41d4-a716-%012d", i)), ProviderName: "provider", Source: "providers.yaml:1", Expr: x})
 				if err != nil {
 					b.Fatal(err)
 				}

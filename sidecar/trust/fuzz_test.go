@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 	"github.com/open-policy-agent/opa/v1/format"
 )
 
@@ -127,9 +129,9 @@ func FuzzGenerate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		path, out, err := Generate(Module{ProviderID: id, ProviderName: name, Source: source, Expr: x})
+		path, out, err := Generate(Module{ProviderID: providerid.ID(id), ProviderName: name, Source: source, Expr: x})
 		if err != nil {
-			if checkProviderID(id) == nil {
+			if checkProviderID(providerid.ID(id)) == nil {
 				t.Fatalf("Generate(%q, id %q): %v", src, id, err)
 			}
 			return
@@ -146,7 +148,7 @@ func FuzzGenerate(f *testing.F) {
 		if len(mod.Rules) != 1 || mod.Rules[0].Head.Name.String() != "conditions" || len(mod.Imports) != 0 {
 			t.Fatalf("generated module has %d rules:\n%s", len(mod.Rules), out)
 		}
-		if _, _, built, err := GenerateModule(Module{ProviderID: id, ProviderName: name, Source: source, Expr: x}); err != nil || !built.Equal(mod) {
+		if _, _, built, err := GenerateModule(Module{ProviderID: providerid.ID(id), ProviderName: name, Source: source, Expr: x}); err != nil || !built.Equal(mod) {
 			t.Fatalf("GenerateModule's tree differs from the parsed module (%v):\n%s\n--- parsed\n%s", err, built, mod)
 		}
 		c := ast.NewCompiler().WithStrict(true)

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 )
 
 //go:embed lib.rego
@@ -25,10 +27,10 @@ func Library() (path string, src []byte) {
 
 // Module is one provider's trust condition, to be compiled to Rego.
 type Module struct {
-	ProviderID   string // the provider's id (a UUID); names the Rego package
-	ProviderName string // for the header comment
-	Source       string // where the condition was written, e.g. "providers.yaml:12"
-	Expr         *Expr  // the parsed condition
+	ProviderID   providerid.ID // the provider's id; names the Rego package and the file
+	ProviderName string        // for the header comment
+	Source       string        // where the condition was written, e.g. "providers.yaml:12"
+	Expr         *Expr         // the parsed condition
 }
 
 // Generate compiles one provider's condition to a Rego v1 module at
@@ -80,20 +82,15 @@ func Generate(m Module) (path string, src []byte, err error) {
 			return "", nil, fmt.Errorf("trust: provider %s: condition %d: %w", m.ProviderID, i+1, err)
 		}
 	}
-	path = "sidecar/conditions/" + m.ProviderID + ".rego"
+	path = "sidecar/conditions/" + string(m.ProviderID) + ".rego"
 	return path, render(m), nil
 }
 
-// checkProviderID accepts ids that are safe as a file name and readable in
-// a package path: letters, digits, "_", "-" and "." (a UUID qualifies).
-func checkProviderID(id string) error {
-	ok := id != "" && len(id) <= 128 && id[0] != '.'
-	for i := 0; ok && i < len(id); i++ {
-		c := id[i]
-		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.'
-	}
-	if !ok {
-		return fmt.Errorf("trust: invalid provider id %s: use 1 to 128 letters, digits, \"_\", \"-\" or \".\", not starting with \".\" (a UUID)", quote(id))
+// checkProviderID accepts provider IDs (providerid.Parse): canonical
+// UUIDs, which are safe as a file name and in a package path.
+func checkProviderID(id providerid.ID) error {
+	if _, err := providerid.Parse(string(id)); err != nil {
+		return fmt.Errorf("trust: invalid provider id: %w", err)
 	}
 	return nil
 }
@@ -131,7 +128,7 @@ func render(m Module) []byte {
 		}
 	}
 	b.WriteString("# Rows: [claim, operator, expected, text]; evaluated by sidecar/trust/lib.rego.\n")
-	fmt.Fprintf(&b, "package sidecar.conditions%s\n\n", packageKey(m.ProviderID))
+	fmt.Fprintf(&b, "package sidecar.conditions%s\n\n", packageKey(string(m.ProviderID)))
 
 	if len(conds) == 0 {
 		b.WriteString("conditions := []\n")
@@ -216,7 +213,7 @@ func GenerateModule(m Module) (path string, src []byte, mod *ast.Module, err err
 		rows[i] = at(ast.ArrayTerm(str(c.Claim), str(string(c.Op)), expected, str(c.String())))
 	}
 	mod = &ast.Module{Package: &ast.Package{
-		Path:     ast.Ref{ast.DefaultRootDocument.Copy().SetLocation(loc), str("sidecar"), str("conditions"), str(m.ProviderID)},
+		Path:     ast.Ref{ast.DefaultRootDocument.Copy().SetLocation(loc), str("sidecar"), str("conditions"), str(string(m.ProviderID))},
 		Location: loc,
 	}}
 	head := ast.NewHead(ast.Var("conditions"), nil, at(ast.ArrayTerm(rows...)))

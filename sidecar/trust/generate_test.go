@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -28,7 +30,7 @@ var goldens = []struct {
 			"and oidc.circleci.com/context-ids is one of [\"ctx-prod\", \"ctx-shared\"]\n" +
 			"and oidc.circleci.com/ssh-rerun is false\n" +
 			"and oidc.circleci.com/vcs-ref does not match \"refs/heads/tmp/**\"\n"},
-	{"every-operator.rego", Module{ProviderID: "other-1", ProviderName: "Other \"custom\" issuer", Source: "providers.yaml:51"},
+	{"every-operator.rego", Module{ProviderID: "7d444840-9dc0-11d1-b245-5ffdce74fad2", ProviderName: "Other \"custom\" issuer", Source: "providers.yaml:51"},
 		`sub is not "repo:x/y:pull_request" and run_number is 42 and event_name is not one of ["pull_request", "pull_request_target"]` +
 			` and "custom claim" exists and tag matches "v[0-9]*" and note is "quote \" backslash \\ tick ` + "`" + ` end"`},
 	{"no-conditions.rego", Module{ProviderID: "7c9e6679-7425-40de-944b-e07fc1f90ae7", ProviderName: "Open provider", Source: "providers.yaml:70"}, ``},
@@ -43,7 +45,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := "sidecar/conditions/" + m.ProviderID + ".rego"; path != want {
+			if want := "sidecar/conditions/" + string(m.ProviderID) + ".rego"; path != want {
 				t.Errorf("path = %q, want %q", path, want)
 			}
 			checkModule(t, path, src)
@@ -96,7 +98,7 @@ func TestGenerateRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := mod.Package.Path.String(), `data.sidecar.conditions["`+m.ProviderID+`"]`; got != want && got != "data.sidecar.conditions."+m.ProviderID {
+		if got, want := mod.Package.Path.String(), `data.sidecar.conditions["`+string(m.ProviderID)+`"]`; got != want {
 			t.Errorf("%s: package %s, want %s", g.file, got, want)
 		}
 		var names []string
@@ -224,30 +226,31 @@ func TestGenerateErrors(t *testing.T) {
 		m    Module
 		want string
 	}{
-		{"empty id", Module{Expr: &Expr{}}, `trust: invalid provider id "": use 1 to 128 letters, digits, "_", "-" or ".", not starting with "." (a UUID)`},
-		{"id with slash", Module{ProviderID: "a/../b", Expr: &Expr{}}, `trust: invalid provider id "a/../b"`},
-		{"id with quote", Module{ProviderID: `a"]`, Expr: &Expr{}}, `trust: invalid provider id "a\"]"`},
-		{"dot id", Module{ProviderID: "..", Expr: &Expr{}}, `trust: invalid provider id ".."`},
-		{"long id", Module{ProviderID: strings.Repeat("a", 129), Expr: &Expr{}}, `trust: invalid provider id`},
-		{"nil expr", Module{ProviderID: "p"}, `trust: provider p: no condition expression (Expr is nil); parse the condition text with trust.Parse`},
-		{"unknown op", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: "equals", Values: []string{"x"}}}}},
-			`trust: provider p: condition 1: "a": unknown operator "equals"`},
-		{"missing value", Module{ProviderID: "p", Expr: &Expr{Conditions: append(ok, Condition{Claim: "a", Op: OpIs})}},
-			`trust: provider p: condition 2: "a" is: 0 values, want 1`},
-		{"value for exists", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpExists, Values: []string{"x"}}}}},
-			`trust: provider p: condition 1: "a" exists: 1 values, want 0`},
-		{"empty list", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpOneOf}}}},
-			`trust: provider p: condition 1: "a": "is one of" needs at least one value`},
-		{"duplicate", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpNotOneOf, Values: []string{"x", "x"}}}}},
-			`trust: provider p: condition 1: "a" is not one of: duplicate value "x"`},
-		{"empty claim", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Op: OpExists}}}},
-			`trust: provider p: condition 1: empty claim name`},
-		{"bad utf-8", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpIs, Values: []string{"\xff"}}}}},
-			`trust: provider p: condition 1: "a" is: value "\ufffd" is not valid UTF-8`},
-		{"bad glob", Module{ProviderID: "p", Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpMatches, Values: []string{"{x"}}}}},
-			"trust: provider p: condition 1: \"a\" matches: invalid glob pattern \"{x\": unclosed `{`"},
-		{"too many", Module{ProviderID: "p", Expr: &Expr{Conditions: slices.Repeat(ok, MaxClauses+1)}},
-			`trust: provider p: too many conditions: 257, the limit is 256`},
+		{"empty id", Module{Expr: &Expr{}}, `trust: invalid provider id: "" is not a UUID; write it as 8-4-4-4-12 hex digits, e.g. 550e8400-e29b-41d4-a716-446655440000`},
+		{"id with slash", Module{ProviderID: "a/../b", Expr: &Expr{}}, `trust: invalid provider id: "a/../b" is not a UUID`},
+		{"id with quote", Module{ProviderID: `a"]`, Expr: &Expr{}}, `trust: invalid provider id: "a\"]" is not a UUID`},
+		{"dot id", Module{ProviderID: "..", Expr: &Expr{}}, `trust: invalid provider id: ".." is not a UUID`},
+		{"upper-case id", Module{ProviderID: "550E8400-E29B-41D4-A716-446655440000", Expr: &Expr{}}, `trust: invalid provider id: "550E8400-E29B-41D4-A716-446655440000" is not in canonical form`},
+		{"long id", Module{ProviderID: providerid.ID(strings.Repeat("a", 129)), Expr: &Expr{}}, `trust: invalid provider id`},
+		{"nil expr", Module{ProviderID: testID}, "trust: provider " + testID + `: no condition expression (Expr is nil); parse the condition text with trust.Parse`},
+		{"unknown op", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: "equals", Values: []string{"x"}}}}},
+			"trust: provider " + testID + `: condition 1: "a": unknown operator "equals"`},
+		{"missing value", Module{ProviderID: testID, Expr: &Expr{Conditions: append(ok, Condition{Claim: "a", Op: OpIs})}},
+			"trust: provider " + testID + `: condition 2: "a" is: 0 values, want 1`},
+		{"value for exists", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpExists, Values: []string{"x"}}}}},
+			"trust: provider " + testID + `: condition 1: "a" exists: 1 values, want 0`},
+		{"empty list", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpOneOf}}}},
+			"trust: provider " + testID + `: condition 1: "a": "is one of" needs at least one value`},
+		{"duplicate", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpNotOneOf, Values: []string{"x", "x"}}}}},
+			"trust: provider " + testID + `: condition 1: "a" is not one of: duplicate value "x"`},
+		{"empty claim", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Op: OpExists}}}},
+			"trust: provider " + testID + `: condition 1: empty claim name`},
+		{"bad utf-8", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpIs, Values: []string{"\xff"}}}}},
+			"trust: provider " + testID + `: condition 1: "a" is: value "\ufffd" is not valid UTF-8`},
+		{"bad glob", Module{ProviderID: testID, Expr: &Expr{Conditions: []Condition{{Claim: "a", Op: OpMatches, Values: []string{"{x"}}}}},
+			"trust: provider " + testID + ": condition 1: \"a\" matches: invalid glob pattern \"{x\": unclosed `{`"},
+		{"too many", Module{ProviderID: testID, Expr: &Expr{Conditions: slices.Repeat(ok, MaxClauses+1)}},
+			"trust: provider " + testID + `: too many conditions: 257, the limit is 256`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, src, err := Generate(tc.m)

@@ -189,7 +189,7 @@ func (h *Handler) entries() ([]entry, string, error) {
 		}
 		var out []entry
 		for _, p := range sortedProviders(snap) {
-			out = append(out, entry{p.ID, providerJSON(p)})
+			out = append(out, entry{string(p.ID), providerJSON(p)})
 		}
 		return out, `"rev-` + snap.Revision + `"`, nil
 	}
@@ -572,7 +572,7 @@ func sortedProviders(snap *policy.Snapshot) []*provider.Provider {
 		if a.Source.Line != b.Source.Line {
 			return a.Source.Line - b.Source.Line
 		}
-		return strings.Compare(a.ID, b.ID)
+		return strings.Compare(string(a.ID), string(b.ID))
 	})
 	return l
 }

@@ -170,7 +170,7 @@ func matches(p *provider.Provider, q string) bool {
 	if q == "" {
 		return true
 	}
-	if strings.Contains(strings.ToLower(p.Name), q) || strings.Contains(p.ID, q) {
+	if strings.Contains(strings.ToLower(p.Name), q) || strings.Contains(string(p.ID), q) {
 		return true
 	}
 	if p.Conditions != nil {

@@ -246,14 +246,16 @@ func handSign(t testing.TB, header map[string]any, payload []byte, key crypto.Si
 // ---------------------------------------------------------------------------
 // Redis assertions.
 
-// keys returns every key under the prefix except rate-limit counters,
-// sorted (rate limits are counted before any verification, by design).
+// keys returns every key under the prefix except rate-limit counters and
+// the console's recent-decision streams, sorted (rate limits are counted
+// before any verification, and every exchange decision is recorded for
+// the console, both by design).
 func (w *world) keys(t testing.TB) []string {
 	t.Helper()
 	var out []string
 	iter := w.rdb.Scan(ctxT(t), 0, keyPrefix+"*", 1000).Iterator()
 	for iter.Next(ctxT(t)) {
-		if k := iter.Val(); !strings.HasPrefix(k, keyPrefix+"rl:") {
+		if k := iter.Val(); !strings.HasPrefix(k, keyPrefix+"rl:") && !strings.HasPrefix(k, keyPrefix+"decisions:") {
 			out = append(out, k)
 		}
 	}

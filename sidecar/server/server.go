@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/admin"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/exchange"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
@@ -53,6 +54,7 @@ type Server struct {
 	source   source
 	exchange *exchange.Handler
 	proxy    *proxy.Proxy
+	admin    *admin.Handler // the admin API and console (sidecar/admin)
 
 	mainSrv, adminSrv *http.Server
 	mainLn, adminLn   net.Listener
@@ -166,6 +168,14 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("oidc: %w", err)
 	}
+	s.bg, s.stopBg = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.stopBg()
+		}
+	}()
+	decisions := s.newDecisions()
+	s.audit = tapAudit(s.audit, decisions) // the console's recent decisions
 	var clients *clientip.Resolver
 	if clients, err = clientip.New(cfg.Trusted); err != nil {
 		return nil, err
@@ -194,8 +204,8 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.bg, s.stopBg = context.WithCancel(context.Background())
 	s.source = newSource(cfg, newBundleClient())
+	s.admin = s.newAdmin(decisions)
 	if err = s.Reload(ctx); err != nil {
 		s.stopBg()
 		err = fmt.Errorf("loading policy from %s: %w", s.source.Describe(), err)
@@ -399,7 +409,8 @@ const (
 	ReloadPath  = "/_sidecar/reload"
 )
 
-// AdminHandler serves /healthz, /readyz, /metrics and introspection.
+// AdminHandler serves /healthz, /readyz, /metrics, introspection, the
+// admin API and the provider console.
 func (s *Server) AdminHandler() http.Handler {
 	r := mux.NewRouter()
 	r.HandleFunc(HealthPath, func(w http.ResponseWriter, _ *http.Request) {
@@ -409,6 +420,7 @@ func (s *Server) AdminHandler() http.Handler {
 	r.Handle(MetricsPath, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc(ReloadPath, s.reloadHandler).Methods(http.MethodPost)
 	s.exchange.RegisterAdmin(r)
+	s.admin.Register(r) // /_sidecar/admin/v1/… and the console at /
 	return r
 }
 

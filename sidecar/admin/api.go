@@ -126,6 +126,16 @@ func (h *Handler) readOnly() string {
 func (h *Handler) apiAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.o.Authorized != nil && h.o.Authorized(r) {
+			// A client certificate is an ambient credential: a browser that
+			// holds one presents it on a cross-site form post too. So a
+			// mutation that a browser marks as cross-origin is refused
+			// whatever the credential (curl and scripts send no Origin).
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				if msg := checkOrigin(r); msg != "" {
+					writeJSON(w, http.StatusForbidden, map[string]any{"error": msg})
+					return
+				}
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -126,11 +126,24 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.sessions.create(w, r)
-	next := r.URL.Query().Get("next")
+	http.Redirect(w, r, localNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+}
+
+// localNext is the login form's next= target if it is a path of this
+// console, else "/". Browsers drop tabs and newlines from a Location
+// ("/\t/evil.example" becomes "//evil.example", another site) and read "\"
+// as "/", so a target with a control character or a backslash, or one that
+// starts with "//", is refused.
+func localNext(next string) string {
 	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
-		next = "/"
+		return "/"
 	}
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	for i := 0; i < len(next); i++ {
+		if next[i] < 0x20 || next[i] == 0x7f {
+			return "/"
+		}
+	}
+	return next
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {

@@ -204,3 +204,38 @@ func printableName(s string) string {
 		return r
 	}, s) + `"`
 }
+
+// redactedToken replaces a sidecar token in a path written to the audit log.
+const redactedToken = token.Prefix + "[redacted]"
+
+// loggablePath is the escaped path as the audit line writes it: a request
+// that carries a token in its path is refused (token_in_request), and the
+// log must not keep the token it refused. A well-formed token is replaced
+// by redactedToken; a path that holds one only percent-encoded is replaced
+// whole.
+func loggablePath(p string) string {
+	if !hasToken(p) {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		j := strings.Index(p[i:], token.Prefix)
+		if j < 0 {
+			b.WriteString(p[i:])
+			break
+		}
+		j += i
+		b.WriteString(p[i:j])
+		if j+token.Len <= len(p) && token.WellFormed(p[j:j+token.Len]) {
+			b.WriteString(redactedToken)
+			i = j + token.Len
+			continue
+		}
+		b.WriteString(token.Prefix)
+		i = j + len(token.Prefix)
+	}
+	if out := b.String(); !hasToken(out) {
+		return out
+	}
+	return "/[redacted: the path holds a percent-encoded sidecar token]"
+}

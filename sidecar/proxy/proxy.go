@@ -543,10 +543,10 @@ func (p *Proxy) finish(ctx context.Context, x *call) {
 	attrs := append(buf[:0],
 		slog.String("event", "proxy"),
 		slog.String("request_id", x.id),
-		slog.String("client_request_id", x.clientID),
+		slog.String("client_request_id", x.clientID), // never a token: clientRequestID
 		slog.String("method", x.method),
 		slog.String("route", x.route),
-		slog.String("path", x.path),
+		slog.String("path", loggablePath(x.path)),
 		slog.Int("status", x.status),
 		slog.String("code", x.code),
 		slog.String("provider_id", provider),
@@ -615,8 +615,8 @@ func (p *Proxy) table(snap *policy.Snapshot) *table {
 // the audit's request_id could make its requests look like others'.
 func clientRequestID(in string) string {
 	n := len(in)
-	if n == 0 || n > 128 {
-		return ""
+	if n == 0 || n > 128 || hasToken(in) {
+		return "" // a token sent there is refused (token_in_request), never logged
 	}
 	for i := range n {
 		c := in[i]

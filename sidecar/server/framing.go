@@ -179,7 +179,8 @@ func (s *Server) guardFraming(next http.Handler) http.Handler {
 		}
 		var h scannedHeader
 		var reason string
-		if fc := v.(*framingConn); fc == nil {
+		fc := v.(*framingConn)
+		if fc == nil {
 			reason = "the connection is not followed by the framing guard (the main listener was composed without it)"
 		} else {
 			h, reason = fc.next(r)
@@ -193,6 +194,15 @@ func (s *Server) guardFraming(next http.Handler) http.Handler {
 		case h.hasTE && !h.proto11:
 			msg, reason = http10TEMessage, "ambiguous framing: Transfer-Encoding in HTTP/1.0"
 		default:
+			// net/http sets r.TLS only when the connection is a *tls.Conn,
+			// which the framingConn hides: set it here, so the proxy knows
+			// the request came over HTTPS (X-Forwarded-Proto).
+			if r.TLS == nil && fc != nil {
+				if tc, ok := fc.Conn.(*tlsServerConn); ok {
+					st := tc.ConnectionState()
+					r.TLS = &st
+				}
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

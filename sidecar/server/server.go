@@ -27,6 +27,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/proxy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/revocation"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -66,6 +67,11 @@ type Server struct {
 	lastErr  atomic.Pointer[string]
 
 	adminDigest []byte // SHA-256 of the admin credential; nil: none configured
+
+	// hub carries invalidations between replicas (replicas.go).
+	hub *revocation.Hub
+	// pendingRaise: removed providers whose epoch raise failed (guarded by reloadMu).
+	pendingRaise map[string]bool
 }
 
 // seenContent is the source content a reload last processed: its version
@@ -116,6 +122,16 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 			}
 		}()
 	}
+	if s.hub, err = newHub(s.store, s, o.Now); err != nil {
+		return nil, err
+	}
+	{
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := s.hub.Load(lctx); err != nil {
+			s.log.Warn("could not read the providers' revocation epochs at start-up; retrying every second", "error", err.Error())
+		}
+		cancel()
+	}
 	if s.store.Kind() == "memory" {
 		s.log.Warn("no redis configured: tokens live in this process's memory; they are neither shared with other instances nor kept across restarts")
 	}
@@ -146,16 +162,20 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		Engine: s.engine, Store: s.store, Clients: clients, Metrics: s.metrics,
 		Upstream: up, UpstreamToken: upstreamToken, Timeout: cfg.Upstream.Timeout.D(),
 		IdentityHeaders: cfg.Upstream.IdentityHeaders, Audit: s.audit, Logger: s.log, Now: o.Now,
+		Ended: s.hub.Ended,
 	})
 	if err != nil {
 		return nil, err
 	}
 
+	s.hub.OnInvalidate(s.proxy.Forget, s.proxy.FlushCache)
+
 	s.exchange, err = exchange.New(exchange.Options{
 		Engine: s.engine, Verifier: s.verifier, Clients: clients,
-		// A revocation here also drops the token from the proxy's short-lived
-		// cache, so it takes effect at once on this instance (others: ≤ 1 s).
-		Store:   proxy.ForgetOnRevoke(s.store, s.proxy),
+		// A revocation here drops the token from this proxy's cache at once
+		// and is published to every replica (sidecar/revocation); records
+		// are stamped with their provider's revocation epoch.
+		Store:   s.hub.Store(s.store),
 		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
 		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D()},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
@@ -277,9 +297,17 @@ func (s *Server) reload(ctx context.Context) (changed bool, err error) {
 		s.reject(cur, "policy rejected", err)
 		return false, err
 	}
+	if err = s.checkReadded(ctx, snap); err != nil {
+		s.seen = seenContent{version: res.version, etag: res.etag, err: err}
+		s.reject(cur, "policy rejected", err)
+		return false, err
+	}
 	s.seen = seenContent{version: res.version, etag: res.etag}
 	s.served = res.version
 	prev := s.engine.Swap(snap)
+	if prev != nil {
+		s.raiseRemoved(ctx, removedProviders(prev, snap))
+	}
 	s.lastErr.Store(nil)
 	s.metrics.Reload(snap.Revision, nil)
 	prevRev := ""
@@ -359,6 +387,7 @@ func (s *Server) AdminHandler() http.Handler {
 	r.HandleFunc(ReadyPath, s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle(MetricsPath, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc(ReloadPath, s.reloadHandler).Methods(http.MethodPost)
+	r.HandleFunc(RevokeProviderTokensPath, s.revokeProviderTokens).Methods(http.MethodPost)
 	s.exchange.RegisterAdmin(r)
 	return r
 }
@@ -377,6 +406,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if e := s.lastErr.Load(); e != nil {
 		body["last_reload_error"] = *e // informational: the previous revision still serves
 	}
+	body["invalidation"] = s.hub.Status() // informational: while down, the 1 s cache bound holds
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
@@ -479,6 +509,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errc <- s.mainSrv.Serve(framingListener{s.mainLn}) }()
 	go func() { errc <- s.adminSrv.Serve(s.adminLn) }()
 
+	hctx, stopHub := context.WithCancel(context.Background())
+	hubDone := s.runHub(hctx)
+
 	wctx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -516,6 +549,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	go shutdown(s.mainSrv, "listen")
 	go shutdown(s.adminSrv, "admin_listen")
 	wg.Wait()
+	stopHub()
+	<-hubDone
 	closeErr := s.store.Close()
 	if closeErr != nil {
 		closeErr = fmt.Errorf("closing the token store: %w", closeErr)

@@ -254,6 +254,9 @@ func (s *RedisStore) PoolStats() *redis.PoolStats { return s.client.PoolStats() 
 // Kind returns "redis".
 func (s *RedisStore) Kind() string { return "redis" }
 
+// Prefix returns the key prefix.
+func (s *RedisStore) Prefix() string { return s.prefix }
+
 // Timeout returns the per-operation timeout.
 func (s *RedisStore) Timeout() time.Duration { return s.timeout }
 

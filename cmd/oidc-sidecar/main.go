@@ -52,6 +52,6 @@ Start with "oidc-sidecar demo" to see the whole flow with no set-up.`,
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newServe(), newDemo(), newPolicy(), newProvider(), newBundle(), newLogin(), newHealthcheck(), newFakeUpstream())
+	root.AddCommand(newServe(), newDemo(), newPolicy(), newProvider(), newBundle(), newLogin(), newHealthcheck(), newFakeUpstream(), newAdmin())
 	return root
 }

@@ -66,20 +66,23 @@ type Config struct {
 
 	Redis *RedisConfig `yaml:"redis"` // nil: the embedded in-memory store
 
-	Providers     string        `yaml:"providers"`      // providers.yaml
-	Policies      []string      `yaml:"policies"`       // Rego files/directories; empty: the embedded policies/
-	Routes        string        `yaml:"routes"`         // route table CSV; empty: Buddy's
-	UnknownRoutes string        `yaml:"unknown_routes"` // deny | authenticated
-	Bundle        string        `yaml:"bundle"`         // a bundle file, directory or http(s) URL, instead of providers + policies
-	BundlePoll    Duration      `yaml:"bundle_poll"`    // how often a bundle URL is polled
-	Watch         *bool         `yaml:"watch"`          // reload when the files change (default true)
-	Trusted       []string      `yaml:"trusted_proxies"`
-	AdminTokenEnv string        `yaml:"admin_token_env"` // the variable holding the introspection credential
-	LogLevel      string        `yaml:"log_level"`
-	OIDC          OIDCConfig    `yaml:"oidc"`
-	RateLimits    RateLimits    `yaml:"rate_limits"`
-	Limits        Limits        `yaml:"limits"`
-	Timeouts      TimeoutConfig `yaml:"timeouts"`
+	Providers     string   `yaml:"providers"`      // providers.yaml
+	Policies      []string `yaml:"policies"`       // Rego files/directories; empty: the embedded policies/
+	Routes        string   `yaml:"routes"`         // route table CSV; empty: Buddy's
+	UnknownRoutes string   `yaml:"unknown_routes"` // deny | authenticated
+	Bundle        string   `yaml:"bundle"`         // a bundle file, directory or http(s) URL, instead of providers + policies
+	BundlePoll    Duration `yaml:"bundle_poll"`    // how often a bundle URL is polled
+	// BundleTokenEnv names the variable holding a bearer credential sent
+	// when polling a bundle URL (e.g. another sidecar's /_sidecar/bundle).
+	BundleTokenEnv string        `yaml:"bundle_token_env"`
+	Watch          *bool         `yaml:"watch"` // reload when the files change (default true)
+	Trusted        []string      `yaml:"trusted_proxies"`
+	AdminTokenEnv  string        `yaml:"admin_token_env"` // the variable holding the introspection credential
+	LogLevel       string        `yaml:"log_level"`
+	OIDC           OIDCConfig    `yaml:"oidc"`
+	RateLimits     RateLimits    `yaml:"rate_limits"`
+	Limits         Limits        `yaml:"limits"`
+	Timeouts       TimeoutConfig `yaml:"timeouts"`
 }
 
 // RedisConfig selects the Redis deployment: a URL, a Cluster (addrs) or a
@@ -253,6 +256,9 @@ func (c *Config) validate() []string {
 		if u, err := url.Parse(c.Bundle); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
 			add("bundle %q: a bundle URL must be http(s)", redactURL(c.Bundle))
 		}
+	}
+	if c.BundleTokenEnv != "" && !strings.Contains(c.Bundle, "://") {
+		add("bundle_token_env is set but bundle is not an http(s) URL; the credential is only sent when polling a bundle URL")
 	}
 	switch c.UnknownRoutes {
 	case "deny", "authenticated":

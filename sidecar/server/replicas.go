@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -229,3 +230,71 @@ func (s *Server) clientIPOf(r *http.Request) string {
 
 // errNoBundle: nothing loaded yet.
 var errNoBundle = errors.New("no policy revision is loaded")
+
+// servedBundle caches the active snapshot's bundle tarball.
+type servedBundle struct {
+	snap *policy.Snapshot
+	data []byte
+}
+
+// serveBundle is GET BundlePath: the active revision as a bundle .tar.gz
+// (what `bundle build` writes, what `opa run -b` and other sidecars'
+// `bundle:` URL accept), with a strong ETag (the content revision) and 304
+// on If-None-Match. Admin credential required.
+func (s *Server) serveBundle(w http.ResponseWriter, r *http.Request) {
+	if !s.adminAuthorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar admin"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "an admin bearer credential is required (admin_token_env)"})
+		return
+	}
+	snap := s.engine.Current()
+	if snap == nil || snap.Bundle == nil {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": errNoBundle.Error()})
+		return
+	}
+	etag := `"` + snap.Revision + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	data, err := s.bundleBytes(snap)
+	if err != nil {
+		s.log.Error("could not serialize the active bundle", "revision", snap.Revision, "error", err.Error())
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "the active bundle could not be serialized: " + err.Error()})
+		return
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(data)
+	}
+}
+
+func (s *Server) bundleBytes(snap *policy.Snapshot) ([]byte, error) {
+	s.bundleMu.Lock()
+	defer s.bundleMu.Unlock()
+	if s.bundleCache.snap == snap {
+		return s.bundleCache.data, nil
+	}
+	var buf bytes.Buffer
+	if err := policy.WriteBundle(&buf, snap.Bundle); err != nil {
+		return nil, err
+	}
+	s.bundleCache = servedBundle{snap: snap, data: buf.Bytes()}
+	return s.bundleCache.data, nil
+}
+
+// etagMatch implements If-None-Match's comparison (weak, RFC 9110 13.1.2).
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}

@@ -72,6 +72,8 @@ type Server struct {
 	hub *revocation.Hub
 	// pendingRaise: removed providers whose epoch raise failed (guarded by reloadMu).
 	pendingRaise map[string]bool
+	bundleMu     sync.Mutex
+	bundleCache  servedBundle
 }
 
 // seenContent is the source content a reload last processed: its version
@@ -185,6 +187,16 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	s.source = newSource(cfg, newBundleClient())
+	if cfg.BundleTokenEnv != "" {
+		cred := o.Getenv(cfg.BundleTokenEnv)
+		if cred == "" {
+			s.stopBg()
+			return nil, fmt.Errorf("bundle credential: bundle_token_env names %s, which is empty; set it to the bearer credential of the bundle URL", cfg.BundleTokenEnv)
+		}
+		if us, ok := s.source.(*urlSource); ok {
+			us.bearer = cred
+		}
+	}
 	if err = s.Reload(ctx); err != nil {
 		s.stopBg()
 		err = fmt.Errorf("loading policy from %s: %w", s.source.Describe(), err)
@@ -388,6 +400,7 @@ func (s *Server) AdminHandler() http.Handler {
 	r.Handle(MetricsPath, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc(ReloadPath, s.reloadHandler).Methods(http.MethodPost)
 	r.HandleFunc(RevokeProviderTokensPath, s.revokeProviderTokens).Methods(http.MethodPost)
+	r.HandleFunc(BundlePath, s.serveBundle).Methods(http.MethodGet, http.MethodHead)
 	s.exchange.RegisterAdmin(r)
 	return r
 }

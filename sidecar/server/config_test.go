@@ -230,3 +230,16 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// TestBundleTokenEnv: the key and its variable; only with a bundle URL.
+func TestBundleTokenEnv(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nbundle: https://source:9090/_sidecar/bundle\n"),
+		env(map[string]string{"OIDC_SIDECAR_BUNDLE_TOKEN_ENV": "SRC_TOKEN"}))
+	if err != nil || c.BundleTokenEnv != "SRC_TOKEN" {
+		t.Fatalf("%v %q", err, c.BundleTokenEnv)
+	}
+	_, err = ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nbundle: b.tar.gz\nbundle_token_env: SRC_TOKEN\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "bundle_token_env is set but bundle is not an http(s) URL") {
+		t.Fatalf("%v", err)
+	}
+}

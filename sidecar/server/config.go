@@ -97,6 +97,9 @@ type RedisConfig struct {
 	KeyPrefix   string   `yaml:"key_prefix"`
 	Timeout     Duration `yaml:"timeout"`
 	PoolSize    int      `yaml:"pool_size"`
+	// MinReplicasAck: an exchange (and a revocation) answers only after
+	// Redis's WAIT confirmed the write on this many replicas; 0 = do not wait.
+	MinReplicasAck int `yaml:"min_replicas_ack"`
 }
 
 // OIDCConfig tunes token verification.
@@ -296,6 +299,9 @@ func (c *Config) validate() []string {
 		}
 		if r.PoolSize < 0 {
 			add("redis.pool_size %d must be 0 (the client's default) or positive", r.PoolSize)
+		}
+		if r.MinReplicasAck < 0 {
+			add("redis.min_replicas_ack %d must be 0 (do not wait for replicas) or the number of replicas that must confirm each token", r.MinReplicasAck)
 		}
 		if r.Timeout != 0 && r.Timeout.D() < time.Millisecond {
 			add("redis.timeout %s is too small", r.Timeout.D())

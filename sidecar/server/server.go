@@ -234,6 +234,7 @@ func newStore(cfg *Config, getenv func(string) string, now func() time.Time) (to
 	o := token.RedisOptions{
 		URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username,
 		TLS: r.TLS, KeyPrefix: r.KeyPrefix, Timeout: r.Timeout.D(), PoolSize: r.PoolSize,
+		MinReplicasAck: r.MinReplicasAck,
 	}
 	if r.PasswordEnv != "" {
 		o.Password = getenv(r.PasswordEnv)

@@ -48,7 +48,33 @@ type RedisOptions struct {
 	// PoolSize is the maximum number of connections per node; 0 = go-redis default
 	// (10 × GOMAXPROCS).
 	PoolSize int
+	// MinReplicasAck, when positive, makes Save and Revoke (and, in Cluster
+	// mode, ClaimOnce) return only after Redis's WAIT confirms that the write
+	// reached at least this many replicas of the primary that took it. WAIT
+	// waits at most AckTimeout(Timeout) (half the per-operation timeout). A
+	// write that is not confirmed in time is an error wrapping
+	// ErrNotReplicated and ErrUnavailable; Save then deletes the record it
+	// wrote. 0 (the default) does not wait: Redis replication is
+	// asynchronous, so a failover can lose writes acknowledged in the last
+	// moments before the primary died.
+	MinReplicasAck int
 }
+
+// AckTimeout is how long WAIT waits for RedisOptions.MinReplicasAck
+// replicas, given the per-operation timeout (0 = DefaultTimeout): the same
+// duration. An operation that waits for replicas is bounded by the timeout
+// for the write, plus AckTimeout for WAIT, plus ackSlack.
+func AckTimeout(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return timeout
+}
+
+// ackSlack is added to an acknowledged write's deadline: Redis checks WAIT
+// timeouts on its cron (hz 10 by default), so WAIT may answer up to about
+// 100ms after its timeout.
+const ackSlack = 200 * time.Millisecond
 
 // RedisStore is a Store backed by Redis (single server, Sentinel or Cluster).
 //
@@ -65,6 +91,9 @@ type RedisStore struct {
 	prefix  string
 	timeout time.Duration
 	now     func() time.Time // wall clock for window indexes and ExpiresAt checks; replaced in tests
+	minAck  int              // RedisOptions.MinReplicasAck
+	ackWait time.Duration    // WAIT's timeout
+	ackOp   time.Duration    // the deadline of a write + WAIT
 
 	closeOnce sync.Once
 	closeErr  error
@@ -125,6 +154,9 @@ func NewRedis(o RedisOptions) (*RedisStore, error) {
 		prefix:  prefix,
 		timeout: uo.ReadTimeout,
 		now:     time.Now,
+		minAck:  o.MinReplicasAck,
+		ackWait: AckTimeout(uo.ReadTimeout),
+		ackOp:   uo.ReadTimeout + AckTimeout(uo.ReadTimeout) + ackSlack,
 	}, nil
 }
 
@@ -136,6 +168,9 @@ func (o RedisOptions) universal() (*redis.UniversalOptions, error) {
 	}
 	if o.PoolSize < 0 {
 		return nil, fmt.Errorf(p+"PoolSize must not be negative, got %d", o.PoolSize)
+	}
+	if o.MinReplicasAck < 0 {
+		return nil, fmt.Errorf(p+"MinReplicasAck must be 0 (do not wait for replicas) or positive, got %d", o.MinReplicasAck)
 	}
 	if o.DB < 0 {
 		return nil, fmt.Errorf(p+"DB must not be negative, got %d", o.DB)
@@ -270,6 +305,15 @@ func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, s.timeout)
 }
 
+// writeCtx is ctx for a write that may wait for replicas (Save, Revoke,
+// ClaimOnce).
+func (s *RedisStore) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.minAck > 0 {
+		return context.WithTimeout(ctx, s.ackOp)
+	}
+	return s.ctx(ctx)
+}
+
 // unavailable wraps a backend error so that errors.Is(err, ErrUnavailable)
 // holds and the message names the failed command.
 func (s *RedisStore) unavailable(cmd string, err error) error {
@@ -289,12 +333,87 @@ func (s *RedisStore) Save(ctx context.Context, hash string, rec *Record, ttl tim
 	if err != nil {
 		return fmt.Errorf("token: encoding record: %w", err)
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	if err := s.client.Set(ctx, s.prefix+tokKeyPart+hash, val, ttl).Err(); err != nil {
-		return s.unavailable("SET", err)
+	key := s.prefix + tokKeyPart + hash
+	if s.minAck == 0 {
+		if err := s.client.Set(ctx, key, val, ttl).Err(); err != nil {
+			return s.unavailable("SET", err)
+		}
+		return nil
+	}
+	_, err = s.acked(ctx, key, "SET", func(p redis.Pipeliner) redis.Cmder { return p.Set(ctx, key, val, ttl) })
+	if err != nil {
+		// The record may be on the primary (and even on some replicas): delete
+		// it, so a token that is never handed out cannot be used either.
+		s.discard(ctx, key)
+		if errors.Is(err, ErrNotReplicated) {
+			return fmt.Errorf("%w; the record was deleted and the token not handed out", err)
+		}
+		return err
 	}
 	return nil
+}
+
+// acked runs write and WAIT minAck ackWait in one pipeline on one
+// connection to the primary that owns key (in Cluster mode WAIT has no key,
+// so the pipeline goes to MasterForKey's node instead of letting the
+// cluster client route a keyless command to any node). WAIT confirms every
+// write this connection made, so the write itself. The result is write's
+// command; an error wraps ErrUnavailable, and ErrNotReplicated when WAIT
+// counted fewer than minAck replicas.
+func (s *RedisStore) acked(ctx context.Context, key, name string, write func(redis.Pipeliner) redis.Cmder) (redis.Cmder, error) {
+	var node *redis.Client
+	cc, cluster := s.client.(*redis.ClusterClient)
+	switch c := s.client.(type) {
+	case *redis.ClusterClient:
+		n, err := c.MasterForKey(ctx, key)
+		if err != nil {
+			return nil, s.unavailable(name+" (finding the key's primary)", err)
+		}
+		node = n
+	case *redis.Client: // one server, or Sentinel's failover client
+		node = c
+	default:
+		return nil, fmt.Errorf("%w: redis %s: cannot wait for replicas with a %T", ErrUnavailable, name, s.client)
+	}
+	// A pipeline's replies must arrive within the client's read timeout;
+	// WAIT's may take the ack timeout more. The clone shares the pool.
+	c := node.WithTimeout(s.ackOp)
+	var wcmd redis.Cmder
+	var wait *redis.Cmd
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		wcmd = write(p)
+		wait = p.Do(ctx, "wait", s.minAck, s.ackWait.Milliseconds())
+		return nil
+	})
+	if err != nil {
+		if cluster {
+			// A MOVED or a dead node: the cluster client's slot map is stale
+			// (e.g. after a failover); refresh it for the next call.
+			cc.ReloadState(ctx)
+		}
+		if wcmd != nil && wcmd.Err() != nil {
+			return wcmd, s.unavailable(name, wcmd.Err())
+		}
+		return wcmd, s.unavailable(name+"+WAIT", err)
+	}
+	n, err := wait.Int64()
+	if err != nil {
+		return wcmd, s.unavailable("WAIT", err)
+	}
+	if n < int64(s.minAck) {
+		return wcmd, fmt.Errorf("%w: %w: redis WAIT: the %s reached %d of the %d replica(s) redis.min_replicas_ack requires within %s",
+			ErrUnavailable, ErrNotReplicated, name, n, s.minAck, s.ackWait)
+	}
+	return wcmd, nil
+}
+
+// discard deletes key, best effort, on a fresh context (ctx may be spent).
+func (s *RedisStore) discard(ctx context.Context, key string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	_ = s.client.Del(ctx, key).Err()
 }
 
 // Get loads the record stored under tok:<hash>.
@@ -332,13 +451,24 @@ func (s *RedisStore) Revoke(ctx context.Context, hash string) (bool, error) {
 	if !validHash(hash) {
 		return false, nil
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	n, err := s.client.Del(ctx, s.prefix+tokKeyPart+hash).Result()
-	if err != nil {
-		return false, s.unavailable("DEL", err)
+	key := s.prefix + tokKeyPart + hash
+	if s.minAck == 0 {
+		n, err := s.client.Del(ctx, key).Result()
+		if err != nil {
+			return false, s.unavailable("DEL", err)
+		}
+		return n > 0, nil
 	}
-	return n > 0, nil
+	// A revocation a failover could undo is not a revocation: wait for the
+	// replicas too, and report a failure (the caller answers 503, the client
+	// retries).
+	cmd, err := s.acked(ctx, key, "DEL", func(p redis.Pipeliner) redis.Cmder { return p.Del(ctx, key) })
+	if err != nil {
+		return false, err
+	}
+	return cmd.(*redis.IntCmd).Val() > 0, nil
 }
 
 // ClaimOnce runs a script that does SET once:<key> <owner> NX PX ttl and,
@@ -355,9 +485,28 @@ func (s *RedisStore) ClaimOnce(ctx context.Context, key, owner string, ttl time.
 	if err := checkTTL("ClaimOnce", ttl); err != nil {
 		return false, err
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	n, err := claimScript.Run(ctx, s.client, []string{s.prefix + onceKeyPart + key}, owner, ttl.Milliseconds()).Int64()
+	k := s.prefix + onceKeyPart + key
+	if _, cluster := s.client.(*redis.ClusterClient); cluster && s.minAck > 0 {
+		// On one primary (single server, Sentinel) the WAIT after the
+		// token's SET confirms this earlier claim too; in a Cluster the claim
+		// may live on another shard, so it needs its own WAIT.
+		// EVAL, not EVALSHA: a NOSCRIPT retry would wait for the replicas
+		// twice; the script is a few hundred bytes.
+		cmd, err := s.acked(ctx, k, "claim", func(p redis.Pipeliner) redis.Cmder {
+			return claimScript.Eval(ctx, p, []string{k}, owner, ttl.Milliseconds())
+		})
+		if err != nil {
+			return false, err
+		}
+		n, err := cmd.(*redis.Cmd).Int64()
+		if err != nil {
+			return false, s.unavailable("EVALSHA (claim)", err)
+		}
+		return n == 1, nil
+	}
+	n, err := claimScript.Run(ctx, s.client, []string{k}, owner, ttl.Milliseconds()).Int64()
 	if err != nil {
 		// A failed claim is never "first use": callers must fail closed.
 		return false, s.unavailable("EVALSHA (claim)", err)

@@ -119,6 +119,32 @@ func (s *Server) Pid() int {
 // Port returns the server's TCP port.
 func (s *Server) Port() int { return s.port }
 
+// fastSync makes a primary start a replica's full sync at once (the
+// default diskless sync waits 5 s for more replicas to join it).
+var fastSync = []string{"--repl-diskless-sync-delay", "0"}
+
+// StartReplica starts a replica of primary and waits until it is in sync.
+func StartReplica(t testing.TB, primary *Server) *Server {
+	t.Helper()
+	r := Start(t, WithArgs(append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}, fastSync...)...))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		ok, err := InSync(ctx, primary, []*Server{r})
+		if err == nil && ok {
+			return r
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("redistest: replica %s of %s not in sync within 30s: %v", r.Addr(), primary.Addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// FastSyncArgs are redis-server arguments for a primary whose replicas
+// should sync at once (WithArgs(FastSyncArgs()...)).
+func FastSyncArgs() []string { return append([]string(nil), fastSync...) }
+
 // ClusterOptions tune StartClusterWithReplicas.
 type ClusterOptions struct {
 	// Primaries (≥ 1) share the hash slots; each has ReplicasEach replicas.
@@ -146,8 +172,8 @@ func StartClusterWithReplicas(t testing.TB, o ClusterOptions) []*Server {
 	n := o.Primaries * (1 + o.ReplicasEach)
 	nodes := make([]*Server, n)
 	for i := range nodes {
-		nodes[i] = Start(t, WithArgs("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", strconv.Itoa(int(o.NodeTimeout.Milliseconds()))))
+		nodes[i] = Start(t, WithArgs(append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.Itoa(int(o.NodeTimeout.Milliseconds()))}, fastSync...)...))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -334,12 +360,12 @@ func StartSentinelGroup(t testing.TB, o SentinelOptions) *SentinelGroup {
 		o.FailoverTimeout = 10 * time.Second
 	}
 	g := &SentinelGroup{Name: o.Name}
-	primary := Start(t)
+	primary := Start(t, WithArgs(fastSync...))
 	g.Servers = append(g.Servers, primary)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for range o.Replicas {
-		r := Start(t, WithArgs("--replicaof", "127.0.0.1", strconv.Itoa(primary.port)))
+		r := Start(t, WithArgs(append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}, fastSync...)...))
 		g.Servers = append(g.Servers, r)
 	}
 	for _, r := range g.Servers[1:] {
@@ -429,6 +455,9 @@ func InSync(ctx context.Context, primary *Server, replicas []*Server) (bool, err
 		}
 		if infoField(ri, "role") != "slave" || infoField(ri, "master_port") != strconv.Itoa(primary.port) {
 			continue
+		}
+		if infoField(ri, "master_link_status") != "up" {
+			return false, nil // still in its first sync (or reconnecting)
 		}
 		n++
 		got, _ := strconv.ParseInt(infoField(ri, "slave_repl_offset"), 10, 64)

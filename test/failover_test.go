@@ -591,6 +591,8 @@ func TestMinReplicasAck(t *testing.T) {
 	one := startSidecar(t, cfg, nil)
 	cfg["redis"] = map[string]any{"url": primary.URL(), "min_replicas_ack": 2}
 	two := startSidecar(t, cfg, nil)
+	cfg["redis"] = map[string]any{"url": primary.URL()}
+	zero := startSidecar(t, cfg, nil)
 
 	// One replica required, one there: the record is on it when the answer comes.
 	r0 := one.exchangeBuddy(t, ghID, w.ghToken(t, nil))
@@ -623,6 +625,30 @@ func TestMinReplicasAck(t *testing.T) {
 	})
 	// The OIDC token was not burned: it can be exchanged where Redis can confirm it.
 	one.mustExchange(t, ghID, jwt)
+
+	// What waiting costs an exchange (measured, logged, not asserted):
+	// alternate exchanges on the sidecar that does not wait and on the one
+	// that waits for one replica.
+	n := 300
+	switch {
+	case testing.Short():
+		n = 30
+	case os.Getenv("OIDC_SIDECAR_LOAD") == "long":
+		n = 3000
+	}
+	lat := map[*sidecar][]time.Duration{}
+	for i := range 2 * n {
+		s := []*sidecar{zero, one}[i%2]
+		r := s.exchangeBuddy(t, ghID, w.ghToken(t, nil))
+		expectStatus(t, r, http.StatusOK)
+		lat[s] = append(lat[s], r.Dur)
+	}
+	for _, s := range []*sidecar{zero, one} {
+		sort.Slice(lat[s], func(i, j int) bool { return lat[s][i] < lat[s][j] })
+	}
+	t.Logf("exchange latency over %d exchanges each (client-side, loopback, one replica): min_replicas_ack 0: p50 %s p99 %s; min_replicas_ack 1: p50 %s p99 %s; added: p50 %s p99 %s",
+		n, percentile(lat[zero], 0.5), percentile(lat[zero], 0.99), percentile(lat[one], 0.5), percentile(lat[one], 0.99),
+		percentile(lat[one], 0.5)-percentile(lat[zero], 0.5), percentile(lat[one], 0.99)-percentile(lat[zero], 0.99))
 
 	// A revocation Redis cannot confirm is not reported as done.
 	expectStatus(t, two.revoke(t, tok), http.StatusServiceUnavailable)

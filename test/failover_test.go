@@ -49,16 +49,34 @@ type topology struct {
 	// settled reports whether every running replica has everything its
 	// primary wrote so far.
 	settled func(t *testing.T) bool
+	// stall, when set, stalls the replication link to the primary's
+	// replica before the kill: what the primary writes meanwhile is lost
+	// with it (a lagging replica, a partition).
+	stall func()
 }
 
-func sentinelTopology(t *testing.T) *topology { return sentinelReplicas(t, 1) }
+func sentinelTopology(t *testing.T) *topology { return sentinelReplicas(t, 1, false) }
 
-func sentinelReplicas(t *testing.T, replicas int) *topology {
+// stalledTopology is Sentinel with one replica whose replication link
+// stalls for the last half second before the primary dies.
+func stalledTopology(t *testing.T) *topology { return sentinelReplicas(t, 1, true) }
+
+func sentinelReplicas(t *testing.T, replicas int, stallable bool) *topology {
 	g := redistest.StartSentinelGroup(t, redistest.SentinelOptions{
 		Name: "sidecar", Replicas: replicas, Sentinels: 3, DownAfter: time.Second, FailoverTimeout: 5 * time.Second,
+		StallableLinks: stallable,
 	})
+	var stall func()
+	if stallable {
+		stall = func() {
+			for _, l := range g.Links {
+				l.Stall()
+			}
+		}
+	}
 	return &topology{
 		name:    fmt.Sprintf("sentinel, %d replica(s)", replicas),
+		stall:   stall,
 		redis:   map[string]any{"addrs": g.SentinelAddrs(), "master_name": g.Name},
 		primary: func(t *testing.T, _ string) *redistest.Server { return g.Primary(t) },
 		promoted: func(t *testing.T, old *redistest.Server, _ string) bool {
@@ -130,14 +148,22 @@ func TestFailover(t *testing.T) {
 		{"sentinel", sentinelTopology, 0},
 		{"cluster", clusterTopology, 0},
 		{"sentinel-ack1", sentinelTopology, 1},
-		{"sentinel-2replicas-ack1", func(t *testing.T) *topology { return sentinelReplicas(t, 2) }, 1},
+		{"sentinel-2replicas-ack1", func(t *testing.T) *topology { return sentinelReplicas(t, 2, false) }, 1},
 		{"cluster-ack1", clusterTopology, 1},
+		// The replication link stalls 500 ms before the kill: what is lost
+		// without min_replicas_ack, and what it costs with it.
+		{"sentinel-stalled", stalledTopology, 0},
+		{"sentinel-stalled-ack1", stalledTopology, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if c.ack > 0 && !withAck {
-				t.Skip("min_replicas_ack failovers run with OIDC_SIDECAR_FAILOVER=ack or OIDC_SIDECAR_LOAD=long")
+			if (c.ack > 0 || strings.Contains(c.name, "stalled")) && !withAck {
+				t.Skip("min_replicas_ack and stalled-link failovers run with OIDC_SIDECAR_FAILOVER=ack or OIDC_SIDECAR_LOAD=long")
 			}
-			failoverScenario(t, c.top(t), c.ack, rounds, load)
+			r := rounds
+			if strings.Contains(c.name, "stalled") {
+				r = 1 // the stallable link is gone with the first primary
+			}
+			failoverScenario(t, c.top(t), c.ack, r, load)
 		})
 	}
 }
@@ -418,6 +444,11 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		// The node holding the invalidation channel's slot holds tokens,
 		// claims and (Sentinel) everything else too.
 		victim := top.primary(t, channel)
+		incident := time.Now()
+		if top.stall != nil && round == 1 {
+			top.stall()
+			time.Sleep(500 * time.Millisecond) // the writes made now reach only the primary
+		}
 		pid := victim.Pid()
 		opsBefore := l.ops.Load()
 		kill := time.Now()
@@ -471,7 +502,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		var after []string
 		for _, f := range l.failures {
 			switch {
-			case f.at.Before(kill):
+			case f.at.Before(incident):
 				t.Errorf("round %d: failure before the kill: %s", round, f.what)
 			case f.at.After(recoveredAt):
 				after = append(after, f.what)
@@ -507,6 +538,9 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		if !first.IsZero() {
 			window = last.Sub(first)
 		}
+		if kill.Sub(incident) > time.Millisecond {
+			t.Logf("round %d: the replication link stalled %s before the kill", round, kill.Sub(incident).Round(time.Millisecond))
+		}
 		t.Logf("round %d (%s, min_replicas_ack %d): %d requests failed (503 or no answer) between %s and %s after the kill (window %s); "+
 			"last failed proxied request %s, last failed exchange/revocation %s after the kill; "+
 			"promoted after %s, every sidecar answering after %s; %d operations in all",
@@ -514,6 +548,12 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 			window.Round(time.Millisecond), since(lastProxy), since(lastWrite), promoted.Round(time.Millisecond), recovered.Round(time.Millisecond), l.ops.Load())
 		for _, a := range after {
 			t.Errorf("round %d: error after recovery: %s", round, a)
+		}
+		if len(after) > 0 {
+			for _, s := range rs {
+				lines := s.logs.Lines(`"level":"ERROR"`)
+				t.Logf("%s: last errors: %s", s.URL, strings.Join(lines[max(0, len(lines)-5):], "\n"))
+			}
 		}
 		for _, wr := range l.wrong {
 			t.Errorf("round %d: WRONG ALLOW: %s", round, wr)
@@ -557,6 +597,24 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 			t.Errorf("a token issued before the last kill: %s", r)
 		}
 	}
+	// The OIDC tokens exchanged in the last 2 s before the kill: a replay
+	// must still be refused (its claim survived the failover).
+	replayed, tried := 0, 0
+	for _, it := range issuedAll {
+		if it.at.After(kill) || kill.Sub(it.at) > 2*time.Second {
+			continue
+		}
+		tried++
+		r := rs[2].exchangeBuddy(t, ghID, it.jwt)
+		switch {
+		case r.Status == http.StatusOK && ack == 0:
+			replayed++
+		case r.Status == http.StatusOK:
+			t.Errorf("WRONG ALLOW: an OIDC token exchanged %s before the kill was exchanged again after it", kill.Sub(it.at).Round(time.Millisecond))
+		case r.Status != http.StatusUnauthorized:
+			t.Errorf("a replay after the failover: %s", r)
+		}
+	}
 	revived := 0
 	for _, rv := range revokedAll {
 		r := rs[1].call(t, http.MethodGet, replicaPath, rv.tok)
@@ -570,10 +628,15 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		}
 	}
 	sort.Slice(lostAt, func(i, j int) bool { return lostAt[i] < lostAt[j] })
-	t.Logf("%s, min_replicas_ack %d: of the %d tokens the load got before the last kill, %d still work after it (lost: %d, issued %v before the kill); "+
-		"%d settled tokens all work; %d revocations made under load, %d undone by the failover; %d losses seen during the load: %v",
-		top.name, ack, before, works, len(lostAt), lostAt, len(settled), len(revokedAll), revived, len(lostDuring), lostDuring)
-	if ack > 0 && (len(lostAt) > 0 || revived > 0 || len(lostDuring) > 0) {
+	lastLost := time.Duration(0)
+	if len(lostAt) > 0 {
+		lastLost = lostAt[len(lostAt)-1]
+	}
+	t.Logf("%s, min_replicas_ack %d: of the %d tokens the load got before the last kill, %d still work after it (lost: %d, issued between %v and %v before the kill); "+
+		"%d settled tokens all work; %d revocations made under load, %d undone by the failover; "+
+		"%d of the %d OIDC tokens exchanged in the last 2 s before the kill could be exchanged again (replay claim lost); %d losses seen during the load: %v",
+		top.name, ack, before, works, len(lostAt), percentile(lostAt, 0), lastLost.Round(time.Millisecond), len(settled), len(revokedAll), revived, replayed, tried, len(lostDuring), truncate(fmt.Sprint(lostDuring), 600))
+	if ack > 0 && (len(lostAt) > 0 || revived > 0 || replayed > 0 || len(lostDuring) > 0) {
 		t.Errorf("with min_replicas_ack %d no acknowledged write may be lost: %d tokens lost, %d revocations undone, %v", ack, len(lostAt), revived, lostDuring)
 	}
 }

@@ -322,6 +322,9 @@ type SentinelOptions struct {
 	DownAfter time.Duration
 	// FailoverTimeout is failover-timeout; default 10s.
 	FailoverTimeout time.Duration
+	// StallableLinks connects each replica to the primary through a
+	// LinkProxy (SentinelGroup.Links), so a test can stall replication.
+	StallableLinks bool
 }
 
 // SentinelGroup is a primary, its replicas and the sentinels monitoring
@@ -330,6 +333,9 @@ type SentinelGroup struct {
 	Name      string
 	Servers   []*Server // the data nodes; Servers[0] is the first primary
 	Sentinels []*Server
+	// Links[i] carries the replication stream to Servers[i+1] when
+	// SentinelOptions.StallableLinks is set.
+	Links []*LinkProxy
 }
 
 // SentinelAddrs returns the sentinels' addresses (redis.addrs in Sentinel mode).
@@ -365,20 +371,24 @@ func StartSentinelGroup(t testing.TB, o SentinelOptions) *SentinelGroup {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for range o.Replicas {
-		r := Start(t, WithArgs(append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}, fastSync...)...))
+		port := primary.port
+		if o.StallableLinks {
+			l := StartLinkProxy(t, primary.Addr())
+			g.Links = append(g.Links, l)
+			port = l.Port()
+		}
+		r := Start(t, WithArgs(append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(port)}, fastSync...)...))
 		g.Servers = append(g.Servers, r)
 	}
-	for _, r := range g.Servers[1:] {
-		for {
-			repl, err := r.Client().Info(ctx, "replication").Result()
-			if err == nil && infoField(repl, "master_link_status") == "up" {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("redistest: replica %s not in sync: %v %s", r.Addr(), err, repl)
-			}
-			time.Sleep(20 * time.Millisecond)
+	for {
+		ok, err := InSync(ctx, primary, g.Servers)
+		if err == nil && ok {
+			break
 		}
+		if ctx.Err() != nil {
+			t.Fatalf("redistest: the replicas of %s are not in sync: %v", primary.Addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	extra := fmt.Sprintf("sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s %d\nsentinel parallel-syncs %s 1\n",
 		o.Name, o.DownAfter.Milliseconds(), o.Name, o.FailoverTimeout.Milliseconds(), o.Name)
@@ -437,26 +447,40 @@ func (g *SentinelGroup) Primary(t testing.TB) *Server {
 // InSync reports whether every running replica of primary has received
 // everything primary has written so far (its master_repl_offset), so a
 // test can mark a point before which no acknowledged write can be lost by
-// a failover.
+// a failover. The replicas of primary are those it lists as online
+// (whatever address they reach it by: directly or through a LinkProxy);
+// false when there is none.
 func InSync(ctx context.Context, primary *Server, replicas []*Server) (bool, error) {
 	repl, err := primary.Client().Info(ctx, "replication").Result()
 	if err != nil {
 		return false, err
 	}
 	want, _ := strconv.ParseInt(infoField(repl, "master_repl_offset"), 10, 64)
+	online := map[string]bool{}
+	for _, line := range strings.Split(repl, "\n") {
+		// slave0:ip=127.0.0.1,port=6380,state=online,offset=123,lag=0
+		if !strings.HasPrefix(line, "slave") || !strings.Contains(line, ":ip=") {
+			continue
+		}
+		f := map[string]string{}
+		for _, kv := range strings.Split(strings.TrimSpace(line[strings.IndexByte(line, ':')+1:]), ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			f[k] = v
+		}
+		if f["state"] == "online" {
+			online[f["port"]] = true
+		}
+	}
 	n := 0
 	for _, r := range replicas {
-		if r == primary || !r.Running() {
+		if r == primary || !r.Running() || !online[strconv.Itoa(r.port)] {
 			continue
 		}
 		ri, err := r.Client().Info(ctx, "replication").Result()
 		if err != nil {
 			return false, err
 		}
-		if infoField(ri, "role") != "slave" || infoField(ri, "master_port") != strconv.Itoa(primary.port) {
-			continue
-		}
-		if infoField(ri, "master_link_status") != "up" {
+		if infoField(ri, "role") != "slave" || infoField(ri, "master_link_status") != "up" {
 			return false, nil // still in its first sync (or reconnecting)
 		}
 		n++

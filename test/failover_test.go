@@ -548,6 +548,15 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 			window.Round(time.Millisecond), since(lastProxy), since(lastWrite), promoted.Round(time.Millisecond), recovered.Round(time.Millisecond), l.ops.Load())
 		for _, a := range after {
 			t.Errorf("round %d: error after recovery: %s", round, a)
+			if i := strings.Index(a, "(decision "); i >= 0 {
+				id := strings.TrimRight(a[i+len("(decision "):], `)"}]…`)
+				id = id[:min(len(id), 26)]
+				for _, s := range rs {
+					for _, line := range s.logs.Lines(id) {
+						t.Logf("  %s: %s", s.URL, line)
+					}
+				}
+			}
 		}
 		if len(after) > 0 {
 			for _, s := range rs {

@@ -174,14 +174,20 @@ type failure struct {
 	what string
 }
 
+// The write behind an answer happens between the request's start and its
+// answer: a request started before the kill may have written to the old
+// primary even if its answer came after it, so losses are attributed by
+// the start time.
 type issued struct {
 	tok, jwt string
-	at       time.Time // when the exchange's 200 arrived
+	sent     time.Time // when the exchange was sent
+	at       time.Time // when its 200 arrived
 }
 
 type revoked struct {
-	tok string
-	at  time.Time // when the revocation's 200 arrived
+	tok  string
+	sent time.Time // when the revocation was sent
+	at   time.Time // when its 200 arrived
 }
 
 // failoverLoad is the steady load: exchanges on every replica, the new
@@ -253,12 +259,12 @@ func (l *failoverLoad) fail(what string, status int, body string, err error) {
 	l.failures = append(l.failures, failure{time.Now(), what})
 }
 
-// nearKill reports whether at is in the second before the kill: a write
-// acknowledged then may be lost by the failover when nothing waited for
-// the replicas.
+// nearKill reports whether a request sent at at, in the second before the
+// kill, may have written to the old primary only: a write lost by the
+// failover when nothing waited for the replicas.
 func (l *failoverLoad) nearKill(at time.Time) bool {
 	k := l.killAt.Load()
-	return l.ack == 0 && k != nil && !at.After(*k) && k.Sub(at) < time.Second
+	return l.ack == 0 && k != nil && at.Before(*k) && k.Sub(at) < time.Second
 }
 
 func (l *failoverLoad) worker(stop <-chan struct{}, id int) {
@@ -297,7 +303,7 @@ func (l *failoverLoad) worker(stop <-chan struct{}, id int) {
 					// lost with the primary.
 					l.mu.Lock()
 					msg := fmt.Sprintf("a token revoked %s ago was allowed on %s", time.Since(rev.at).Round(time.Millisecond), a.URL)
-					if l.nearKill(rev.at) {
+					if l.nearKill(rev.sent) {
 						l.lost = append(l.lost, "revocation lost: "+msg)
 					} else {
 						l.wrong = append(l.wrong, msg)
@@ -327,6 +333,7 @@ func (l *failoverLoad) worker(stop <-chan struct{}, id int) {
 				l.fail("signing", 0, "", err)
 				continue
 			}
+			sent := time.Now()
 			st, body, err := l.exchange(a, jwt)
 			if err != nil || st != http.StatusOK {
 				l.fail("exchange", st, body, err)
@@ -337,11 +344,12 @@ func (l *failoverLoad) worker(stop <-chan struct{}, id int) {
 				l.fail("exchange answer", st, body, err)
 				continue
 			}
-			it := issued{tok: tok, jwt: jwt, at: time.Now()}
+			it := issued{tok: tok, jwt: jwt, sent: sent, at: time.Now()}
 			l.useIssued(b, it)
 			switch i % 3 {
 			case 0:
 				c := l.rs[rng.IntN(3)]
+				sent := time.Now()
 				st, body, err := l.revoke(c, tok)
 				if err != nil || st != http.StatusOK {
 					l.fail("revoke", st, body, err)
@@ -349,7 +357,7 @@ func (l *failoverLoad) worker(stop <-chan struct{}, id int) {
 					continue
 				}
 				l.mu.Lock()
-				l.revoked = append(l.revoked, revoked{tok, time.Now()})
+				l.revoked = append(l.revoked, revoked{tok, sent, time.Now()})
 				l.mu.Unlock()
 				continue
 			case 1:
@@ -360,7 +368,7 @@ func (l *failoverLoad) worker(stop <-chan struct{}, id int) {
 				case st == http.StatusOK:
 					l.mu.Lock()
 					msg := "a replayed OIDC token was exchanged again"
-					if l.nearKill(it.at) {
+					if l.nearKill(it.sent) {
 						l.lost = append(l.lost, "replay claim lost: "+msg)
 					} else {
 						l.wrong = append(l.wrong, msg)
@@ -388,7 +396,7 @@ func (l *failoverLoad) useIssued(s *sidecar, it issued) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		msg := fmt.Sprintf("a token issued at %s answered 401 on %s", it.at.Format("15:04:05.000"), s.URL)
-		if k := l.killAt.Load(); k != nil && !it.at.After(*k) {
+		if k := l.killAt.Load(); k != nil && it.sent.Before(*k) {
 			l.lost = append(l.lost, "token lost: "+msg)
 		} else {
 			l.wrong = append(l.wrong, "refused although issued after the kill: "+msg)
@@ -592,7 +600,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 	var before, works int
 	var lostAt []time.Duration
 	for _, it := range issuedAll {
-		if it.at.After(kill) {
+		if !it.sent.Before(kill) {
 			continue
 		}
 		before++
@@ -601,7 +609,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		case http.StatusOK:
 			works++
 		case http.StatusUnauthorized:
-			lostAt = append(lostAt, kill.Sub(it.at))
+			lostAt = append(lostAt, kill.Sub(it.sent))
 		default:
 			t.Errorf("a token issued before the last kill: %s", r)
 		}
@@ -610,7 +618,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 	// must still be refused (its claim survived the failover).
 	replayed, tried := 0, 0
 	for _, it := range issuedAll {
-		if it.at.After(kill) || kill.Sub(it.at) > 2*time.Second {
+		if !it.sent.Before(kill) || kill.Sub(it.sent) > 2*time.Second {
 			continue
 		}
 		tried++
@@ -619,7 +627,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		case r.Status == http.StatusOK && ack == 0:
 			replayed++
 		case r.Status == http.StatusOK:
-			t.Errorf("WRONG ALLOW: an OIDC token exchanged %s before the kill was exchanged again after it", kill.Sub(it.at).Round(time.Millisecond))
+			t.Errorf("WRONG ALLOW: an OIDC token exchanged %s before the kill was exchanged again after it", kill.Sub(it.sent).Round(time.Millisecond))
 		case r.Status != http.StatusUnauthorized:
 			t.Errorf("a replay after the failover: %s", r)
 		}
@@ -628,7 +636,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 	for _, rv := range revokedAll {
 		r := rs[1].call(t, http.MethodGet, replicaPath, rv.tok)
 		switch {
-		case r.Status == http.StatusOK && l.nearKill(rv.at):
+		case r.Status == http.StatusOK && l.nearKill(rv.sent):
 			revived++
 		case r.Status == http.StatusOK:
 			t.Errorf("WRONG ALLOW: a token revoked at %s (kill at %s) works after the failover", rv.at.Format("15:04:05.000"), kill.Format("15:04:05.000"))

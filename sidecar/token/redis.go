@@ -42,39 +42,23 @@ type RedisOptions struct {
 	TLSConfig *tls.Config
 	// KeyPrefix namespaces every key; default DefaultKeyPrefix ("oidc-sidecar:").
 	KeyPrefix string
-	// Timeout bounds each operation (dial, read, write, and a context deadline
-	// added on top of the caller's); default DefaultTimeout (250ms).
-	Timeout time.Duration
-	// PoolSize is the maximum number of connections per node; 0 = go-redis default
-	// (10 × GOMAXPROCS).
-	PoolSize int
 	// MinReplicasAck, when positive, makes Save and Revoke (and, in Cluster
 	// mode, ClaimOnce) return only after Redis's WAIT confirms that the write
 	// reached at least this many replicas of the primary that took it. WAIT
-	// waits at most AckTimeout(Timeout) (half the per-operation timeout). A
+	// waits at most AckTimeout(Timeout) (the per-operation timeout). A
 	// write that is not confirmed in time is an error wrapping
 	// ErrNotReplicated and ErrUnavailable; Save then deletes the record it
 	// wrote. 0 (the default) does not wait: Redis replication is
 	// asynchronous, so a failover can lose writes acknowledged in the last
 	// moments before the primary died.
 	MinReplicasAck int
+	// Timeout bounds each operation (dial, read, write, and a context deadline
+	// added on top of the caller's); default DefaultTimeout (250ms).
+	Timeout time.Duration
+	// PoolSize is the maximum number of connections per node; 0 = go-redis default
+	// (10 × GOMAXPROCS).
+	PoolSize int
 }
-
-// AckTimeout is how long WAIT waits for RedisOptions.MinReplicasAck
-// replicas, given the per-operation timeout (0 = DefaultTimeout): the same
-// duration. An operation that waits for replicas is bounded by the timeout
-// for the write, plus AckTimeout for WAIT, plus ackSlack.
-func AckTimeout(timeout time.Duration) time.Duration {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-	return timeout
-}
-
-// ackSlack is added to an acknowledged write's deadline: Redis checks WAIT
-// timeouts on its cron (hz 10 by default), so WAIT may answer up to about
-// 100ms after its timeout.
-const ackSlack = 200 * time.Millisecond
 
 // RedisStore is a Store backed by Redis (single server, Sentinel or Cluster).
 //
@@ -88,12 +72,10 @@ const ackSlack = 200 * time.Millisecond
 // share a hash slot; do not put hash tags ({...}) in KeyPrefix.
 type RedisStore struct {
 	client  redis.UniversalClient
+	ack     ackConfig // RedisOptions.MinReplicasAck (ack.go)
 	prefix  string
 	timeout time.Duration
 	now     func() time.Time // wall clock for window indexes and ExpiresAt checks; replaced in tests
-	minAck  int              // RedisOptions.MinReplicasAck
-	ackWait time.Duration    // WAIT's timeout
-	ackOp   time.Duration    // the deadline of a write + WAIT
 
 	closeOnce sync.Once
 	closeErr  error
@@ -151,12 +133,10 @@ func NewRedis(o RedisOptions) (*RedisStore, error) {
 	}
 	return &RedisStore{
 		client:  redis.NewUniversalClient(uo),
+		ack:     newAckConfig(o.MinReplicasAck, uo.ReadTimeout),
 		prefix:  prefix,
 		timeout: uo.ReadTimeout,
 		now:     time.Now,
-		minAck:  o.MinReplicasAck,
-		ackWait: AckTimeout(uo.ReadTimeout),
-		ackOp:   uo.ReadTimeout + AckTimeout(uo.ReadTimeout) + ackSlack,
 	}, nil
 }
 
@@ -305,15 +285,6 @@ func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, s.timeout)
 }
 
-// writeCtx is ctx for a write that may wait for replicas (Save, Revoke,
-// ClaimOnce).
-func (s *RedisStore) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.minAck > 0 {
-		return context.WithTimeout(ctx, s.ackOp)
-	}
-	return s.ctx(ctx)
-}
-
 // unavailable wraps a backend error so that errors.Is(err, ErrUnavailable)
 // holds and the message names the failed command.
 func (s *RedisStore) unavailable(cmd string, err error) error {
@@ -336,7 +307,7 @@ func (s *RedisStore) Save(ctx context.Context, hash string, rec *Record, ttl tim
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	key := s.prefix + tokKeyPart + hash
-	if s.minAck == 0 {
+	if s.ack.n == 0 {
 		if err := s.client.Set(ctx, key, val, ttl).Err(); err != nil {
 			return s.unavailable("SET", err)
 		}
@@ -353,67 +324,6 @@ func (s *RedisStore) Save(ctx context.Context, hash string, rec *Record, ttl tim
 		return err
 	}
 	return nil
-}
-
-// acked runs write and WAIT minAck ackWait in one pipeline on one
-// connection to the primary that owns key (in Cluster mode WAIT has no key,
-// so the pipeline goes to MasterForKey's node instead of letting the
-// cluster client route a keyless command to any node). WAIT confirms every
-// write this connection made, so the write itself. The result is write's
-// command; an error wraps ErrUnavailable, and ErrNotReplicated when WAIT
-// counted fewer than minAck replicas.
-func (s *RedisStore) acked(ctx context.Context, key, name string, write func(redis.Pipeliner) redis.Cmder) (redis.Cmder, error) {
-	var node *redis.Client
-	cc, cluster := s.client.(*redis.ClusterClient)
-	switch c := s.client.(type) {
-	case *redis.ClusterClient:
-		n, err := c.MasterForKey(ctx, key)
-		if err != nil {
-			return nil, s.unavailable(name+" (finding the key's primary)", err)
-		}
-		node = n
-	case *redis.Client: // one server, or Sentinel's failover client
-		node = c
-	default:
-		return nil, fmt.Errorf("%w: redis %s: cannot wait for replicas with a %T", ErrUnavailable, name, s.client)
-	}
-	// A pipeline's replies must arrive within the client's read timeout;
-	// WAIT's may take the ack timeout more. The clone shares the pool.
-	c := node.WithTimeout(s.ackOp)
-	var wcmd redis.Cmder
-	var wait *redis.Cmd
-	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		wcmd = write(p)
-		wait = p.Do(ctx, "wait", s.minAck, s.ackWait.Milliseconds())
-		return nil
-	})
-	if err != nil {
-		if cluster {
-			// A MOVED or a dead node: the cluster client's slot map is stale
-			// (e.g. after a failover); refresh it for the next call.
-			cc.ReloadState(ctx)
-		}
-		if wcmd != nil && wcmd.Err() != nil {
-			return wcmd, s.unavailable(name, wcmd.Err())
-		}
-		return wcmd, s.unavailable(name+"+WAIT", err)
-	}
-	n, err := wait.Int64()
-	if err != nil {
-		return wcmd, s.unavailable("WAIT", err)
-	}
-	if n < int64(s.minAck) {
-		return wcmd, fmt.Errorf("%w: %w: redis WAIT: the %s reached %d of the %d replica(s) redis.min_replicas_ack requires within %s",
-			ErrUnavailable, ErrNotReplicated, name, n, s.minAck, s.ackWait)
-	}
-	return wcmd, nil
-}
-
-// discard deletes key, best effort, on a fresh context (ctx may be spent).
-func (s *RedisStore) discard(ctx context.Context, key string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
-	defer cancel()
-	_ = s.client.Del(ctx, key).Err()
 }
 
 // Get loads the record stored under tok:<hash>.
@@ -454,7 +364,7 @@ func (s *RedisStore) Revoke(ctx context.Context, hash string) (bool, error) {
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	key := s.prefix + tokKeyPart + hash
-	if s.minAck == 0 {
+	if s.ack.n == 0 {
 		n, err := s.client.Del(ctx, key).Result()
 		if err != nil {
 			return false, s.unavailable("DEL", err)
@@ -488,7 +398,7 @@ func (s *RedisStore) ClaimOnce(ctx context.Context, key, owner string, ttl time.
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	k := s.prefix + onceKeyPart + key
-	if _, cluster := s.client.(*redis.ClusterClient); cluster && s.minAck > 0 {
+	if _, cluster := s.client.(*redis.ClusterClient); cluster && s.ack.n > 0 {
 		// On one primary (single server, Sentinel) the WAIT after the
 		// token's SET confirms this earlier claim too; in a Cluster the claim
 		// may live on another shard, so it needs its own WAIT.

@@ -107,10 +107,6 @@ var (
 	ErrNotFound = errors.New("token: not found")
 	// ErrUnavailable means the store could not answer; errors wrapping it say what failed.
 	ErrUnavailable = errors.New("token store unavailable")
-	// ErrNotReplicated means a write was applied on the Redis primary but
-	// not confirmed by RedisOptions.MinReplicasAck replicas in time. Errors
-	// wrapping it wrap ErrUnavailable too.
-	ErrNotReplicated = errors.New("not confirmed by enough replicas")
 )
 
 // DefaultKeyPrefix is the default namespace for every key the stores write.

@@ -85,7 +85,9 @@ func sentinelReplicas(t *testing.T, replicas int, stallable bool) *topology {
 				return false
 			}
 			info, err := p.Client().Info(context.Background(), "replication").Result()
-			return err == nil && strings.Contains(info, "role:master")
+			// The failover must be over on every sentinel before the old
+			// primary may come back (see the restart below).
+			return err == nil && strings.Contains(info, "role:master") && g.FailoverDone(t, old)
 		},
 		settled: func(t *testing.T) bool {
 			ok, err := redistest.InSync(context.Background(), g.Primary(t), g.Servers)
@@ -571,7 +573,7 @@ func failoverScenario(t *testing.T, top *topology, ack, rounds int, load time.Du
 		}
 		t.Logf("round %d (%s, min_replicas_ack %d): %d requests failed (503 or no answer) between %s and %s after the kill (window %s); "+
 			"last failed proxied request %s, last failed exchange/revocation %s after the kill; "+
-			"promoted after %s, killed server restarted after %s, every sidecar answering after %s; %d operations in all",
+			"promoted (failover complete) after %s, killed server restarted after %s, every sidecar answering after %s; %d operations in all",
 			round, top.name, ack, len(l.failures), since(first), since(last),
 			window.Round(time.Millisecond), since(lastProxy), since(lastWrite), promoted.Round(time.Millisecond), restarted.Round(time.Millisecond), recovered.Round(time.Millisecond), l.ops.Load())
 		for _, a := range after {

@@ -508,3 +508,35 @@ func withSentinelConf(master *Server, name string, quorum int, extra string) Opt
 		}
 	}
 }
+
+// FailoverDone reports whether every running sentinel has finished a
+// failover away from old: each reports another primary, has no failover in
+// progress, and lists old among the replicas (so it will make old a replica
+// when it returns, instead of taking it back as the primary).
+func (g *SentinelGroup) FailoverDone(t testing.TB, old *Server) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range g.Sentinels {
+		if !s.Running() {
+			continue
+		}
+		sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), DisableIdentity: true})
+		m, err1 := sc.Master(ctx, g.Name).Result()
+		reps, err2 := sc.Replicas(ctx, g.Name).Result()
+		sc.Close()
+		if err1 != nil || err2 != nil || m["port"] == strconv.Itoa(old.port) || strings.Contains(m["flags"], "failover") {
+			return false
+		}
+		listed := false
+		for _, r := range reps {
+			if r["port"] == strconv.Itoa(old.port) {
+				listed = true
+			}
+		}
+		if !listed {
+			return false
+		}
+	}
+	return true
+}

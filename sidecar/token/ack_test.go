@@ -166,3 +166,39 @@ func TestRedisClusterMinReplicasAckConformance(t *testing.T) {
 		t.Fatalf("the unconfirmed record is still there: %d %v", n, err)
 	}
 }
+
+// TestRedisClusterAllowNoscriptOnSomeNodes: in a Cluster the rate-limit
+// script may be cached on some nodes and not on others; Allow repeats only
+// the calls that got NOSCRIPT, so no counter is incremented twice.
+func TestRedisClusterAllowNoscriptOnSomeNodes(t *testing.T) {
+	t.Parallel()
+	nodes := redistest.StartCluster(t, 3)
+	s, _ := newTestRedis(t, nil, RedisOptions{Addrs: redistest.ClusterAddrs(nodes), KeyPrefix: "ns:"})
+	ctx := context.Background()
+	// Keys on two different nodes; the script cached on only one of them.
+	a, b := Limit{Key: "a", Max: 5, Window: time.Minute}, Limit{Key: "b", Max: 5, Window: time.Minute}
+	idx, _ := window(s.now(), time.Minute)
+	key := func(l Limit) string { return fmt.Sprintf("ns:rl:%s:%d", l.Key, idx) }
+	for i := 0; ; i++ {
+		b.Key = fmt.Sprintf("b%d", i)
+		ka := redistest.ClusterPrimaryForKey(t, nodes, key(a))
+		kb := redistest.ClusterPrimaryForKey(t, nodes, key(b))
+		if ka != kb {
+			if err := rateScript.Load(ctx, ka.Client()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range nodes {
+				if n != ka {
+					if err := n.Client().ScriptFlush(ctx).Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			break
+		}
+	}
+	res, err := s.Allow(ctx, a, b)
+	if err != nil || res[0].Remaining != 4 || res[1].Remaining != 4 {
+		t.Fatalf("first Allow: %+v, %v (a counter counted twice?)", res, err)
+	}
+}

@@ -443,7 +443,8 @@ func (s *RedisStore) Unclaim(ctx context.Context, key, owner string) error {
 // Allow pipelines one EVALSHA of a single-key INCR+PEXPIRE script per limit:
 // one round trip (per cluster node), atomic per counter, cluster safe. If the
 // server does not have the script cached (NOSCRIPT, e.g. after a restart) the
-// pipeline is repeated once with EVAL, which also caches it.
+// calls that got NOSCRIPT — only those — are repeated once with EVAL, which
+// also caches it.
 func (s *RedisStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult, error) {
 	if len(limits) == 0 {
 		return nil, nil
@@ -462,24 +463,41 @@ func (s *RedisStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult,
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 
-	run := func(evalsha bool) ([]*redis.Cmd, error) {
+	run := func() ([]*redis.Cmd, error) {
 		cmds := make([]*redis.Cmd, len(limits))
 		_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, l := range limits {
 				ms := l.Window.Milliseconds()
-				if evalsha {
-					cmds[i] = rateScript.EvalSha(ctx, p, keys[i:i+1], ms)
-				} else {
-					cmds[i] = rateScript.Eval(ctx, p, keys[i:i+1], ms)
-				}
+				cmds[i] = rateScript.EvalSha(ctx, p, keys[i:i+1], ms)
 			}
 			return nil
 		})
 		return cmds, err
 	}
-	cmds, err := run(true)
+	cmds, err := run()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		cmds, err = run(false)
+		// Repeat only the calls that found no script: the others have
+		// counted already (in a Cluster the script may be cached on some
+		// nodes and not on others), and repeating them would count twice.
+		var redo []int
+		for i, c := range cmds {
+			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				redo = append(redo, i)
+			}
+		}
+		_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range redo {
+				cmds[i] = rateScript.Eval(ctx, p, keys[i:i+1], limits[i].Window.Milliseconds())
+			}
+			return nil
+		})
+		if err == nil {
+			for _, c := range cmds {
+				if err = c.Err(); err != nil {
+					break
+				}
+			}
+		}
 	}
 	cmdName := "EVALSHA (rate limit)"
 	if err != nil {

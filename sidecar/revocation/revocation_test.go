@@ -181,7 +181,7 @@ func TestMemoryBackend(t *testing.T) {
 func TestRedisBackend(t *testing.T) {
 	srv := redistest.Start(t)
 	testHubs(t, func() Backend {
-		st, err := token.NewRedis(token.RedisOptions{URL: srv.URL()})
+		st, err := token.NewRedis(token.RedisOptions{URL: srv.URL(), Timeout: 2 * time.Second}) // semantics, not timing: generous under a loaded -race run
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestRedisBackend(t *testing.T) {
 func TestClusterBackend(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
 	testHubs(t, func() Backend {
-		st, err := token.NewRedis(token.RedisOptions{Addrs: redistest.ClusterAddrs(nodes)})
+		st, err := token.NewRedis(token.RedisOptions{Addrs: redistest.ClusterAddrs(nodes), Timeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 )
@@ -27,7 +28,7 @@ type fixture struct {
 	iss        *oidctest.Issuer
 	evil       *oidctest.Issuer // another issuer whose keys must never be used or fetched
 	v          *oidc.Verifier
-	clk        *clock
+	clk        *testkit.Clock
 	now        time.Time
 	kidR, kidE string
 	rsaKey     *rsa.PrivateKey
@@ -38,9 +39,9 @@ type fixture struct {
 
 func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
 	t.Helper()
-	f := &fixture{clk: newClock()}
+	f := &fixture{clk: testkit.NewClock(time.Now())}
 	f.now = f.clk.Now()
-	f.iss = newIssuer(t, append([]oidctest.Option{oidctest.WithRSA()}, opts...)...)
+	f.iss = oidctest.Start(t, append([]oidctest.Option{oidctest.WithRSA()}, opts...)...)
 	f.kidR = f.iss.KID()
 	var err error
 	if f.kidE, err = f.iss.Rotate("ES256"); err != nil {
@@ -48,7 +49,7 @@ func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
 	}
 	f.rsaKey = f.iss.Key(f.kidR).(*rsa.PrivateKey)
 	f.ecKey = f.iss.Key(f.kidE).(*ecdsa.PrivateKey)
-	f.evil = newIssuer(t, oidctest.WithRSA())
+	f.evil = oidctest.Start(t, oidctest.WithRSA())
 	f.evilKID = f.evil.KID()
 	f.evilKey = f.evil.Key(f.evilKID).(*rsa.PrivateKey)
 	f.v = newVerifier(t, oidc.Options{Now: f.clk.Now})
@@ -343,24 +344,24 @@ func TestWithinLeewayAccepted(t *testing.T) {
 func TestLookAlikeIssuer(t *testing.T) {
 	// An issuer whose identifier contains GitHub's host name, and a token
 	// whose iss spells it with a Cyrillic "о" (U+043E).
-	iss := newIssuer(t, oidctest.WithPath("/token.actions.githubusercontent.com"))
+	iss := oidctest.Start(t, oidctest.WithPath("/token.actions.githubusercontent.com"))
 	v := newVerifier(t, oidc.Options{})
 	fake := strings.Replace(iss.URL(), "githubusercontent", "githubuserc\u043entent", 1)
 	if fake == iss.URL() {
 		t.Fatal("no substitution")
 	}
-	_, err := v.Verify(context.Background(), sign(t, iss, oidctest.GitHubClaims(fake, testAud, "o/r", "refs/heads/main", time.Now())), expect(iss))
+	_, err := v.Verify(context.Background(), oidctest.MustSign(t, iss, oidctest.GitHubClaims(fake, testAud, "o/r", "refs/heads/main", time.Now())), expect(iss))
 	e := wantCode(t, err, oidc.CodeWrongIssuer)
 	if !strings.Contains(e.Message, `githubuserc\u043entent`) {
 		t.Errorf("message does not show the look-alike letter: %s", e.Message)
 	}
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 }
 
 func TestMissingKIDWithSingleKey(t *testing.T) {
-	iss := newIssuer(t, oidctest.WithECDSA())
+	iss := oidctest.Start(t, oidctest.WithECDSA())
 	v := newVerifier(t, oidc.Options{})
-	tok := mustVerify(t, v, sign(t, iss, ghClaims(iss, time.Now()), oidctest.WithoutKID()), expect(iss))
+	tok := mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, time.Now()), oidctest.WithoutKID()), expect(iss))
 	if tok.KeyID != iss.KID() {
 		t.Errorf("kid %q", tok.KeyID)
 	}
@@ -377,9 +378,9 @@ func TestAlgorithmAllowList(t *testing.T) {
 			t.Errorf("NewVerifier accepted %q", bad)
 		}
 	}
-	iss := newIssuer(t, oidctest.WithInitialAlg("RS512"))
+	iss := oidctest.Start(t, oidctest.WithInitialAlg("RS512"))
 	v := newVerifier(t, oidc.Options{Algorithms: []string{"RS256"}})
-	_, err := v.Verify(context.Background(), sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	_, err := v.Verify(context.Background(), oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 	e := wantCode(t, err, oidc.CodeUnsupportedAlgorithm)
 	if e.Message != `alg "RS512" is not allowed (allowed: RS256)` {
 		t.Errorf("message %q", e.Message)
@@ -388,7 +389,7 @@ func TestAlgorithmAllowList(t *testing.T) {
 }
 
 func TestSmallRSAKeysAreSkipped(t *testing.T) {
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +401,7 @@ func TestSmallRSAKeysAreSkipped(t *testing.T) {
 	raw := handSign(t, "RS256", small, map[string]any{"alg": "RS256", "kid": "small"}, mustJSON(t, ghClaims(iss, time.Now())))
 	_, err = v.Verify(context.Background(), raw, expect(iss))
 	wantCode(t, err, oidc.CodeUnknownKID)
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 }
 
 func TestPeek(t *testing.T) {
@@ -430,8 +431,8 @@ func TestPeek(t *testing.T) {
 
 func TestGitHubShapedHeaderAccepted(t *testing.T) {
 	// GitHub's header: {"alg":"RS256","kid":"...","typ":"JWT","x5t":"..."}.
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	v := newVerifier(t, oidc.Options{})
-	raw := sign(t, iss, ghClaims(iss, time.Now()), oidctest.WithHeader("x5t", "cc413527-173f-5a05-976e-9c52b1d7b431"))
+	raw := oidctest.MustSign(t, iss, ghClaims(iss, time.Now()), oidctest.WithHeader("x5t", "cc413527-173f-5a05-976e-9c52b1d7b431"))
 	mustVerify(t, v, raw, expect(iss))
 }

@@ -154,11 +154,7 @@ func newHarness(t *testing.T, o harnessOption) *harness {
 
 func newHarnessNoStart(t *testing.T, o harnessOption) *harness {
 	t.Helper()
-	iss, err := oidctest.NewIssuer(oidctest.WithRSA())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(iss.Close)
+	iss := oidctest.Start(t, oidctest.WithRSA())
 	h := &harness{
 		t: t, iss: iss, dir: t.TempDir(), logs: &syncBuffer{}, audit: &syncBuffer{},
 		upstreamToken: randomSecret("upstream-cred-"), adminToken: randomSecret("admin-cred-"),
@@ -240,11 +236,7 @@ func (h *harness) shutdown() error {
 // jwt signs a GitHub-like token for owner/repo on main.
 func (h *harness) jwt(iss *oidctest.Issuer, owner string) string {
 	h.t.Helper()
-	jwt, err := iss.Sign(oidctest.GitHubClaims(iss.URL(), "Buddy", owner+"/repo", "refs/heads/main", time.Now()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return jwt
+	return oidctest.MustSign(h.t, iss, oidctest.GitHubClaims(iss.URL(), "Buddy", owner+"/repo", "refs/heads/main", time.Now()))
 }
 
 // do sends a request and returns status and body; transport errors fail the test.

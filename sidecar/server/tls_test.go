@@ -219,7 +219,7 @@ func TestTLSRotation(t *testing.T) {
 
 	second := ca.Server(t, 60*24*time.Hour, "127.0.0.1")
 	sd.publish(pemFiles(second))
-	awaitCond(t, "the rotated certificate on new handshakes", func() bool {
+	testkit.Await(t, await, "the rotated certificate on new handshakes", func() bool {
 		return servedCert(t, addr, ca).SerialNumber.Cmp(second.Cert.SerialNumber) == 0
 	})
 	after := get(old).TLS.PeerCertificates[0]

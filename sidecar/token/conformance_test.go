@@ -13,30 +13,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 )
 
-// fakeClock is a manually advanced clock, safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	// Mid-window for any window that divides a minute, so tests never start on a boundary.
-	return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 30, 500_000_000, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// clockStart is where the tests' clocks start: mid-window for any window
+// that divides a minute, so tests never start on a boundary.
+var clockStart = time.Date(2030, 1, 2, 3, 4, 30, 500_000_000, time.UTC)
 
 // storeEnv is one Store under test plus what the conformance suite needs to
 // observe it.
@@ -44,7 +26,7 @@ type storeEnv struct {
 	Store
 	// clock drives the store's notion of "now" (rate-limit windows, ExpiresAt
 	// checks; for memory also native expiry).
-	clock *fakeClock
+	clock *testkit.Clock
 	// raw is a direct client to the Redis behind the store (a cluster
 	// client for a cluster); nil for memory.
 	raw    redis.UniversalClient
@@ -59,18 +41,6 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond every few ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func sampleRecord(now time.Time) *Record {
@@ -549,7 +519,7 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 
 func TestMemoryStoreConformance(t *testing.T) {
 	runStoreConformance(t, func(t *testing.T) *storeEnv {
-		clock := newFakeClock()
+		clock := testkit.NewClock(clockStart)
 		m := NewMemory(clock.Now)
 		t.Cleanup(func() { m.Close() })
 		return &storeEnv{
@@ -567,7 +537,7 @@ func TestMemoryStoreConformance(t *testing.T) {
 }
 
 // newTestRedis builds a RedisStore on srv with a fake clock and a unique prefix.
-func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisStore, *fakeClock) {
+func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisStore, *testkit.Clock) {
 	t.Helper()
 	if o.URL == "" && len(o.Addrs) == 0 {
 		o.URL = srv.URL()
@@ -581,7 +551,7 @@ func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisSt
 	if err != nil {
 		t.Fatalf("NewRedis: %v", err)
 	}
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	s.now = clock.Now
 	t.Cleanup(func() { s.Close() })
 	return s, clock
@@ -603,7 +573,7 @@ func TestRedisStoreConformance(t *testing.T) {
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d) // keep the store's clock in step; Redis expires on its own clock
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})
@@ -630,7 +600,7 @@ func TestRedisClusterConformance(t *testing.T) {
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d)
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})
@@ -650,7 +620,7 @@ func TestRedisSentinelConformance(t *testing.T) {
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d)
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})

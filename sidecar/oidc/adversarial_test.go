@@ -22,9 +22,9 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 )
 
-// fixture is a warmed verifier against an issuer publishing an RSA key
+// rig is a warmed verifier against an issuer publishing an RSA key
 // (kidR, RS256) and an EC P-256 key (kidE, ES256), with a fixed clock.
-type fixture struct {
+type rig struct {
 	iss        *oidctest.Issuer
 	evil       *oidctest.Issuer // another issuer whose keys must never be used or fetched
 	v          *oidc.Verifier
@@ -37,9 +37,9 @@ type fixture struct {
 	evilKID    string
 }
 
-func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
+func newRig(t testing.TB, opts ...oidctest.Option) *rig {
 	t.Helper()
-	f := &fixture{clk: testkit.NewClock(time.Now())}
+	f := &rig{clk: testkit.NewClock(time.Now())}
 	f.now = f.clk.Now()
 	f.iss = oidctest.Start(t, append([]oidctest.Option{oidctest.WithRSA()}, opts...)...)
 	f.kidR = f.iss.KID()
@@ -60,7 +60,7 @@ func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
 }
 
 // claims returns GitHub-shaped claims for f's issuer, changed by mods.
-func (f *fixture) claims(mods ...func(map[string]any)) map[string]any {
+func (f *rig) claims(mods ...func(map[string]any)) map[string]any {
 	c := ghClaims(f.iss, f.now)
 	for _, m := range mods {
 		m(c)
@@ -68,12 +68,12 @@ func (f *fixture) claims(mods ...func(map[string]any)) map[string]any {
 	return c
 }
 
-func (f *fixture) payload(t testing.TB, mods ...func(map[string]any)) []byte {
+func (f *rig) payload(t testing.TB, mods ...func(map[string]any)) []byte {
 	return mustJSON(t, f.claims(mods...))
 }
 
 // rs256 signs payload with the issuer's RSA key and a plain header.
-func (f *fixture) rs256(t testing.TB, payload []byte) string {
+func (f *rig) rs256(t testing.TB, payload []byte) string {
 	return handSign(t, "RS256", f.rsaKey, map[string]any{"alg": "RS256", "kid": f.kidR, "typ": "JWT"}, payload)
 }
 
@@ -99,7 +99,7 @@ type advCase struct {
 
 // adversarialCases returns tokens that must all be rejected by f.v, with the
 // code each must get. valid is a token that must be accepted.
-func adversarialCases(t testing.TB, f *fixture) (valid string, cases []advCase) {
+func adversarialCases(t testing.TB, f *rig) (valid string, cases []advCase) {
 	now := f.now.Unix()
 	valid = f.rs256(t, f.payload(t))
 	parts := strings.Split(valid, ".")
@@ -259,7 +259,7 @@ func adversarialCases(t testing.TB, f *fixture) (valid string, cases []advCase) 
 }
 
 func TestAdversarial(t *testing.T) {
-	f := newFixture(t)
+	f := newRig(t)
 	ctx := context.Background()
 	e := expect(f.iss)
 	valid, cases := adversarialCases(t, f)
@@ -291,7 +291,7 @@ func TestAdversarial(t *testing.T) {
 func utc(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
 
 func TestWithinLeewayAccepted(t *testing.T) {
-	f := newFixture(t)
+	f := newRig(t)
 	now := f.now.Unix()
 	e := expect(f.iss)
 	for name, p := range map[string][]byte{
@@ -405,7 +405,7 @@ func TestSmallRSAKeysAreSkipped(t *testing.T) {
 }
 
 func TestPeek(t *testing.T) {
-	f := newFixture(t)
+	f := newRig(t)
 	raw := f.rs256(t, f.payload(t))
 	h, c, err := oidc.Peek(raw + "\n")
 	if err != nil {

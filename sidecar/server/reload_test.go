@@ -30,7 +30,7 @@ import (
 // issuer is warmed and its exchange works; an invalid file is rejected and
 // the previous revision keeps serving; fixing it recovers.
 func TestHotReloadFromFiles(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	status, r := h.readyz()
 	if status != http.StatusOK || r.Providers != 1 {
@@ -100,7 +100,7 @@ func TestHotReloadFromFiles(t *testing.T) {
 // TestRevertToServingContent: an invalid edit reverted to the content that
 // serves clears the error without a recompile.
 func TestRevertToServingContent(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	rev := h.revision()
 	good := providersYAML(providerSpec{id: provA, name: "test A", issuer: h.iss.URL()})
 	writeAtomic(t, h.provPath, []byte("providers: [[["))
@@ -119,7 +119,7 @@ func TestRevertToServingContent(t *testing.T) {
 // revisions while exchanges and proxied requests run concurrently; every
 // response has its expected status.
 func TestNoFailedRequestDuringReloads(t *testing.T) {
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		off := false
 		h.cfg.Watch = &off // reloads come from POST /_sidecar/reload only
 	}})
@@ -268,7 +268,7 @@ var badModule = []policy.File{{Path: "sidecar/bad.rego", Src: []byte("package si
 func TestBundleFileSource(t *testing.T) {
 	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	var bundlePath string
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		bundlePath = filepath.Join(h.dir, "bundles", "prod.tar.gz")
 		if err := mkdir(filepath.Dir(bundlePath)); err != nil {
 			t.Fatal(err)
@@ -377,7 +377,7 @@ func TestBundleURLSource(t *testing.T) {
 	t.Cleanup(hs.Close)
 	bundleURL := hs.URL + "/bundles/prod.tar.gz?sig=" + sig
 	var a, b providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		b = providerSpec{id: provB, name: "test B", issuer: iss2.URL()}
 		bs.publish(buildBundle(t, "url-1", nil, a), `"etag-1"`)
@@ -466,7 +466,7 @@ func TestBundleURLWithoutETag(t *testing.T) {
 	hs := httptest.NewServer(bs)
 	t.Cleanup(hs.Close)
 	var a providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		bs.publish(buildBundle(t, "", nil, a), "")
 		h.cfg.Bundle, h.cfg.Providers = hs.URL+"/b.tar.gz", ""
@@ -495,7 +495,7 @@ func TestBundleURLWithoutETag(t *testing.T) {
 // (in a new subdirectory) triggers a reload.
 func TestWatchSeesNewPolicyFiles(t *testing.T) {
 	var polDir string
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		polDir = filepath.Join(h.dir, "policies")
 		files, err := policy.EmbeddedPolicies(false)
 		if err != nil {
@@ -566,7 +566,7 @@ func untar(t *testing.T, data []byte, dir string) {
 func TestBundleDirectorySource(t *testing.T) {
 	var dir string
 	var a providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		dir = filepath.Join(h.dir, "bundle")
 		untar(t, buildBundle(t, "dir-1", nil, a), dir)
@@ -604,7 +604,7 @@ func TestWatchKubernetesConfigMapSwap(t *testing.T) {
 		}
 	}
 	var a providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		cmDir = filepath.Join(h.dir, "configmap")
 		if err := mkdir(cmDir); err != nil {

@@ -20,9 +20,9 @@ import (
 // that divides a minute, so tests never start on a boundary.
 var clockStart = time.Date(2030, 1, 2, 3, 4, 30, 500_000_000, time.UTC)
 
-// storeEnv is one Store under test plus what the conformance suite needs to
+// storeRig is one Store under test plus what the conformance suite needs to
 // observe it.
-type storeEnv struct {
+type storeRig struct {
 	Store
 	// clock drives the store's notion of "now" (rate-limit windows, ExpiresAt
 	// checks; for memory also native expiry).
@@ -75,7 +75,7 @@ func mustNew(t testing.TB) (string, string) {
 
 // runStoreConformance is the behaviour every Store must have. newEnv returns a
 // fresh, empty store for each subtest.
-func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
+func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeRig) {
 	t.Run("Kind and Ping", func(t *testing.T) {
 		e := newEnv(t)
 		if k := e.Kind(); k != "redis" && k != "memory" {
@@ -518,11 +518,11 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 }
 
 func TestMemoryStoreConformance(t *testing.T) {
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		clock := testkit.NewClock(clockStart)
 		m := NewMemory(clock.Now)
 		t.Cleanup(func() { m.Close() })
-		return &storeEnv{
+		return &storeRig{
 			Store: m,
 			clock: clock,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
@@ -562,10 +562,10 @@ var prefixSeq atomic.Int64
 func TestRedisStoreConformance(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("conf%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, srv, RedisOptions{KeyPrefix: prefix})
-		return &storeEnv{
+		return &storeRig{
 			Store:  s,
 			clock:  clock,
 			raw:    srv.Client(),
@@ -589,13 +589,13 @@ func TestRedisClusterConformance(t *testing.T) {
 	addrs := redistest.ClusterAddrs(nodes)
 	raw := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DisableIdentity: true})
 	t.Cleanup(func() { raw.Close() })
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("cl%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: addrs, KeyPrefix: prefix})
 		if _, ok := s.Client().(*redis.ClusterClient); !ok {
 			t.Fatalf("store client is %T, want a cluster client", s.Client())
 		}
-		return &storeEnv{
+		return &storeRig{
 			Store: s, clock: clock, raw: raw, prefix: prefix,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
@@ -612,10 +612,10 @@ func TestRedisSentinelConformance(t *testing.T) {
 	t.Parallel()
 	master := redistest.Start(t)
 	sentinel := redistest.StartSentinel(t, master, "sidecar-master")
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("se%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: []string{sentinel.Addr()}, MasterName: "sidecar-master", KeyPrefix: prefix})
-		return &storeEnv{
+		return &storeRig{
 			Store: s, clock: clock, raw: master.Client(), prefix: prefix,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()

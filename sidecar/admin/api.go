@@ -440,6 +440,10 @@ func (h *Handler) deleteProvider(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, 0, err
 		}
+		if len(d.items) == 1 {
+			out, err := d.emptied()
+			return out, -1, err
+		}
 		return d.replaced(i, ""), -1, nil
 	})
 	if !h.finishWrite(w, err) {

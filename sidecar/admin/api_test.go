@@ -2,7 +2,10 @@ package admin
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -330,5 +333,51 @@ func TestConditionsParseRender(t *testing.T) {
 	}
 	if r := rg.do("POST", APIPrefix+"/conditions/parse", map[string]any{"text": `ref equals "x"`}); r.status != 422 {
 		t.Fatalf("bad text: %d %s", r.status, r.body)
+	}
+}
+
+// TestDeleteAllThenCreate: deleting the last provider leaves a file that
+// loads (providers: []), the console shows its empty state with its + button,
+// and a provider can be created in the empty file.
+func TestDeleteAllThenCreate(t *testing.T) {
+	rg := newRig(t, fixtureYAML)
+	for _, id := range []string{ghaID, otherID} {
+		etag := rg.do("GET", P+"/"+id, nil).header.Get("ETag")
+		if r := rg.do("DELETE", P+"/"+id, nil, "If-Match", etag); r.status != http.StatusNoContent {
+			t.Fatalf("DELETE %s: %d %s", id, r.status, r.body)
+		}
+	}
+	if n := len(rg.engine.Current().Providers); n != 0 {
+		t.Fatalf("%d providers still serving", n)
+	}
+	if f := rg.file(); !strings.Contains(f, "providers: []") {
+		t.Fatalf("the emptied file:\n%s", f)
+	}
+	r := rg.do("GET", P, nil)
+	if r.status != 200 || fmt.Sprint(r.json(t)["providers"]) != "[]" {
+		t.Fatalf("list of an empty file: %d %s", r.status, r.body)
+	}
+
+	// The console's list page: log in, then GET /.
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	login, _ := http.NewRequest("POST", rg.srv.URL+"/login", strings.NewReader(url.Values{"credential": {adminToken}}.Encode()))
+	login.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	login.Header.Set("Origin", rg.srv.URL)
+	resp, err := c.Do(login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "No OIDC identity providers yet") || !strings.Contains(string(page), `id="empty-add"`) {
+		t.Fatalf("the list page with no providers (%d) shows no empty state:\n%s", resp.StatusCode, page)
+	}
+
+	if r := rg.do("POST", P, newGHA("first again")); r.status != http.StatusCreated {
+		t.Fatalf("create in the empty file: %d %s", r.status, r.body)
+	}
+	if n := len(rg.engine.Current().Providers); n != 1 {
+		t.Fatalf("%d providers serving after the create, want 1", n)
 	}
 }

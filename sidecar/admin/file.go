@@ -219,6 +219,25 @@ func (d *doc) replaced(i int, text string) []byte {
 	return append(out, d.data[it.end:]...)
 }
 
+// emptied returns the file with its only entry deleted: "providers: []"
+// (deleting the entry's text would leave "providers:", a null the loader
+// refuses). The tree is re-encoded; there is no other entry whose
+// formatting could be lost.
+func (d *doc) emptied() ([]byte, error) {
+	d.seq.Content = nil
+	d.seq.Style = yaml.FlowStyle
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{d.root}}); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
 // appended returns the file with text added as the last entry.
 func (d *doc) appended(entry *yaml.Node) ([]byte, error) {
 	if d.seq != nil && len(d.items) > 0 && d.seq.Style&yaml.FlowStyle == 0 {

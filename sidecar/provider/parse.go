@@ -217,9 +217,14 @@ func parse(filename string, data []byte) (r *result) {
 	}
 	list := ps.resolve(r.providersValue)
 	switch {
-	case list.Kind == yaml.ScalarNode && list.Tag == "!!null",
-		list.Kind == yaml.SequenceNode && len(list.Content) == 0:
-		ps.add(Diagnostic{Line: provKey.Line, Col: provKey.Column, Field: "providers", Message: "empty; add at least one provider (see docs/providers.md)", code: codeNoProviders})
+	case list.Kind == yaml.ScalarNode && list.Tag == "!!null":
+		ps.add(Diagnostic{Line: provKey.Line, Col: provKey.Column, Field: "providers", Message: "empty; add a provider, or write providers: [] for none (see docs/providers.md)", code: codeNoProviders})
+		return r
+	case list.Kind == yaml.SequenceNode && len(list.Content) == 0:
+		// A deployment may start with no provider (the console's empty
+		// state, or the last one deleted): every exchange is then refused.
+		ps.add(Diagnostic{Line: provKey.Line, Col: provKey.Column, Field: "providers", Warning: true,
+			Message: "no providers: every token exchange is refused until one is added (see docs/providers.md)"})
 		return r
 	case list.Kind != yaml.SequenceNode:
 		ps.errorf(list, "providers", "must be a list of providers (lines starting with \"- id: ...\"), found %s", describe(list))

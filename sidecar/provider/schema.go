@@ -72,8 +72,7 @@ func Schema() []byte {
 		"required", []any{"providers"},
 		"properties", obj("providers", obj(
 			"type", "array",
-			"minItems", 1,
-			"description", "The providers. Each needs id, name, type and scopes.",
+			"description", "The providers. Each needs id, name, type and scopes. An empty list is allowed: every exchange is then refused.",
 			"items", ref("provider"))),
 		"patternProperties", obj("^x-", obj(
 			"description", "Extension keys are ignored by the loader; use them to hold your own YAML anchors (x-defaults: &defaults ...).")),

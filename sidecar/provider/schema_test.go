@@ -250,7 +250,7 @@ func TestSchemaRejects(t *testing.T) {
 		"upper-case uuid":  "providers:\n  - id: 550E8400-E29B-41D4-A716-446655440000\n    name: x\n    type: github_actions\n    scopes: [WORKSPACE]\n",
 		"unknown toplevel": base + "    type: github_actions\nsettings: {}\n",
 		"bool as string":   base + "    type: github_actions\n    allow_token_reuse: \"yes\"\n",
-		"no providers":     "providers: []\n",
+		"null providers":   "providers:\n",
 		"lifetime 15m":     base + "    type: github_actions\n    lifetime: 15m\n",
 		"nil uuid":         "providers:\n  - id: 00000000-0000-0000-0000-000000000000\n    name: x\n    type: github_actions\n    scopes: [WORKSPACE]\n",
 		"rego keyword":     base + "    type: github_actions\n    policy: not\n",

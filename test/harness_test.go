@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -679,18 +680,8 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// await polls cond every 20 ms until it holds or timeout passes.
-func await(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
+// await is testkit.Await under the name this package's tests use.
+var await = testkit.Await
 
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))

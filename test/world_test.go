@@ -93,15 +93,12 @@ func newWorld(t testing.TB, o worldOpts) *world {
 	return w
 }
 
-func newIssuer(t testing.TB, opts ...oidctest.Option) *oidctest.Issuer {
-	t.Helper()
-	iss, err := oidctest.NewIssuer(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(iss.Close)
-	return iss
-}
+// newIssuer and sign are oidctest's test helpers under the short names
+// this package's tests use.
+var (
+	newIssuer = oidctest.Start
+	sign      = oidctest.MustSign
+)
 
 func (w *world) providersYAML(extra string) string {
 	return fmt.Sprintf(`providers:
@@ -189,22 +186,9 @@ func (w *world) genClaims() map[string]any {
 	}
 }
 
-func sign(t testing.TB, iss *oidctest.Issuer, claims map[string]any, opts ...oidctest.SignOption) string {
-	t.Helper()
-	s, err := iss.Sign(claims, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func signRaw(t testing.TB, iss *oidctest.Issuer, payload string, opts ...oidctest.SignOption) string {
 	t.Helper()
-	s, err := iss.SignRaw([]byte(payload), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return oidctest.MustSignRaw(t, iss, []byte(payload), opts...)
 }
 
 // ghToken signs a GitHub-shaped token after mutate edits its claims.
@@ -236,11 +220,7 @@ func handSign(t testing.TB, header map[string]any, payload []byte, key crypto.Si
 	if _, ok := key.(*ecdsa.PrivateKey); ok {
 		alg = "ES256"
 	}
-	s, err := oidctest.HandSign(alg, key, mustJSON(header), payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return oidctest.MustHandSign(t, alg, key, mustJSON(header), payload)
 }
 
 // ---------------------------------------------------------------------------

@@ -329,15 +329,8 @@ func TestVerificationFailures(t *testing.T) {
 	})
 	wrongAud := r.ghToken("octo-org/octo-repo", "refs/heads/main", func(c map[string]any) { c["aud"] = "sts.amazonaws.com" })
 	wrongAudGeneric := r.ghToken("octo-org/octo-repo", "refs/tags/v1", func(c map[string]any) { c["aud"] = "sts.amazonaws.com" })
-	foreign, err := oidctest.NewIssuer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer foreign.Close()
-	forged, err := foreign.Sign(oidctest.GitHubClaims(provider.GitHubIssuer, "Buddy", "octo-org/octo-repo", "refs/heads/main", now))
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := oidctest.Start(t)
+	forged := oidctest.MustSign(t, foreign, oidctest.GitHubClaims(provider.GitHubIssuer, "Buddy", "octo-org/octo-repo", "refs/heads/main", now))
 
 	cases := []struct {
 		name, id, jwt, msg string
@@ -895,11 +888,7 @@ func TestPolicyNotLoaded(t *testing.T) {
 }
 
 func TestIssuerUnavailable(t *testing.T) {
-	down, err := oidctest.NewIssuer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer down.Close()
+	down := oidctest.Start(t)
 	down.SetDown(true)
 	f, err := provider.Parse("p.yaml", []byte(`providers:
   - id: `+idOther+`
@@ -924,10 +913,7 @@ func TestIssuerUnavailable(t *testing.T) {
 	r := newRig(t, "memory")
 	r.engine.Swap(snap)
 	now := time.Now().Unix()
-	jwt, err := down.Sign(map[string]any{"iss": down.URL(), "aud": "x", "sub": "s", "iat": now, "exp": now + 60})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jwt := oidctest.MustSign(t, down, map[string]any{"iss": down.URL(), "aud": "x", "sub": "s", "iat": now, "exp": now + 60})
 	msg := buddyError(t, r.buddy(idOther, jwt), 503)
 	if !strings.HasPrefix(msg, "the keys of the OIDC issuer "+down.URL()+" could not be fetched (") {
 		t.Errorf("message %s", msg)

@@ -58,13 +58,9 @@ func TestECDSAMalleabilityReplay(t *testing.T) {
 				{"ES256", idCircle, elliptic.P256(), func(r *rig) string { return r.circleToken(circleProj) }},
 				{"ES384", idOther, elliptic.P384(), func(r *rig) string {
 					now := r.now().Unix()
-					tok, err := r.w.other.Sign(map[string]any{
+					return oidctest.MustSign(t, r.w.other, map[string]any{
 						"iss": r.w.other.URL(), "aud": "sidecar-test", "sub": "deployer", "iat": now - 1, "exp": now + 300,
 					})
-					if err != nil {
-						t.Fatal(err)
-					}
-					return tok
 				}},
 			}
 			for _, c := range cases {

@@ -323,11 +323,7 @@ func (r *rig) ghToken(repo, ref string, edit ...func(map[string]any)) string {
 	for _, e := range edit {
 		e(c)
 	}
-	tok, err := r.w.gh.Sign(c)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return tok
+	return oidctest.MustSign(r.t, r.w.gh, c)
 }
 
 // circleToken signs a CircleCI token of the configured project. Like
@@ -338,11 +334,7 @@ func (r *rig) circleToken(project string) string {
 	r.t.Helper()
 	c := oidctest.CircleCIClaims(provider.CircleCIIssuerPrefix+circleOrg, circleOrg, project, r.now())
 	c["iat"] = c["iat"].(int64) - circleSeq.Add(1)%3600
-	tok, err := r.w.circle.Sign(c)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return tok
+	return oidctest.MustSign(r.t, r.w.circle, c)
 }
 
 var circleSeq atomic.Int64
@@ -351,14 +343,10 @@ var circleSeq atomic.Int64
 func (r *rig) otherToken(sub string) string {
 	r.t.Helper()
 	now := r.now().Unix()
-	tok, err := r.w.other.Sign(map[string]any{
+	return oidctest.MustSign(r.t, r.w.other, map[string]any{
 		"iss": r.w.other.URL(), "aud": "sidecar-test", "sub": sub, "iat": now - 1, "exp": now + 300,
 		"jti": oidctest.UUID(), "repository": "infra/tools",
 	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return tok
 }
 
 // req builds a request from 192.0.2.10 unless edit changes it.

@@ -26,7 +26,7 @@ func TestExchangeSuccessShapes(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			sc := newSidecar(t, handle)
-			h := newHarness(tokenEnv())
+			h := newRig(tokenEnv())
 			if e := h.run(t, context.Background(), h.options(sc.URL+"/")); e != nil {
 				t.Fatal(e)
 			}
@@ -51,7 +51,7 @@ func TestExchangeUnusableSuccess(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			sc := newSidecar(t, answer(200, "", tc.body))
-			h := newHarness(tokenEnv())
+			h := newRig(tokenEnv())
 			e := h.run(t, context.Background(), h.options(sc.URL))
 			wantErr(t, e, StepExchange, "token exchange failed: "+tc.want, "--sidecar-url")
 			if h.stdout.Len() != 0 {
@@ -96,7 +96,7 @@ func TestExchangeErrors(t *testing.T) {
 				w.WriteHeader(tc.status)
 				_, _ = w.Write([]byte(tc.body))
 			})
-			h := newHarness(tokenEnv())
+			h := newRig(tokenEnv())
 			e := h.run(t, context.Background(), h.options(sc.URL))
 			wantErr(t, e, StepExchange, tc.wantAlso)
 			if !strings.HasPrefix(e.Line, tc.wantPrefix) {
@@ -124,7 +124,7 @@ func TestRetries(t *testing.T) {
 			}
 			okJSONString(n, w, r)
 		})
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		if e := h.run(t, context.Background(), h.options(sc.URL)); e != nil {
 			t.Fatal(e)
 		}
@@ -137,7 +137,7 @@ func TestRetries(t *testing.T) {
 	})
 	t.Run("5xx every time", func(t *testing.T) {
 		sc := newSidecar(t, answer(503, "application/json", `{"errors":[{"message":"Service unavailable"}]}`))
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		e := h.run(t, context.Background(), h.options(sc.URL))
 		wantErr(t, e, StepExchange, "token exchange failed: Service unavailable (HTTP 503): the sidecar failed 3 attempts: check its logs")
 		if sc.count() != 3 || !reflect.DeepEqual(h.sleeps, []time.Duration{time.Second, 2 * time.Second}) {
@@ -146,7 +146,7 @@ func TestRetries(t *testing.T) {
 	})
 	t.Run("custom attempts and backoff", func(t *testing.T) {
 		sc := newSidecar(t, answer(502, "", ""))
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		o := h.options(sc.URL)
 		o.Retries, o.Backoff = 4, 10*time.Millisecond
 		e := h.run(t, context.Background(), o)
@@ -158,7 +158,7 @@ func TestRetries(t *testing.T) {
 	})
 	t.Run("one attempt", func(t *testing.T) {
 		sc := newSidecar(t, answer(500, "", ""))
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		o := h.options(sc.URL)
 		o.Retries = 1
 		e := h.run(t, context.Background(), o)
@@ -174,7 +174,7 @@ func TestRetries(t *testing.T) {
 			}
 			okJSONString(n, w, r)
 		})
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		if e := h.run(t, context.Background(), h.options(sc.URL)); e != nil {
 			t.Fatal(e)
 		}
@@ -189,7 +189,7 @@ func TestRetries(t *testing.T) {
 		srv := httptest.NewServer(http.NotFoundHandler())
 		url := srv.URL
 		srv.Close()
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		e := h.run(t, context.Background(), h.options(url))
 		wantErr(t, e, StepExchange, "token exchange failed: cannot reach "+url+"/user/oidc/tokens after 3 attempts: ", "connection refused", "check --sidecar-url and that the sidecar is reachable from this job")
 		if e.Status != 0 || len(h.sleeps) != 2 {
@@ -198,7 +198,7 @@ func TestRetries(t *testing.T) {
 	})
 	t.Run("cancelled while waiting", func(t *testing.T) {
 		sc := newSidecar(t, answer(500, "", ""))
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		ctx, cancel := context.WithCancel(context.Background())
 		o := h.options(sc.URL)
 		o.Sleep = func(ctx context.Context, d time.Duration) error {
@@ -215,7 +215,7 @@ func TestRetries(t *testing.T) {
 		sc := newSidecar(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 		})
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		e := h.run(t, ctx, h.options(sc.URL))
@@ -241,7 +241,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 	sc := newSidecar(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, elsewhere.URL+ExchangePath, http.StatusTemporaryRedirect)
 	})
-	h := newHarness(tokenEnv())
+	h := newRig(tokenEnv())
 	o := h.options(sc.URL)
 	o.HTTPClient = &http.Client{} // follows redirects by default: Run must not
 	e := h.run(t, context.Background(), o)

@@ -94,26 +94,26 @@ var okJSONString = answer(200, "application/json", `"`+issued+`"`)
 // the bare token.
 var okText = answer(200, "text/plain; charset=utf-8", issued)
 
-// harness runs Run with an injected environment, recorded sleeps and
+// rig runs Run with an injected environment, recorded sleeps and
 // captured output, and checks what every run must satisfy.
-type harness struct {
+type rig struct {
 	env    map[string]string
 	sleeps []time.Duration
 	stdout bytes.Buffer
 	stderr bytes.Buffer
 }
 
-func newHarness(env map[string]string) *harness {
+func newRig(env map[string]string) *rig {
 	if env == nil {
 		env = map[string]string{}
 	}
-	return &harness{env: env}
+	return &rig{env: env}
 }
 
-// options returns Options for sidecarURL with the harness's environment,
+// options returns Options for sidecarURL with the rig's environment,
 // output and sleep, and a client without keep-alives (so that a closed
 // connection fails exactly one attempt).
-func (h *harness) options(sidecarURL string) Options {
+func (h *rig) options(sidecarURL string) Options {
 	return Options{
 		SidecarURL: sidecarURL,
 		ProviderID: providerID,
@@ -132,7 +132,7 @@ func (h *harness) options(sidecarURL string) Options {
 
 // run calls Run and checks the invariants: a failure is an *Error whose
 // line is one line, and no secret reaches Stderr or the error.
-func (h *harness) run(t *testing.T, ctx context.Context, o Options) *Error {
+func (h *rig) run(t *testing.T, ctx context.Context, o Options) *Error {
 	t.Helper()
 	err := Run(ctx, o)
 	secrets := []string{testJWT, issued, h.env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]}

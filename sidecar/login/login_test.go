@@ -45,7 +45,7 @@ func TestUsageErrors(t *testing.T) {
 			"--env-name BUDDY_API_ENDPOINT clashes with the variable that carries the sidecar's URL: choose another name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(tokenEnv())
+			h := newRig(tokenEnv())
 			o := h.options("https://sidecar.example.com")
 			tc.edit(&o)
 			e := h.run(t, context.Background(), o)

@@ -16,7 +16,7 @@ func TestFormats(t *testing.T) {
 	sc := newSidecar(t, okJSONString)
 	run := func(format, envName string) string {
 		t.Helper()
-		h := newHarness(tokenEnv())
+		h := newRig(tokenEnv())
 		o := h.options(sc.URL + "/")
 		o.Format, o.EnvName = format, envName
 		if e := h.run(t, context.Background(), o); e != nil {
@@ -48,7 +48,7 @@ func TestEnvFormatIsShellSafe(t *testing.T) {
 		t.Skip("no sh")
 	}
 	sc := newSidecar(t, okJSONString)
-	h := newHarness(tokenEnv())
+	h := newRig(tokenEnv())
 	o := h.options(sc.URL)
 	o.Format = "env"
 	if e := h.run(t, context.Background(), o); e != nil {
@@ -114,7 +114,7 @@ func TestGitHubExport(t *testing.T) {
 		}
 		env := githubEnv(gh)
 		env["GITHUB_ENV"] = envFile
-		h := newHarness(env)
+		h := newRig(env)
 		o := h.options(sc.URL)
 		o.Source, o.Export, o.Format, o.EnvName = "auto", tc.export, tc.format, tc.envName
 		if e := h.run(t, context.Background(), o); e != nil {
@@ -173,7 +173,7 @@ func TestGitHubExportFailsBeforeExchange(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			sc := newSidecar(t, okJSONString)
-			h := newHarness(tc.env)
+			h := newRig(tc.env)
 			o := h.options(sc.URL)
 			o.Export = "auto"
 			e := h.run(t, context.Background(), o)
@@ -187,7 +187,7 @@ func TestGitHubExportFailsBeforeExchange(t *testing.T) {
 
 func TestExportNoneOnGitHubPrints(t *testing.T) {
 	sc := newSidecar(t, okJSONString)
-	h := newHarness(map[string]string{"GITHUB_ACTIONS": "true", "OIDC_TOKEN": testJWT})
+	h := newRig(map[string]string{"GITHUB_ACTIONS": "true", "OIDC_TOKEN": testJWT})
 	if e := h.run(t, context.Background(), h.options(sc.URL)); e != nil {
 		t.Fatal(e)
 	}
@@ -202,7 +202,7 @@ func (failWriter) Write([]byte) (int, error) { return 0, os.ErrClosed }
 
 func TestStdoutFailure(t *testing.T) {
 	sc := newSidecar(t, okJSONString)
-	h := newHarness(tokenEnv())
+	h := newRig(tokenEnv())
 	o := h.options(sc.URL)
 	o.Stdout = failWriter{}
 	e := h.run(t, context.Background(), o)

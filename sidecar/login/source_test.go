@@ -64,7 +64,7 @@ func TestGitHubSource(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			gh, calls, aud := fakeGitHub(t, nil)
 			sc := newSidecar(t, okJSONString)
-			h := newHarness(githubEnv(gh))
+			h := newRig(githubEnv(gh))
 			o := h.options(sc.URL)
 			o.Source, o.Audience = tc.source, tc.audience
 			if e := h.run(t, context.Background(), o); e != nil {
@@ -91,7 +91,7 @@ func TestGitHubAudienceEncoding(t *testing.T) {
 	}))
 	defer srv.Close()
 	sc := newSidecar(t, okJSONString)
-	h := newHarness(map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": srv.URL + "/x?api-version=2.0", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t"})
+	h := newRig(map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": srv.URL + "/x?api-version=2.0", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t"})
 	o := h.options(sc.URL)
 	o.Source, o.Audience = "github", "a b&c"
 	if e := h.run(t, context.Background(), o); e != nil {
@@ -105,7 +105,7 @@ func TestGitHubAudienceEncoding(t *testing.T) {
 func TestGitHubSourceErrors(t *testing.T) {
 	t.Run("no permission", func(t *testing.T) {
 		sc := newSidecar(t, okJSONString)
-		h := newHarness(map[string]string{"GITHUB_ACTIONS": "true"})
+		h := newRig(map[string]string{"GITHUB_ACTIONS": "true"})
 		e := h.run(t, context.Background(), withSource(h.options(sc.URL), "auto"))
 		wantErr(t, e, StepOIDCToken)
 		if e.Line != `ACTIONS_ID_TOKEN_REQUEST_URL is not set: the job needs "permissions: id-token: write"` {
@@ -116,7 +116,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 		}
 	})
 	t.Run("no request token", func(t *testing.T) {
-		h := newHarness(map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": "https://example.invalid/x?a=b"})
+		h := newRig(map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": "https://example.invalid/x?a=b"})
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
 		wantErr(t, e, StepOIDCToken, `ACTIONS_ID_TOKEN_REQUEST_TOKEN is not set: the job needs "permissions: id-token: write"`)
 	})
@@ -125,7 +125,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = w.Write([]byte(`{"message":"Can't issue ID_TOKEN for audience"}`))
 		})
-		h := newHarness(githubEnv(gh))
+		h := newRig(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "auto"))
 		wantErr(t, e, StepOIDCToken, "GitHub refused the OIDC token request (HTTP 403: Can't issue ID_TOKEN for audience)", `--audience "Buddy"`)
 		if calls.Load() != 1 {
@@ -141,7 +141,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 			_, _ = w.Write([]byte(`{"value":"` + testJWT + `"}`))
 		})
 		sc := newSidecar(t, okJSONString)
-		h := newHarness(githubEnv(gh))
+		h := newRig(githubEnv(gh))
 		if e := h.run(t, context.Background(), withSource(h.options(sc.URL), "github")); e != nil {
 			t.Fatal(e)
 		}
@@ -151,7 +151,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 	})
 	t.Run("5xx every time", func(t *testing.T) {
 		gh, calls, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
-		h := newHarness(githubEnv(gh))
+		h := newRig(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
 		wantErr(t, e, StepOIDCToken, "GitHub's OIDC token endpoint failed with HTTP 503 after 3 attempts")
 		if calls.Load() != 3 || e.Status != 503 {
@@ -160,7 +160,7 @@ func TestGitHubSourceErrors(t *testing.T) {
 	})
 	t.Run("network errors every time", func(t *testing.T) {
 		gh, calls, _ := fakeGitHub(t, func(int, http.ResponseWriter) { panic(http.ErrAbortHandler) })
-		h := newHarness(githubEnv(gh))
+		h := newRig(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
 		wantErr(t, e, StepOIDCToken, "cannot get the job's OIDC token from GitHub after 3 attempts")
 		if calls.Load() != 3 {
@@ -169,13 +169,13 @@ func TestGitHubSourceErrors(t *testing.T) {
 	})
 	t.Run("no value", func(t *testing.T) {
 		gh, _, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) { _, _ = w.Write([]byte(`{"count":0}`)) })
-		h := newHarness(githubEnv(gh))
+		h := newRig(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
 		wantErr(t, e, StepOIDCToken, `GitHub's OIDC token response has no "value" (HTTP 200)`)
 	})
 	t.Run("value is not a JWT", func(t *testing.T) {
 		gh, _, _ := fakeGitHub(t, func(_ int, w http.ResponseWriter) { _, _ = w.Write([]byte(`{"value":"not a jwt"}`)) })
-		h := newHarness(githubEnv(gh))
+		h := newRig(githubEnv(gh))
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "github"))
 		wantErr(t, e, StepOIDCToken, "the OIDC token from GitHub Actions is not a JWT")
 	})
@@ -199,7 +199,7 @@ func TestCircleCISource(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := newSidecar(t, okJSONString)
-			h := newHarness(tc.env)
+			h := newRig(tc.env)
 			if e := h.run(t, context.Background(), withSource(h.options(sc.URL), tc.source)); e != nil {
 				t.Fatal(e)
 			}
@@ -212,7 +212,7 @@ func TestCircleCISource(t *testing.T) {
 		})
 	}
 	t.Run("missing", func(t *testing.T) {
-		h := newHarness(map[string]string{"CIRCLECI": "true"})
+		h := newRig(map[string]string{"CIRCLECI": "true"})
 		e := h.run(t, context.Background(), withSource(h.options("http://127.0.0.1:1"), "auto"))
 		wantErr(t, e, StepOIDCToken, "CIRCLE_OIDC_TOKEN_V2 and CIRCLE_OIDC_TOKEN are not set", "context")
 	})
@@ -237,7 +237,7 @@ func TestEnvAndFileSources(t *testing.T) {
 	for _, src := range []string{"env:MY_TOKEN", "file:" + good} {
 		t.Run(src, func(t *testing.T) {
 			sc := newSidecar(t, okJSONString)
-			h := newHarness(env)
+			h := newRig(env)
 			if e := h.run(t, context.Background(), withSource(h.options(sc.URL), src)); e != nil {
 				t.Fatal(e)
 			}
@@ -257,7 +257,7 @@ func TestEnvAndFileSources(t *testing.T) {
 	} {
 		t.Run(tc.source, func(t *testing.T) {
 			sc := newSidecar(t, okJSONString)
-			h := newHarness(env)
+			h := newRig(env)
 			e := h.run(t, context.Background(), withSource(h.options(sc.URL), tc.source))
 			wantErr(t, e, StepOIDCToken, tc.want)
 			if sc.count() != 0 {

@@ -17,17 +17,18 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 )
 
-// fixture is a warmed verifier against an issuer publishing an RSA key
+// rig is a warmed verifier against an issuer publishing an RSA key
 // (kidR, RS256) and an EC P-256 key (kidE, ES256), with a fixed clock.
-type fixture struct {
+type rig struct {
 	iss        *oidctest.Issuer
 	evil       *oidctest.Issuer // another issuer whose keys must never be used or fetched
 	v          *oidc.Verifier
-	clk        *clock
+	clk        *testkit.Clock
 	now        time.Time
 	kidR, kidE string
 	rsaKey     *rsa.PrivateKey
@@ -36,11 +37,11 @@ type fixture struct {
 	evilKID    string
 }
 
-func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
+func newRig(t testing.TB, opts ...oidctest.Option) *rig {
 	t.Helper()
-	f := &fixture{clk: newClock()}
+	f := &rig{clk: testkit.NewClock(time.Now())}
 	f.now = f.clk.Now()
-	f.iss = newIssuer(t, append([]oidctest.Option{oidctest.WithRSA()}, opts...)...)
+	f.iss = oidctest.Start(t, append([]oidctest.Option{oidctest.WithRSA()}, opts...)...)
 	f.kidR = f.iss.KID()
 	var err error
 	if f.kidE, err = f.iss.Rotate("ES256"); err != nil {
@@ -48,7 +49,7 @@ func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
 	}
 	f.rsaKey = f.iss.Key(f.kidR).(*rsa.PrivateKey)
 	f.ecKey = f.iss.Key(f.kidE).(*ecdsa.PrivateKey)
-	f.evil = newIssuer(t, oidctest.WithRSA())
+	f.evil = oidctest.Start(t, oidctest.WithRSA())
 	f.evilKID = f.evil.KID()
 	f.evilKey = f.evil.Key(f.evilKID).(*rsa.PrivateKey)
 	f.v = newVerifier(t, oidc.Options{Now: f.clk.Now})
@@ -59,7 +60,7 @@ func newFixture(t testing.TB, opts ...oidctest.Option) *fixture {
 }
 
 // claims returns GitHub-shaped claims for f's issuer, changed by mods.
-func (f *fixture) claims(mods ...func(map[string]any)) map[string]any {
+func (f *rig) claims(mods ...func(map[string]any)) map[string]any {
 	c := ghClaims(f.iss, f.now)
 	for _, m := range mods {
 		m(c)
@@ -67,12 +68,12 @@ func (f *fixture) claims(mods ...func(map[string]any)) map[string]any {
 	return c
 }
 
-func (f *fixture) payload(t testing.TB, mods ...func(map[string]any)) []byte {
+func (f *rig) payload(t testing.TB, mods ...func(map[string]any)) []byte {
 	return mustJSON(t, f.claims(mods...))
 }
 
 // rs256 signs payload with the issuer's RSA key and a plain header.
-func (f *fixture) rs256(t testing.TB, payload []byte) string {
+func (f *rig) rs256(t testing.TB, payload []byte) string {
 	return handSign(t, "RS256", f.rsaKey, map[string]any{"alg": "RS256", "kid": f.kidR, "typ": "JWT"}, payload)
 }
 
@@ -98,7 +99,7 @@ type advCase struct {
 
 // adversarialCases returns tokens that must all be rejected by f.v, with the
 // code each must get. valid is a token that must be accepted.
-func adversarialCases(t testing.TB, f *fixture) (valid string, cases []advCase) {
+func adversarialCases(t testing.TB, f *rig) (valid string, cases []advCase) {
 	now := f.now.Unix()
 	valid = f.rs256(t, f.payload(t))
 	parts := strings.Split(valid, ".")
@@ -258,7 +259,7 @@ func adversarialCases(t testing.TB, f *fixture) (valid string, cases []advCase) 
 }
 
 func TestAdversarial(t *testing.T) {
-	f := newFixture(t)
+	f := newRig(t)
 	ctx := context.Background()
 	e := expect(f.iss)
 	valid, cases := adversarialCases(t, f)
@@ -290,7 +291,7 @@ func TestAdversarial(t *testing.T) {
 func utc(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
 
 func TestWithinLeewayAccepted(t *testing.T) {
-	f := newFixture(t)
+	f := newRig(t)
 	now := f.now.Unix()
 	e := expect(f.iss)
 	for name, p := range map[string][]byte{
@@ -343,24 +344,24 @@ func TestWithinLeewayAccepted(t *testing.T) {
 func TestLookAlikeIssuer(t *testing.T) {
 	// An issuer whose identifier contains GitHub's host name, and a token
 	// whose iss spells it with a Cyrillic "о" (U+043E).
-	iss := newIssuer(t, oidctest.WithPath("/token.actions.githubusercontent.com"))
+	iss := oidctest.Start(t, oidctest.WithPath("/token.actions.githubusercontent.com"))
 	v := newVerifier(t, oidc.Options{})
 	fake := strings.Replace(iss.URL(), "githubusercontent", "githubuserc\u043entent", 1)
 	if fake == iss.URL() {
 		t.Fatal("no substitution")
 	}
-	_, err := v.Verify(context.Background(), sign(t, iss, oidctest.GitHubClaims(fake, testAud, "o/r", "refs/heads/main", time.Now())), expect(iss))
+	_, err := v.Verify(context.Background(), oidctest.MustSign(t, iss, oidctest.GitHubClaims(fake, testAud, "o/r", "refs/heads/main", time.Now())), expect(iss))
 	e := wantCode(t, err, oidc.CodeWrongIssuer)
 	if !strings.Contains(e.Message, `githubuserc\u043entent`) {
 		t.Errorf("message does not show the look-alike letter: %s", e.Message)
 	}
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 }
 
 func TestMissingKIDWithSingleKey(t *testing.T) {
-	iss := newIssuer(t, oidctest.WithECDSA())
+	iss := oidctest.Start(t, oidctest.WithECDSA())
 	v := newVerifier(t, oidc.Options{})
-	tok := mustVerify(t, v, sign(t, iss, ghClaims(iss, time.Now()), oidctest.WithoutKID()), expect(iss))
+	tok := mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, time.Now()), oidctest.WithoutKID()), expect(iss))
 	if tok.KeyID != iss.KID() {
 		t.Errorf("kid %q", tok.KeyID)
 	}
@@ -377,9 +378,9 @@ func TestAlgorithmAllowList(t *testing.T) {
 			t.Errorf("NewVerifier accepted %q", bad)
 		}
 	}
-	iss := newIssuer(t, oidctest.WithInitialAlg("RS512"))
+	iss := oidctest.Start(t, oidctest.WithInitialAlg("RS512"))
 	v := newVerifier(t, oidc.Options{Algorithms: []string{"RS256"}})
-	_, err := v.Verify(context.Background(), sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	_, err := v.Verify(context.Background(), oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 	e := wantCode(t, err, oidc.CodeUnsupportedAlgorithm)
 	if e.Message != `alg "RS512" is not allowed (allowed: RS256)` {
 		t.Errorf("message %q", e.Message)
@@ -388,7 +389,7 @@ func TestAlgorithmAllowList(t *testing.T) {
 }
 
 func TestSmallRSAKeysAreSkipped(t *testing.T) {
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
@@ -400,11 +401,11 @@ func TestSmallRSAKeysAreSkipped(t *testing.T) {
 	raw := handSign(t, "RS256", small, map[string]any{"alg": "RS256", "kid": "small"}, mustJSON(t, ghClaims(iss, time.Now())))
 	_, err = v.Verify(context.Background(), raw, expect(iss))
 	wantCode(t, err, oidc.CodeUnknownKID)
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 }
 
 func TestPeek(t *testing.T) {
-	f := newFixture(t)
+	f := newRig(t)
 	raw := f.rs256(t, f.payload(t))
 	h, c, err := oidc.Peek(raw + "\n")
 	if err != nil {
@@ -430,8 +431,8 @@ func TestPeek(t *testing.T) {
 
 func TestGitHubShapedHeaderAccepted(t *testing.T) {
 	// GitHub's header: {"alg":"RS256","kid":"...","typ":"JWT","x5t":"..."}.
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	v := newVerifier(t, oidc.Options{})
-	raw := sign(t, iss, ghClaims(iss, time.Now()), oidctest.WithHeader("x5t", "cc413527-173f-5a05-976e-9c52b1d7b431"))
+	raw := oidctest.MustSign(t, iss, ghClaims(iss, time.Now()), oidctest.WithHeader("x5t", "cc413527-173f-5a05-976e-9c52b1d7b431"))
 	mustVerify(t, v, raw, expect(iss))
 }

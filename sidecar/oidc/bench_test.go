@@ -17,7 +17,7 @@ import (
 // set), so the kid lookup has to pick one.
 func benchSetup(b *testing.B, alg string) (*oidc.Verifier, *oidctest.Issuer, string) {
 	b.Helper()
-	iss := newIssuer(b, oidctest.WithInitialAlg("RS256"))
+	iss := oidctest.Start(b, oidctest.WithInitialAlg("RS256"))
 	for range 2 {
 		if _, err := iss.Rotate("RS256"); err != nil {
 			b.Fatal(err)
@@ -34,7 +34,7 @@ func benchSetup(b *testing.B, alg string) (*oidc.Verifier, *oidctest.Issuer, str
 	if len(claims) != 29 {
 		b.Fatalf("%d claims, want 29", len(claims))
 	}
-	tok := sign(b, iss, claims)
+	tok := oidctest.MustSign(b, iss, claims)
 	return v, iss, tok
 }
 
@@ -87,7 +87,7 @@ func BenchmarkVerifyES256(b *testing.B) { benchVerify(b, "ES256") }
 func BenchmarkFloorJWXParse(b *testing.B) {
 	for _, alg := range []string{"RS256", "ES256"} {
 		b.Run(alg, func(b *testing.B) {
-			iss := newIssuer(b, oidctest.WithInitialAlg("RS256"))
+			iss := oidctest.Start(b, oidctest.WithInitialAlg("RS256"))
 			for range 2 {
 				if _, err := iss.Rotate("RS256"); err != nil {
 					b.Fatal(err)
@@ -103,7 +103,7 @@ func BenchmarkFloorJWXParse(b *testing.B) {
 			if set.Len() != 4 {
 				b.Fatalf("%d keys", set.Len())
 			}
-			tok := []byte(sign(b, iss, ghClaims(iss, time.Now())))
+			tok := []byte(oidctest.MustSign(b, iss, ghClaims(iss, time.Now())))
 			opts := []jwt.ParseOption{
 				jwt.WithKeySet(set),
 				jwt.WithIssuer(iss.URL()),

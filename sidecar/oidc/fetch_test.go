@@ -10,17 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 )
 
 func TestIssuerDownBeforeFirstFetch(t *testing.T) {
-	clk := newClock()
-	iss := newIssuer(t)
+	clk := testkit.NewClock(time.Now())
+	iss := oidctest.Start(t)
 	iss.SetDown(true)
 	v := newVerifier(t, oidc.Options{Now: clk.Now})
 	ctx := context.Background()
-	raw := sign(t, iss, ghClaims(iss, clk.Now()))
+	raw := oidctest.MustSign(t, iss, ghClaims(iss, clk.Now()))
 
 	_, err := v.Verify(ctx, raw, expect(iss))
 	e := wantCode(t, err, oidc.CodeIssuerUnavailable)
@@ -50,7 +51,7 @@ func TestIssuerDownBeforeFirstFetch(t *testing.T) {
 }
 
 func TestWarm(t *testing.T) {
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	var mu sync.Mutex
 	var events []string
 	v := newVerifier(t, oidc.Options{OnFetch: func(issuer, kind string, err error) {
@@ -82,7 +83,7 @@ func TestWarm(t *testing.T) {
 		if e.Temporary {
 			t.Errorf("%q: temporary", bad)
 		}
-		_, err = v.Verify(ctx, sign(t, iss, ghClaims(iss, time.Now())), oidc.Expect{Issuer: bad})
+		_, err = v.Verify(ctx, oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), oidc.Expect{Issuer: bad})
 		wantCode(t, err, oidc.CodeIssuerUnavailable)
 	}
 }
@@ -105,7 +106,7 @@ func TestDiscoveryAdvertisingAnotherIssuer(t *testing.T) {
 		{"look-alike", func(u string) string { return strings.Replace(u, "1", "\u0661", 1) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			iss := newIssuer(t)
+			iss := oidctest.Start(t)
 			iss.SetIssuerOverride(c.override(iss.URL()))
 			v := newVerifier(t, oidc.Options{})
 			err := v.Warm(context.Background(), iss.URL())
@@ -113,13 +114,13 @@ func TestDiscoveryAdvertisingAnotherIssuer(t *testing.T) {
 			if !strings.Contains(e.Message, "advertises issuer") {
 				t.Errorf("message %q", e.Message)
 			}
-			_, err = v.Verify(context.Background(), sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+			_, err = v.Verify(context.Background(), oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 			wantCode(t, err, oidc.CodeIssuerUnavailable)
 			wantFetches(t, iss, 1, 0) // the JWKS is never fetched
 		})
 	}
 	// WithIssuerOverride does the same from the start.
-	iss := newIssuer(t, oidctest.WithIssuerOverride("https://token.actions.githubusercontent.com"))
+	iss := oidctest.Start(t, oidctest.WithIssuerOverride("https://token.actions.githubusercontent.com"))
 	wantCode(t, newVerifier(t, oidc.Options{}).Warm(context.Background(), iss.URL()), oidc.CodeIssuerUnavailable)
 }
 
@@ -132,7 +133,7 @@ func TestJWKSURIMustBeHTTPSOrLoopback(t *testing.T) {
 		"https://user:pass@example.com/jwks",
 	} {
 		t.Run(uri, func(t *testing.T) {
-			iss := newIssuer(t)
+			iss := oidctest.Start(t)
 			iss.SetJWKSURI(uri)
 			v := newVerifier(t, oidc.Options{})
 			err := v.Warm(context.Background(), iss.URL())
@@ -144,7 +145,7 @@ func TestJWKSURIMustBeHTTPSOrLoopback(t *testing.T) {
 		})
 	}
 	// http on "localhost" is loopback and allowed.
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	iss.SetJWKSURI(strings.Replace(iss.URL(), "127.0.0.1", "localhost", 1) + oidctest.JWKSPath)
 	v := newVerifier(t, oidc.Options{})
 	if err := v.Warm(context.Background(), iss.URL()); err != nil {
@@ -167,7 +168,7 @@ func TestOversizeBodies(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			iss := newIssuer(t, oidctest.WithECDSA())
+			iss := oidctest.Start(t, oidctest.WithECDSA())
 			iss.SetPadding(c.padD, c.padJ)
 			v := newVerifier(t, oidc.Options{MaxResponseBytes: c.max})
 			err := v.Warm(context.Background(), iss.URL())
@@ -190,12 +191,12 @@ func newVerifierWarm(t *testing.T, o oidc.Options, iss *oidctest.Issuer) error {
 }
 
 func TestSlowIssuerTimesOut(t *testing.T) {
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	iss.SetLatency(time.Hour)
 	const timeout = 300 * time.Millisecond
 	v := newVerifier(t, oidc.Options{FetchTimeout: timeout})
 	start := time.Now()
-	_, err := v.Verify(context.Background(), sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	_, err := v.Verify(context.Background(), oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 	elapsed := time.Since(start)
 	e := wantCode(t, err, oidc.CodeIssuerUnavailable)
 	if !e.Temporary || !strings.Contains(e.Message, "timed out after 300ms") {
@@ -207,13 +208,13 @@ func TestSlowIssuerTimesOut(t *testing.T) {
 }
 
 func TestCallerContextBoundsTheWait(t *testing.T) {
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	iss.SetLatency(time.Hour)
 	v := newVerifier(t, oidc.Options{FetchTimeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := v.Verify(ctx, sign(t, iss, ghClaims(iss, time.Now())), expect(iss))
+	_, err := v.Verify(ctx, oidctest.MustSign(t, iss, ghClaims(iss, time.Now())), expect(iss))
 	e := wantCode(t, err, oidc.CodeIssuerUnavailable)
 	if !e.Temporary || time.Since(start) > 2*time.Second {
 		t.Errorf("temporary=%v after %v: %s", e.Temporary, time.Since(start), e.Message)
@@ -221,10 +222,10 @@ func TestCallerContextBoundsTheWait(t *testing.T) {
 }
 
 func TestConcurrentFirstVerifyFetchesOnce(t *testing.T) {
-	iss := newIssuer(t)
+	iss := oidctest.Start(t)
 	iss.SetLatency(50 * time.Millisecond) // keep the first fetch in flight while the others arrive
 	v := newVerifier(t, oidc.Options{})
-	raw := sign(t, iss, ghClaims(iss, time.Now()))
+	raw := oidctest.MustSign(t, iss, ghClaims(iss, time.Now()))
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	var ok atomic.Int32

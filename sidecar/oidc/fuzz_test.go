@@ -28,7 +28,7 @@ var knownCodes = map[string]bool{
 // may be returned only when an independent check (standard library crypto
 // against the issuer's own public key) confirms the signature.
 func FuzzVerify(f *testing.F) {
-	fx := newFixture(f)
+	fx := newRig(f)
 	valid, cases := adversarialCases(f, fx)
 	f.Add(valid)
 	f.Add(handSign(f, "ES256", fx.ecKey, map[string]any{"alg": "ES256", "kid": fx.kidE}, fx.payload(f)))
@@ -65,7 +65,7 @@ func FuzzVerify(f *testing.F) {
 }
 
 // independentlyValid checks raw's signature with the standard library only.
-func independentlyValid(fx *fixture, raw string) bool {
+func independentlyValid(fx *rig, raw string) bool {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
 		return false

@@ -7,7 +7,6 @@ import (
 	_ "crypto/sha512" // registers SHA-384/512 for crypto.Hash
 	"encoding/json"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,36 +15,6 @@ import (
 )
 
 const testAud = "Buddy"
-
-// clock is a settable clock for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newIssuer(t testing.TB, opts ...oidctest.Option) *oidctest.Issuer {
-	t.Helper()
-	iss, err := oidctest.NewIssuer(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(iss.Close)
-	return iss
-}
 
 func newVerifier(t testing.TB, o oidc.Options) *oidc.Verifier {
 	t.Helper()
@@ -58,15 +27,6 @@ func newVerifier(t testing.TB, o oidc.Options) *oidc.Verifier {
 
 func ghClaims(iss *oidctest.Issuer, now time.Time) map[string]any {
 	return oidctest.GitHubClaims(iss.URL(), testAud, "octo-org/octo-repo", "refs/heads/main", now)
-}
-
-func sign(t testing.TB, iss *oidctest.Issuer, claims map[string]any, opts ...oidctest.SignOption) string {
-	t.Helper()
-	tok, err := iss.Sign(claims, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
 }
 
 func expect(iss *oidctest.Issuer) oidc.Expect {
@@ -117,11 +77,7 @@ func handSign(t testing.TB, alg string, key any, header any, payload []byte) str
 			t.Fatal(err)
 		}
 	}
-	s, err := oidctest.HandSign(alg, key, hb, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return oidctest.MustHandSign(t, alg, key, hb, payload)
 }
 
 func mustJSON(t testing.TB, v any) []byte {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 )
@@ -18,11 +19,11 @@ import (
 func TestHappyPaths(t *testing.T) {
 	for _, alg := range []string{"RS256", "ES256", "PS256", "RS384", "ES384", "RS512"} {
 		t.Run(alg, func(t *testing.T) {
-			iss := newIssuer(t, oidctest.WithInitialAlg(alg))
+			iss := oidctest.Start(t, oidctest.WithInitialAlg(alg))
 			v := newVerifier(t, oidc.Options{})
 			now := time.Now()
 			claims := ghClaims(iss, now)
-			raw := sign(t, iss, claims)
+			raw := oidctest.MustSign(t, iss, claims)
 			tok := mustVerify(t, v, raw, expect(iss))
 
 			if tok.Algorithm != alg || tok.KeyID != iss.KID() {
@@ -53,15 +54,15 @@ func TestHappyPaths(t *testing.T) {
 			}
 			wantFetches(t, iss, 1, 1)
 			// Cached: a second token costs no HTTP.
-			mustVerify(t, v, sign(t, iss, ghClaims(iss, now)), expect(iss))
+			mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, now)), expect(iss))
 			wantFetches(t, iss, 1, 1)
 		})
 	}
 }
 
 func TestES512WhenConfigured(t *testing.T) {
-	iss := newIssuer(t, oidctest.WithInitialAlg("ES512"))
-	raw := sign(t, iss, ghClaims(iss, time.Now()))
+	iss := oidctest.Start(t, oidctest.WithInitialAlg("ES512"))
+	raw := oidctest.MustSign(t, iss, ghClaims(iss, time.Now()))
 	_, err := newVerifier(t, oidc.Options{}).Verify(context.Background(), raw, expect(iss))
 	wantCode(t, err, oidc.CodeUnsupportedAlgorithm)
 	v := newVerifier(t, oidc.Options{Algorithms: []string{"ES512"}})
@@ -69,21 +70,21 @@ func TestES512WhenConfigured(t *testing.T) {
 }
 
 func TestJWKWithoutAlgUsableWithItsFamily(t *testing.T) {
-	iss := newIssuer(t, oidctest.WithRSA())
+	iss := oidctest.Start(t, oidctest.WithRSA())
 	iss.SetPublishAlg(false)
 	v := newVerifier(t, oidc.Options{})
 	now := time.Now()
 	for _, alg := range []string{"RS256", "RS384", "RS512", "PS256"} {
-		mustVerify(t, v, sign(t, iss, ghClaims(iss, now), oidctest.WithAlg(alg)), expect(iss))
+		mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, now), oidctest.WithAlg(alg)), expect(iss))
 	}
 	// PS384 is a fitting family but not in the default allow-list.
-	_, err := v.Verify(context.Background(), sign(t, iss, ghClaims(iss, now), oidctest.WithAlg("PS384")), expect(iss))
+	_, err := v.Verify(context.Background(), oidctest.MustSign(t, iss, ghClaims(iss, now), oidctest.WithAlg("PS384")), expect(iss))
 	wantCode(t, err, oidc.CodeUnsupportedAlgorithm)
 
 	// With "alg" published, the key is usable only with that algorithm.
-	iss2 := newIssuer(t, oidctest.WithRSA())
+	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	v2 := newVerifier(t, oidc.Options{})
-	_, err = v2.Verify(context.Background(), sign(t, iss2, ghClaims(iss2, now), oidctest.WithAlg("PS256")), expect(iss2))
+	_, err = v2.Verify(context.Background(), oidctest.MustSign(t, iss2, ghClaims(iss2, now), oidctest.WithAlg("PS256")), expect(iss2))
 	e := wantCode(t, err, oidc.CodeUnsupportedAlgorithm)
 	if !strings.Contains(e.Message, "alg RS256") {
 		t.Errorf("message %q", e.Message)
@@ -92,7 +93,7 @@ func TestJWKWithoutAlgUsableWithItsFamily(t *testing.T) {
 
 func TestCircleCIPathIssuer(t *testing.T) {
 	org := "7f3e2a10-1b2c-4d5e-9f80-a1b2c3d4e5f6"
-	iss := newIssuer(t, oidctest.WithPath("/org/"+org), oidctest.WithECDSA())
+	iss := oidctest.Start(t, oidctest.WithPath("/org/"+org), oidctest.WithECDSA())
 	if !strings.HasSuffix(iss.URL(), "/org/"+org) {
 		t.Fatalf("URL %s", iss.URL())
 	}
@@ -101,7 +102,7 @@ func TestCircleCIPathIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	claims := oidctest.CircleCIClaims(iss.URL(), org, "proj-1", time.Now())
-	tok := mustVerify(t, v, sign(t, iss, claims), oidc.Expect{Issuer: iss.URL(), Audience: org})
+	tok := mustVerify(t, v, oidctest.MustSign(t, iss, claims), oidc.Expect{Issuer: iss.URL(), Audience: org})
 	if tok.Claims["oidc.circleci.com/ssh-rerun"] != false {
 		t.Errorf("ssh-rerun %#v", tok.Claims["oidc.circleci.com/ssh-rerun"])
 	}
@@ -115,22 +116,22 @@ func TestCircleCIPathIssuer(t *testing.T) {
 }
 
 func TestKeyRotation(t *testing.T) {
-	clk := newClock()
-	iss := newIssuer(t)
+	clk := testkit.NewClock(time.Now())
+	iss := oidctest.Start(t)
 	v := newVerifier(t, oidc.Options{Now: clk.Now, RefreshCooldown: 30 * time.Second})
 	ctx := context.Background()
 	if err := v.Warm(ctx, iss.URL()); err != nil {
 		t.Fatal(err)
 	}
 	oldKID := iss.KID()
-	oldTok := sign(t, iss, ghClaims(iss, clk.Now()))
+	oldTok := oidctest.MustSign(t, iss, ghClaims(iss, clk.Now()))
 
 	// A new key is picked up by one refetch.
 	kid2, err := iss.Rotate("RS256")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := mustVerify(t, v, sign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
+	tok := mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
 	if tok.KeyID != kid2 {
 		t.Fatalf("kid %s, want %s", tok.KeyID, kid2)
 	}
@@ -143,7 +144,7 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok3 := sign(t, iss, ghClaims(iss, clk.Now()))
+	tok3 := oidctest.MustSign(t, iss, ghClaims(iss, clk.Now()))
 	clk.Advance(10 * time.Second)
 	reqs := iss.Requests()
 	start := time.Now()
@@ -169,7 +170,7 @@ func TestKeyRotation(t *testing.T) {
 	// A removed key stops working after the next refetch.
 	iss.RemoveKey(oldKID)
 	clk.Advance(31 * time.Second)
-	garbage := sign(t, iss, ghClaims(iss, clk.Now()), oidctest.WithoutKID(), oidctest.WithHeader("kid", "k9"))
+	garbage := oidctest.MustSign(t, iss, ghClaims(iss, clk.Now()), oidctest.WithoutKID(), oidctest.WithHeader("kid", "k9"))
 	_, err = v.Verify(ctx, garbage, expect(iss)) // unknown kid → refetch (4/4), still unknown
 	wantCode(t, err, oidc.CodeUnknownKID)
 	wantFetches(t, iss, 4, 4)
@@ -179,8 +180,8 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestManyRandomKIDsCostOneRefetch(t *testing.T) {
-	clk := newClock()
-	iss := newIssuer(t)
+	clk := testkit.NewClock(time.Now())
+	iss := oidctest.Start(t)
 	v := newVerifier(t, oidc.Options{Now: clk.Now})
 	ctx := context.Background()
 	if err := v.Warm(ctx, iss.URL()); err != nil {
@@ -189,7 +190,7 @@ func TestManyRandomKIDsCostOneRefetch(t *testing.T) {
 	errs := make(chan error, 200)
 	for n := range 200 {
 		go func() {
-			raw := sign(t, iss, ghClaims(iss, clk.Now()), oidctest.WithoutKID(), oidctest.WithHeader("kid", fmt.Sprintf("rnd-%d", n)))
+			raw := oidctest.MustSign(t, iss, ghClaims(iss, clk.Now()), oidctest.WithoutKID(), oidctest.WithHeader("kid", fmt.Sprintf("rnd-%d", n)))
 			_, err := v.Verify(ctx, raw, expect(iss))
 			errs <- err
 		}()
@@ -201,27 +202,27 @@ func TestManyRandomKIDsCostOneRefetch(t *testing.T) {
 }
 
 func TestIssuerDownAfterWarmKeepsServing(t *testing.T) {
-	clk := newClock()
-	iss := newIssuer(t)
+	clk := testkit.NewClock(time.Now())
+	iss := oidctest.Start(t)
 	v := newVerifier(t, oidc.Options{Now: clk.Now, RefreshInterval: time.Hour, RefreshCooldown: 30 * time.Second})
 	ctx := context.Background()
 	if err := v.Warm(ctx, iss.URL()); err != nil {
 		t.Fatal(err)
 	}
 	iss.SetDown(true)
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
 	wantFetches(t, iss, 1, 1)
 
 	// Keys go stale: the background refresh fails, the old keys keep working.
 	clk.Advance(61 * time.Minute)
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
 	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := iss.WaitFetches(waitCtx, 2, 0); err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
-		mustVerify(t, v, sign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
+		mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
 	}
 	// While refreshes fail, they are retried at most once per cooldown.
 	time.Sleep(50 * time.Millisecond) // let a (wrong) extra refresh show up
@@ -236,14 +237,14 @@ func TestIssuerDownAfterWarmKeepsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(31 * time.Second)
-	mustVerify(t, v, sign(t, iss, ghClaims(iss, clk.Now()), oidctest.WithKID(oldKID)), expect(iss))
+	mustVerify(t, v, oidctest.MustSign(t, iss, ghClaims(iss, clk.Now()), oidctest.WithKID(oldKID)), expect(iss))
 	if err := iss.WaitFetches(waitCtx, 3, 2); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		// The background fetch has been served; wait until its result is in.
-		tok, err := v.Verify(ctx, sign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
+		tok, err := v.Verify(ctx, oidctest.MustSign(t, iss, ghClaims(iss, clk.Now())), expect(iss))
 		if err == nil {
 			if tok.KeyID != kid2 {
 				t.Fatalf("kid %s", tok.KeyID)

@@ -174,9 +174,9 @@ func (u *upstream) url() *url.URL {
 	return v
 }
 
-// fixture is a sidecar proxy on a real loopback server in front of a fake
+// rig is a sidecar proxy on a real loopback server in front of a fake
 // upstream, with a real policy engine and a real token store.
-type fixture struct {
+type rig struct {
 	t      testing.TB
 	engine *policy.Engine
 	store  *countingStore
@@ -188,11 +188,11 @@ type fixture struct {
 	client *http.Client
 }
 
-type fixtureOption func(*Options)
+type rigOption func(*Options)
 
-func newFixture(t testing.TB, store token.Store, opts ...fixtureOption) *fixture {
+func newRig(t testing.TB, store token.Store, opts ...rigOption) *rig {
 	t.Helper()
-	f := &fixture{
+	f := &rig{
 		t:      t,
 		engine: engineWith(defaultSnapshot(t)),
 		store:  &countingStore{Store: store},
@@ -260,7 +260,7 @@ func record(scopes ...string) token.Record {
 }
 
 // mint stores rec under a new token and returns the token.
-func (f *fixture) mint(rec token.Record) string {
+func (f *rig) mint(rec token.Record) string {
 	f.t.Helper()
 	tok, hash, err := token.New()
 	if err != nil {
@@ -280,7 +280,7 @@ type response struct {
 
 // do sends a request through the sidecar. tok, when not "", goes in the
 // Authorization header.
-func (f *fixture) do(method, target, tok string, hdr http.Header, body io.Reader) response {
+func (f *rig) do(method, target, tok string, hdr http.Header, body io.Reader) response {
 	f.t.Helper()
 	req, err := http.NewRequest(method, f.srv.URL+target, body)
 	if err != nil {
@@ -306,7 +306,7 @@ func (f *fixture) do(method, target, tok string, hdr http.Header, body io.Reader
 
 // raw sends a request line and headers exactly as given (no client-side
 // path normalisation) and returns the response.
-func (f *fixture) raw(method, target string, hdr map[string]string) response {
+func (f *rig) raw(method, target string, hdr map[string]string) response {
 	f.t.Helper()
 	conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
 	if err != nil {
@@ -338,7 +338,7 @@ func errBody(msg string) string {
 	return string(b) + "\n"
 }
 
-func (f *fixture) wantUpstreamUntouched() {
+func (f *rig) wantUpstreamUntouched() {
 	f.t.Helper()
 	if got := f.up.requests(); len(got) != 0 {
 		f.t.Fatalf("upstream received %d requests, want none: %+v", len(got), got)
@@ -346,7 +346,7 @@ func (f *fixture) wantUpstreamUntouched() {
 }
 
 // auditLines parses the audit log.
-func (f *fixture) auditLines() []map[string]any {
+func (f *rig) auditLines() []map[string]any {
 	f.t.Helper()
 	var out []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(f.audit.String()), "\n") {

@@ -17,7 +17,7 @@ import (
 // whatever its case and whatever stands in for "-" (CGI-style stacks read
 // X_OIDC_Sidecar_Subject as X-OIDC-Sidecar-Subject). Other headers pass.
 func TestReservedHeaderSpellings(t *testing.T) {
-	f := newFixture(t, token.NewMemory(nil), func(o *Options) { o.IdentityHeaders = true })
+	f := newRig(t, token.NewMemory(nil), func(o *Options) { o.IdentityHeaders = true })
 	tok := f.mint(record("EXECUTION_INFO"))
 	sent := http.Header{
 		"X_OIDC_Sidecar_Subject":    {"repo:evil/x:ref:refs/heads/main"},
@@ -77,7 +77,7 @@ func TestReservedHeaderSpellings(t *testing.T) {
 // any case or spelling an upstream may decode to _method, is refused (400)
 // before anything is forwarded; look-alikes pass.
 func TestMethodOverrideQuery(t *testing.T) {
-	f := newFixture(t, token.NewMemory(nil))
+	f := newRig(t, token.NewMemory(nil))
 	tok := f.mint(record("EXECUTION_INFO"))
 	for _, q := range []string{"_method=DELETE", "_METHOD=delete", "page=2&_Method=PUT", "%5Fmethod=DELETE", "%5fMETHOD=DELETE",
 		"a=1;_method=DELETE", ".method=DELETE", "+_method=DELETE", "_method", "_meth%6Fd=DELETE"} {
@@ -104,7 +104,7 @@ func TestMethodOverrideQuery(t *testing.T) {
 // path — is refused (400) and never reaches the upstream; the message
 // names the place, never the token.
 func TestTokenNeverForwarded(t *testing.T) {
-	f := newFixture(t, token.NewMemory(nil))
+	f := newRig(t, token.NewMemory(nil))
 	tok := f.mint(record("EXECUTION_INFO"))
 	other, _, err := token.New()
 	if err != nil {
@@ -171,7 +171,7 @@ func TestTokenNeverForwarded(t *testing.T) {
 // TestRequestTrailersNotForwarded: trailer values arrive after the checks
 // above, so request trailers are never forwarded.
 func TestRequestTrailersNotForwarded(t *testing.T) {
-	f := newFixture(t, token.NewMemory(nil))
+	f := newRig(t, token.NewMemory(nil))
 	tok := f.mint(record("EXECUTION_RUN"))
 	var trailer http.Header
 	f.up.handle(runExecutions, func(w http.ResponseWriter, r *http.Request) {

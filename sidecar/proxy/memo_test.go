@@ -18,7 +18,7 @@ import (
 func TestDecisionReuse(t *testing.T) {
 	st := token.NewMemory(time.Now)
 	t.Cleanup(func() { st.Close() })
-	f := newFixture(t, st)
+	f := newRig(t, st)
 	tok := f.mint(record("WORKSPACE", "EXECUTION_INFO"))
 
 	reused := func() float64 { return counter(t, f, "oidc_sidecar_proxy_decisions_reused_total") }
@@ -89,7 +89,7 @@ func TestDecisionReuseOffForImpurePolicies(t *testing.T) {
 	}
 	st := token.NewMemory(time.Now)
 	t.Cleanup(func() { st.Close() })
-	f := newFixture(t, st, func(o *Options) { o.Engine = engineWith(snap) })
+	f := newRig(t, st, func(o *Options) { o.Engine = engineWith(snap) })
 	tok := f.mint(record("WORKSPACE", "EXECUTION_INFO"))
 	for range 3 {
 		if r := f.do("GET", runExecutions, tok, nil, nil); r.status != 200 {
@@ -108,7 +108,7 @@ func TestDecisionReuseOffForImpurePolicies(t *testing.T) {
 func TestDecisionReuseOff(t *testing.T) {
 	st := token.NewMemory(time.Now)
 	t.Cleanup(func() { st.Close() })
-	f := newFixture(t, st, func(o *Options) { o.NoDecisionCache = true })
+	f := newRig(t, st, func(o *Options) { o.NoDecisionCache = true })
 	tok := f.mint(record("WORKSPACE", "EXECUTION_INFO"))
 	for range 3 {
 		if r := f.do("GET", runExecutions, tok, nil, nil); r.status != http.StatusOK {
@@ -120,9 +120,9 @@ func TestDecisionReuseOff(t *testing.T) {
 	}
 }
 
-// counter is the value of a counter (without labels) in the fixture's
+// counter is the value of a counter (without labels) in the rig's
 // metrics registry; 0 when it was never incremented.
-func counter(t *testing.T, f *fixture, name string) float64 {
+func counter(t *testing.T, f *rig, name string) float64 {
 	t.Helper()
 	mfs, err := f.proxy.metrics.Registry.Gather()
 	if err != nil {

@@ -32,7 +32,7 @@ func (g *gatedStore) Get(ctx context.Context, hash string) (*token.Record, error
 func TestColdTokenBurstCoalesced(t *testing.T) {
 	stores(t, func(t *testing.T, store token.Store) {
 		g := &gatedStore{Store: store, release: make(chan struct{})}
-		f := newFixture(t, g)
+		f := newRig(t, g)
 		tok := f.mint(record("WORKSPACE"))
 		const n = 50
 		var wg sync.WaitGroup
@@ -79,7 +79,7 @@ func (overloadedStore) Get(context.Context, string) (*token.Record, error) {
 func TestOverloadReportedAsOverload(t *testing.T) {
 	st := token.NewMemory(time.Now)
 	t.Cleanup(func() { st.Close() })
-	f := newFixture(t, overloadedStore{st})
+	f := newRig(t, overloadedStore{st})
 	tok := f.mint(record("WORKSPACE"))
 	r := f.do(http.MethodGet, "/workspaces/acme", tok, nil, nil)
 	if r.status != http.StatusServiceUnavailable || r.body != errBody("The sidecar is overloaded; retry in a second") {

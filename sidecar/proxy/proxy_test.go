@@ -30,7 +30,7 @@ var wrongAuth = `{"errors":[{"message":"Wrong authentication data"}]}` + "\n"
 func TestAuthentication(t *testing.T) {
 	stores(t, func(t *testing.T, store token.Store) {
 		t.Run("no token", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			r := f.do("GET", "/user", "", nil, nil)
 			if r.status != 401 || r.body != wrongAuth {
 				t.Fatalf("got %d %q", r.status, r.body)
@@ -44,7 +44,7 @@ func TestAuthentication(t *testing.T) {
 			f.wantUpstreamUntouched()
 		})
 		t.Run("garbage token makes no store call", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			for _, tok := range []string{"garbage", "ocs_" + strings.Repeat("A", 49), strings.Repeat("x", 5000)} {
 				r := f.do("GET", "/user", tok, nil, nil)
 				if r.status != 401 || r.body != wrongAuth {
@@ -60,7 +60,7 @@ func TestAuthentication(t *testing.T) {
 			f.wantUpstreamUntouched()
 		})
 		t.Run("unknown token", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			tok, _, _ := token.New()
 			r := f.do("GET", "/user", tok, nil, nil)
 			if r.status != 401 || r.body != wrongAuth || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
@@ -72,7 +72,7 @@ func TestAuthentication(t *testing.T) {
 			f.wantUpstreamUntouched()
 		})
 		t.Run("expired record", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			rec := record("USER_INFO")
 			rec.IssuedAt, rec.ExpiresAt = time.Now().Unix()-7200, time.Now().Unix()-1
 			tok := f.mint(rec) // still in the store (ttl 1h): the record's exp decides
@@ -83,7 +83,7 @@ func TestAuthentication(t *testing.T) {
 		})
 		t.Run("expired by the proxy's clock", func(t *testing.T) {
 			later := func() time.Time { return time.Now().Add(2 * time.Hour) }
-			f := newFixture(t, store, func(o *Options) { o.Now = later })
+			f := newRig(t, store, func(o *Options) { o.Now = later })
 			tok := f.mint(record("USER_INFO"))
 			if r := f.do("GET", "/user", tok, nil, nil); r.status != 401 {
 				t.Fatalf("got %d %q", r.status, r.body)
@@ -91,7 +91,7 @@ func TestAuthentication(t *testing.T) {
 			f.wantUpstreamUntouched()
 		})
 		t.Run("revoked token, no cache", func(t *testing.T) {
-			f := newFixture(t, store, func(o *Options) { o.TokenCacheTTL = -1 })
+			f := newRig(t, store, func(o *Options) { o.TokenCacheTTL = -1 })
 			tok := f.mint(record("USER_INFO"))
 			if r := f.do("GET", "/user", tok, nil, nil); r.status != 200 {
 				t.Fatalf("before revocation: %d %q", r.status, r.body)
@@ -110,7 +110,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 		t.Run("revoked token, default cache: refused within 1s", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			tok := f.mint(record("USER_INFO"))
 			for range 5 {
 				if r := f.do("GET", "/user", tok, nil, nil); r.status != 200 {
@@ -142,7 +142,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 		t.Run("revoked through ForgetOnRevoke: refused at once", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			tok := f.mint(record("USER_INFO"))
 			if r := f.do("GET", "/user", tok, nil, nil); r.status != 200 { // now cached
 				t.Fatalf("before revocation: %d %q", r.status, r.body)
@@ -159,7 +159,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 		t.Run("token of a removed provider", func(t *testing.T) {
-			f := newFixture(t, store)
+			f := newRig(t, store)
 			tok := f.mint(record("USER_INFO"))
 			f.engine.Swap(snapshotWithoutProviders(t))
 			r := f.do("GET", "/user", tok, nil, nil)
@@ -186,7 +186,7 @@ func snapshotWithoutProviders(t testing.TB) *policy.Snapshot {
 
 func TestAuthorization(t *testing.T) {
 	stores(t, func(t *testing.T, store token.Store) {
-		f := newFixture(t, store)
+		f := newRig(t, store)
 		info := f.mint(record("WORKSPACE", "EXECUTION_INFO"))
 		manage := f.mint(record("EXECUTION_MANAGE"))
 
@@ -286,7 +286,7 @@ func TestAuthorization(t *testing.T) {
 }
 
 func TestUnknownRoutesAuthenticated(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now), func(o *Options) {
+	f := newRig(t, token.NewMemory(time.Now), func(o *Options) {
 		o.Engine = engineWith(snapshot(t, policy.Sources{Settings: policy.Settings{UnknownRoutes: "authenticated"}}))
 	})
 	tok := f.mint(record("USER_INFO"))
@@ -325,7 +325,7 @@ func TestUnknownRoutesAuthenticated(t *testing.T) {
 
 func TestForwarding(t *testing.T) {
 	stores(t, func(t *testing.T, store token.Store) {
-		f := newFixture(t, store)
+		f := newRig(t, store)
 		tok := f.mint(record("EXECUTION_MANAGE", "USER_INFO"))
 
 		t.Run("credential replaced, token never forwarded or logged", func(t *testing.T) {
@@ -451,7 +451,7 @@ func TestForwarding(t *testing.T) {
 		})
 	})
 	t.Run("identity headers on", func(t *testing.T) {
-		f := newFixture(t, token.NewMemory(time.Now), func(o *Options) { o.IdentityHeaders = true })
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) { o.IdentityHeaders = true })
 		tok := f.mint(record("EXECUTION_MANAGE", "USER_INFO"))
 		f.do("GET", "/user", tok, http.Header{"X-Oidc-Sidecar-Subject": {"forged"}, "x-oidc-sidecar-scopes": {"ADMIN"}}, nil)
 		h := f.up.requests()[0].Header
@@ -468,7 +468,7 @@ func TestForwarding(t *testing.T) {
 		}
 	})
 	t.Run("upstream base path", func(t *testing.T) {
-		f := newFixture(t, token.NewMemory(time.Now), func(o *Options) {
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) {
 			u := *o.Upstream
 			u.Path = "/api/"
 			o.Upstream = &u
@@ -480,7 +480,7 @@ func TestForwarding(t *testing.T) {
 		}
 	})
 	t.Run("no upstream token: Authorization removed", func(t *testing.T) {
-		f := newFixture(t, token.NewMemory(time.Now), func(o *Options) { o.UpstreamToken = "" })
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) { o.UpstreamToken = "" })
 		tok := f.mint(record("USER_INFO"))
 		f.do("GET", "/user", tok, nil, nil)
 		if a, ok := f.up.requests()[0].Header["Authorization"]; ok {
@@ -492,7 +492,7 @@ func TestForwarding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := newFixture(t, token.NewMemory(time.Now), func(o *Options) { o.Clients = clients })
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) { o.Clients = clients })
 		rec := record("USER_INFO")
 		rec.IPRestrictions = []string{"203.0.113.0/24"}
 		tok := f.mint(rec)
@@ -509,7 +509,7 @@ func TestForwarding(t *testing.T) {
 
 // assertTokenNowhere checks the token is in no upstream request (URI or
 // header) and in no log line; the upstream credential in no log line.
-func (f *fixture) assertTokenNowhere(tok string) {
+func (f *rig) assertTokenNowhere(tok string) {
 	f.t.Helper()
 	for _, r := range f.up.requests() {
 		if strings.Contains(r.RequestURI, tok) {
@@ -536,12 +536,12 @@ func (f *fixture) assertTokenNowhere(tok string) {
 
 // waitAudit gives the handler goroutines a moment to write their audit
 // lines (written after the response).
-func (f *fixture) waitAudit() {
+func (f *rig) waitAudit() {
 	time.Sleep(20 * time.Millisecond)
 }
 
 func TestAudit(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now))
+	f := newRig(t, token.NewMemory(time.Now))
 	tok := f.mint(record("EXECUTION_INFO"))
 	f.do("GET", runExecutions, tok, http.Header{"X-Request-Id": {"req-1"}}, nil)
 	f.do("POST", runExecutions, tok, http.Header{"X-Request-Id": {"req-2"}}, nil)
@@ -606,7 +606,7 @@ func TestAudit(t *testing.T) {
 }
 
 func TestStreaming(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now))
+	f := newRig(t, token.NewMemory(time.Now))
 	tok := f.mint(record("EXECUTION_MANAGE"))
 	const size = 8 << 20
 
@@ -707,7 +707,7 @@ func TestStreaming(t *testing.T) {
 
 func TestUpstreamFailures(t *testing.T) {
 	t.Run("timeout is 504", func(t *testing.T) {
-		f := newFixture(t, token.NewMemory(time.Now), func(o *Options) { o.Timeout = 150 * time.Millisecond })
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) { o.Timeout = 150 * time.Millisecond })
 		tok := f.mint(record("USER_INFO"))
 		f.up.handle("/user", func(w http.ResponseWriter, r *http.Request) {
 			select {
@@ -741,7 +741,7 @@ func TestUpstreamFailures(t *testing.T) {
 		}
 		addr := l.Addr().String()
 		l.Close()
-		f := newFixture(t, token.NewMemory(time.Now), func(o *Options) { o.Upstream = &url.URL{Scheme: "http", Host: addr} })
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) { o.Upstream = &url.URL{Scheme: "http", Host: addr} })
 		tok := f.mint(record("USER_INFO"))
 		r := f.do("GET", "/user", tok, nil, nil)
 		if r.status != 502 || r.body != `{"errors":[{"message":"upstream unreachable"}]}`+"\n" {
@@ -761,7 +761,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	f := newFixture(t, st)
+	f := newRig(t, st)
 	tok, other := f.mint(record("USER_INFO")), f.mint(record("USER_INFO"))
 	if r := f.do("GET", "/user", tok, nil, nil); r.status != 200 {
 		t.Fatalf("before: %d %q", r.status, r.body)
@@ -797,7 +797,7 @@ func TestRedisHung(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	f := newFixture(t, st)
+	f := newRig(t, st)
 	tok := f.mint(record("USER_INFO"))
 	srv.Pause()
 	defer srv.Resume()
@@ -813,7 +813,7 @@ func TestRedisHung(t *testing.T) {
 }
 
 func TestPolicyNotLoaded(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now), func(o *Options) { o.Engine = &policy.Engine{} })
+	f := newRig(t, token.NewMemory(time.Now), func(o *Options) { o.Engine = &policy.Engine{} })
 	tok := f.mint(record("USER_INFO"))
 	r := f.do("GET", "/user", tok, nil, nil)
 	if r.status != 503 || r.body != errBody("The sidecar has no authorization policy loaded") {
@@ -835,7 +835,7 @@ func TestPolicyEvaluationError(t *testing.T) {
 				"decision := {\"allow\": false, \"status\": 401, \"code\": \"x\", \"message\": \"x\"} if input.path != \"/user\"\n")
 		}
 	}
-	f := newFixture(t, token.NewMemory(time.Now), func(o *Options) {
+	f := newRig(t, token.NewMemory(time.Now), func(o *Options) {
 		o.Engine = engineWith(snapshot(t, policy.Sources{Policies: pols}))
 	})
 	tok := f.mint(record("USER_INFO"))
@@ -847,7 +847,7 @@ func TestPolicyEvaluationError(t *testing.T) {
 }
 
 func TestEngineSwap(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now))
+	f := newRig(t, token.NewMemory(time.Now))
 	tok := f.mint(record("WORKSPACE"))
 	if r := f.do("GET", "/custom/acme/things", tok, nil, nil); r.status != 403 || !strings.Contains(r.body, "not in the sidecar's route table") {
 		t.Fatalf("before swap: %d %q", r.status, r.body)
@@ -868,7 +868,7 @@ func TestEngineSwap(t *testing.T) {
 }
 
 func TestPathTricks(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now))
+	f := newRig(t, token.NewMemory(time.Now))
 	tok := f.mint(record("WORKSPACE", "EXECUTION_MANAGE"))
 	auth := map[string]string{"Authorization": "Bearer " + tok}
 	cases := []struct {
@@ -968,7 +968,7 @@ func TestNewValidation(t *testing.T) {
 // snapshots, for the race detector: shared cached token values, the route
 // table rebuilt per snapshot, the ReverseProxy hooks.
 func TestConcurrent(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now))
+	f := newRig(t, token.NewMemory(time.Now))
 	toks := []string{f.mint(record("EXECUTION_MANAGE")), f.mint(record("USER_INFO"))}
 	other := snapshot(t, policy.Sources{Routes: append(routes.Default(), routes.Route{Method: "GET", Path: "/extra", Scopes: nil})})
 	snaps := []*policy.Snapshot{defaultSnapshot(t), other}

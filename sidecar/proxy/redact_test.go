@@ -12,7 +12,7 @@ import (
 // path or in X-Request-Id (token_in_request) is not written to the audit
 // log either; the audit line shows where it was, not what it was.
 func TestRefusedTokenNotLogged(t *testing.T) {
-	f := newFixture(t, token.NewMemory(nil))
+	f := newRig(t, token.NewMemory(nil))
 	tok := f.mint(record("EXECUTION_INFO"))
 	other, _, err := token.New()
 	if err != nil {

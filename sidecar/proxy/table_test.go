@@ -206,7 +206,7 @@ func TestPHPSDKThroughProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := newFixture(t, token.NewMemory(time.Now))
+	fx := newRig(t, token.NewMemory(time.Now))
 	tok := fx.mint(record(scope.All()...))
 	encoded := 0
 	for _, rec := range recs[1:] {

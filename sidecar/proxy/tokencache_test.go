@@ -100,7 +100,7 @@ func TestEndedAndFlush(t *testing.T) {
 	var epoch atomic.Int64
 	st := token.NewMemory(time.Now)
 	t.Cleanup(func() { st.Close() })
-	f := newFixture(t, st, func(o *Options) {
+	f := newRig(t, st, func(o *Options) {
 		o.Ended = func(r *token.Record) bool { return r.Epoch < epoch.Load() }
 	})
 	tok := f.mint(record("WORKSPACE"))

@@ -14,7 +14,7 @@ import (
 // so once timeouts.exchange_body has passed (here 300ms, not the 5-minute
 // timeouts.read), and the connection is closed.
 func TestSlowExchangeBody(t *testing.T) {
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		h.cfg.Timeouts.ExchangeBody = Duration(300 * time.Millisecond)
 	}})
 	cases := []struct {
@@ -97,7 +97,7 @@ func itoa(n int) string {
 // path, get Buddy's JSON error shape from the main listener, not mux's
 // plain-text 404, and nothing is forwarded.
 func TestNoRouteTargets(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	before := len(h.api.Requests())
 	cases := []struct {
 		req    string

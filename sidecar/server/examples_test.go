@@ -193,7 +193,7 @@ func TestExamplesWorkAsShipped(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			store := token.NewMemory(time.Now)
-			h := newHarness(t, harnessOption{store: store, configure: func(h *harness) {
+			h := newRig(t, rigOptions{store: store, configure: func(h *rig) {
 				h.cfg.Providers = c.providers
 				h.cfg.Trusted = []string{"127.0.0.1"}
 			}})

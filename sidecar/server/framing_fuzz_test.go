@@ -42,23 +42,23 @@ type rigConn struct {
 
 var (
 	rigOnce sync.Once
-	rig     *netHTTPRig
+	netRig  *netHTTPRig
 )
 
 func netHTTPFramingRig() *netHTTPRig {
 	rigOnce.Do(func() {
-		rig = &netHTTPRig{seen: map[string]*rigConn{}}
+		netRig = &netHTTPRig{seen: map[string]*rigConn{}}
 		s := &Server{log: NewLogger(io.Discard, "error")}
-		ts := httptest.NewUnstartedServer(s.guardFraming(http.HandlerFunc(rig.handle)))
+		ts := httptest.NewUnstartedServer(s.guardFraming(http.HandlerFunc(netRig.handle)))
 		ts.Config.MaxHeaderBytes = 4096
 		ts.Config.ReadHeaderTimeout = 10 * time.Second
 		ts.Config.ErrorLog = log.New(io.Discard, "", 0)
 		ts.Listener = framingListener{Listener: ts.Listener, maxHeaderBytes: ts.Config.MaxHeaderBytes}
 		ts.Config.ConnContext = framingConnContext
 		ts.Start()
-		rig.ts = ts // never closed: it lives as long as the test binary
+		netRig.ts = ts // never closed: it lives as long as the test binary
 	})
-	return rig
+	return netRig
 }
 
 func (g *netHTTPRig) handle(w http.ResponseWriter, r *http.Request) {

@@ -134,7 +134,7 @@ func TestNetHTTPHidesContentLengthWithChunked(t *testing.T) {
 // shape and the connection is closed; the request pipelined behind it is
 // never answered.
 func TestAmbiguousFramingClosesConnection(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	cases := map[string]struct {
 		req, want string
 	}{

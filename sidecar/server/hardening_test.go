@@ -16,7 +16,7 @@ import (
 // policy.FailingAfter failed evaluations in a row, and a success clears it
 // (issue 11 #13).
 func TestReadyzReportsRevisionFailingEveryEvaluation(t *testing.T) {
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		dir := filepath.Join(h.dir, "policies")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)

@@ -112,9 +112,9 @@ func writeAtomic(t *testing.T, path string, data []byte) {
 	}
 }
 
-// harness is a sidecar with its real components around it: a fake issuer,
+// rig is a sidecar with its real components around it: a fake issuer,
 // the fake Buddy API as upstream, captured logs.
-type harness struct {
+type rig struct {
 	t        *testing.T
 	iss      *oidctest.Issuer
 	api      *fakeapi.API
@@ -136,30 +136,26 @@ type harness struct {
 	served chan error
 }
 
-type harnessOption struct {
-	configure func(h *harness)                // before New: edit h.cfg, h.env, files
+type rigOptions struct {
+	configure func(h *rig)                    // before New: edit h.cfg, h.env, files
 	upstream  func(http.Handler) http.Handler // wraps the fake API
 	store     token.Store
 }
 
-// newHarness builds the components and the configuration (providers.yaml
+// newRig builds the components and the configuration (providers.yaml
 // with provider A on the fake issuer, watch on, rate limits off), applies
 // o.configure, and starts the sidecar.
-func newHarness(t *testing.T, o harnessOption) *harness {
+func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	h := newHarnessNoStart(t, o)
+	h := newRigNoStart(t, o)
 	h.start(o.store)
 	return h
 }
 
-func newHarnessNoStart(t *testing.T, o harnessOption) *harness {
+func newRigNoStart(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	iss, err := oidctest.NewIssuer(oidctest.WithRSA())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(iss.Close)
-	h := &harness{
+	iss := oidctest.Start(t, oidctest.WithRSA())
+	h := &rig{
 		t: t, iss: iss, dir: t.TempDir(), logs: &syncBuffer{}, audit: &syncBuffer{},
 		upstreamToken: randomSecret("upstream-cred-"), adminToken: randomSecret("admin-cred-"),
 		client: &http.Client{Timeout: await},
@@ -188,7 +184,7 @@ func newHarnessNoStart(t *testing.T, o harnessOption) *harness {
 	return h
 }
 
-func (h *harness) options(store token.Store) Options {
+func (h *rig) options(store token.Store) Options {
 	return Options{
 		Logger: NewLogger(h.logs, "debug"),
 		Audit:  slog.New(slog.NewJSONHandler(h.audit, nil)),
@@ -199,7 +195,7 @@ func (h *harness) options(store token.Store) Options {
 
 // start runs New, Listen and Serve (in a goroutine); cleanup stops it and
 // checks that Serve returned nil.
-func (h *harness) start(store token.Store) {
+func (h *rig) start(store token.Store) {
 	t := h.t
 	t.Helper()
 	srv, err := New(context.Background(), h.cfg, h.options(store))
@@ -223,7 +219,7 @@ func (h *harness) start(store token.Store) {
 }
 
 // shutdown cancels Serve's context and waits for Serve to return (once).
-func (h *harness) shutdown() error {
+func (h *rig) shutdown() error {
 	if h.stop == nil {
 		return nil
 	}
@@ -238,17 +234,13 @@ func (h *harness) shutdown() error {
 }
 
 // jwt signs a GitHub-like token for owner/repo on main.
-func (h *harness) jwt(iss *oidctest.Issuer, owner string) string {
+func (h *rig) jwt(iss *oidctest.Issuer, owner string) string {
 	h.t.Helper()
-	jwt, err := iss.Sign(oidctest.GitHubClaims(iss.URL(), "Buddy", owner+"/repo", "refs/heads/main", time.Now()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return jwt
+	return oidctest.MustSign(h.t, iss, oidctest.GitHubClaims(iss.URL(), "Buddy", owner+"/repo", "refs/heads/main", time.Now()))
 }
 
 // do sends a request and returns status and body; transport errors fail the test.
-func (h *harness) do(method, url, bearer, contentType string, body io.Reader) (int, string) {
+func (h *rig) do(method, url, bearer, contentType string, body io.Reader) (int, string) {
 	h.t.Helper()
 	status, b, err := h.try(method, url, bearer, contentType, body)
 	if err != nil {
@@ -257,7 +249,7 @@ func (h *harness) do(method, url, bearer, contentType string, body io.Reader) (i
 	return status, b
 }
 
-func (h *harness) try(method, url, bearer, contentType string, body io.Reader) (int, string, error) {
+func (h *rig) try(method, url, bearer, contentType string, body io.Reader) (int, string, error) {
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		return 0, "", err
@@ -278,7 +270,7 @@ func (h *harness) try(method, url, bearer, contentType string, body io.Reader) (
 }
 
 // exchange posts a Buddy-style exchange; on 200 it returns the token.
-func (h *harness) exchange(providerID, jwt string) (status int, body, tok string, err error) {
+func (h *rig) exchange(providerID, jwt string) (status int, body, tok string, err error) {
 	b, _ := json.Marshal(map[string]string{"provider_id": providerID, "web_identity_token": jwt})
 	status, body, err = h.try(http.MethodPost, h.base+"/user/oidc/tokens", "", "application/json", bytes.NewReader(b))
 	if err == nil && status == http.StatusOK {
@@ -293,7 +285,7 @@ func (h *harness) exchange(providerID, jwt string) (status int, body, tok string
 
 // mustExchange exchanges a fresh token of iss for providerID and returns
 // the sidecar token.
-func (h *harness) mustExchange(iss *oidctest.Issuer, providerID string) string {
+func (h *rig) mustExchange(iss *oidctest.Issuer, providerID string) string {
 	h.t.Helper()
 	status, body, tok, err := h.exchange(providerID, h.jwt(iss, "octo-org"))
 	if err != nil || status != http.StatusOK || !token.WellFormed(tok) {
@@ -313,7 +305,7 @@ type readiness struct {
 	Problems        []string `json:"problems"`
 }
 
-func (h *harness) readyz() (int, readiness) {
+func (h *rig) readyz() (int, readiness) {
 	h.t.Helper()
 	status, body := h.do(http.MethodGet, h.admin+ReadyPath, "", "", nil)
 	var r readiness
@@ -324,7 +316,7 @@ func (h *harness) readyz() (int, readiness) {
 }
 
 // awaitReady polls /readyz until cond holds.
-func (h *harness) awaitReady(what string, cond func(int, readiness) bool) readiness {
+func (h *rig) awaitReady(what string, cond func(int, readiness) bool) readiness {
 	h.t.Helper()
 	deadline := time.Now().Add(await)
 	for {
@@ -339,20 +331,20 @@ func (h *harness) awaitReady(what string, cond func(int, readiness) bool) readin
 	}
 }
 
-func (h *harness) revision() string {
+func (h *rig) revision() string {
 	h.t.Helper()
 	_, r := h.readyz()
 	return r.Revision
 }
 
-func (h *harness) awaitRevisionChange(old string) string {
+func (h *rig) awaitRevisionChange(old string) string {
 	h.t.Helper()
 	return h.awaitReady("a revision other than "+old, func(_ int, r readiness) bool {
 		return r.Revision != "" && r.Revision != old
 	}).Revision
 }
 
-func (h *harness) metricsText() string {
+func (h *rig) metricsText() string {
 	h.t.Helper()
 	status, body := h.do(http.MethodGet, h.admin+MetricsPath, "", "", nil)
 	if status != http.StatusOK {
@@ -411,7 +403,7 @@ func metric(text, name string, labels ...string) float64 {
 var labelRE = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
 
 // awaitMetric polls /metrics until cond holds for the sample's value.
-func (h *harness) awaitMetric(what string, cond func(text string) bool) string {
+func (h *rig) awaitMetric(what string, cond func(text string) bool) string {
 	h.t.Helper()
 	deadline := time.Now().Add(await)
 	for {
@@ -426,7 +418,7 @@ func (h *harness) awaitMetric(what string, cond func(text string) bool) string {
 	}
 }
 
-func (h *harness) reloadsTotal(result string) float64 {
+func (h *rig) reloadsTotal(result string) float64 {
 	h.t.Helper()
 	v := metric(h.metricsText(), "oidc_sidecar_policy_reloads_total", "result", result)
 	if v < 0 {
@@ -436,7 +428,7 @@ func (h *harness) reloadsTotal(result string) float64 {
 }
 
 // awaitReloadErrors waits until policy_reloads_total{result="error"} > n.
-func (h *harness) awaitReloadErrors(n float64) {
+func (h *rig) awaitReloadErrors(n float64) {
 	h.t.Helper()
 	h.awaitMetric(fmt.Sprintf("policy_reloads_total{result=error} > %v", n), func(text string) bool {
 		return metric(text, "oidc_sidecar_policy_reloads_total", "result", "error") > n

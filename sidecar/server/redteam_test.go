@@ -16,7 +16,7 @@ func TestTLSMainListenerForwardedProto(t *testing.T) {
 	ca := testkit.NewCA(t, "test CA")
 	leaf := ca.Server(t, 90*24*time.Hour, "127.0.0.1")
 	sd := newSecretDir(t, pemFiles(leaf))
-	h := startTLS(t, ca, func(h *harness) {
+	h := startTLS(t, ca, func(h *rig) {
 		h.cfg.TLS = TLSConfig{CertFile: sd.path("tls.crt"), KeyFile: sd.path("tls.key")}
 	})
 	tok := h.mustExchange(h.iss, provA)

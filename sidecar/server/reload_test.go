@@ -19,39 +19,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 )
-
-func newIssuer(t *testing.T) *oidctest.Issuer {
-	t.Helper()
-	iss, err := oidctest.NewIssuer(oidctest.WithRSA())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(iss.Close)
-	return iss
-}
-
-func awaitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(await)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", await, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // TestHotReloadFromFiles: providers.yaml replaced on disk (temporary file
 // and rename, as editors do) → the new revision serves, its new provider's
 // issuer is warmed and its exchange works; an invalid file is rejected and
 // the previous revision keeps serving; fixing it recovers.
 func TestHotReloadFromFiles(t *testing.T) {
-	h := newHarness(t, harnessOption{})
-	iss2 := newIssuer(t)
+	h := newRig(t, rigOptions{})
+	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	status, r := h.readyz()
 	if status != http.StatusOK || r.Providers != 1 {
 		t.Fatalf("/readyz: %d %+v", status, r)
@@ -120,7 +100,7 @@ func TestHotReloadFromFiles(t *testing.T) {
 // TestRevertToServingContent: an invalid edit reverted to the content that
 // serves clears the error without a recompile.
 func TestRevertToServingContent(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	rev := h.revision()
 	good := providersYAML(providerSpec{id: provA, name: "test A", issuer: h.iss.URL()})
 	writeAtomic(t, h.provPath, []byte("providers: [[["))
@@ -139,11 +119,11 @@ func TestRevertToServingContent(t *testing.T) {
 // revisions while exchanges and proxied requests run concurrently; every
 // response has its expected status.
 func TestNoFailedRequestDuringReloads(t *testing.T) {
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		off := false
 		h.cfg.Watch = &off // reloads come from POST /_sidecar/reload only
 	}})
-	iss2 := newIssuer(t)
+	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	contents := []string{
 		providersYAML(providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}),
 		providersYAML(providerSpec{id: provA, name: "test A", issuer: h.iss.URL()},
@@ -217,7 +197,7 @@ func TestNoFailedRequestDuringReloads(t *testing.T) {
 		revs[content] = got.Revision
 		// Let traffic run against this revision before the next reload.
 		n := total.Load()
-		awaitCond(t, "requests between reloads", func() bool { return total.Load() >= n+6 })
+		testkit.Await(t, await, "requests between reloads", func() bool { return total.Load() >= n+6 })
 	}
 	stop.Store(true)
 	wg.Wait()
@@ -286,9 +266,9 @@ var badModule = []policy.File{{Path: "sidecar/bad.rego", Src: []byte("package si
 // TestBundleFileSource: serve a bundle tarball; replacing it switches
 // revisions; a garbage file is rejected and the last good one serves.
 func TestBundleFileSource(t *testing.T) {
-	iss2 := newIssuer(t)
+	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	var bundlePath string
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		bundlePath = filepath.Join(h.dir, "bundles", "prod.tar.gz")
 		if err := mkdir(filepath.Dir(bundlePath)); err != nil {
 			t.Fatal(err)
@@ -390,14 +370,14 @@ func (b *bundleServer) setDown(down bool) {
 // the last good one serving, logged and counted; the URL's secret query
 // never reaches the logs.
 func TestBundleURLSource(t *testing.T) {
-	iss2 := newIssuer(t)
+	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	sig := randomSecret("sig-")
 	bs := &bundleServer{wantQuerySig: sig}
 	hs := httptest.NewServer(bs)
 	t.Cleanup(hs.Close)
 	bundleURL := hs.URL + "/bundles/prod.tar.gz?sig=" + sig
 	var a, b providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		b = providerSpec{id: provB, name: "test B", issuer: iss2.URL()}
 		bs.publish(buildBundle(t, "url-1", nil, a), `"etag-1"`)
@@ -411,7 +391,7 @@ func TestBundleURLSource(t *testing.T) {
 	loadedAt := r.LoadedAt
 
 	// Unchanged: 304s, no download, no recompile.
-	awaitCond(t, "two 304 answers", func() bool { _, nm := bs.counts(); return nm >= 2 })
+	testkit.Await(t, await, "two 304 answers", func() bool { _, nm := bs.counts(); return nm >= 2 })
 	if ok, _ := bs.counts(); ok != 1 {
 		t.Fatalf("the unchanged bundle was downloaded %d times", ok)
 	}
@@ -451,7 +431,7 @@ func TestBundleURLSource(t *testing.T) {
 	bs.publish(buildBundle(t, "url-bad", badModule, a, b), `"etag-bad"`)
 	h.awaitReloadErrors(errs)
 	_, nm := bs.counts()
-	awaitCond(t, "two more 304 answers", func() bool { _, n := bs.counts(); return n >= nm+2 })
+	testkit.Await(t, await, "two more 304 answers", func() bool { _, n := bs.counts(); return n >= nm+2 })
 	if v := h.reloadsTotal("error"); v != errs+1 {
 		t.Fatalf("the rejected bundle was reported %v times, want once", v-errs)
 	}
@@ -486,7 +466,7 @@ func TestBundleURLWithoutETag(t *testing.T) {
 	hs := httptest.NewServer(bs)
 	t.Cleanup(hs.Close)
 	var a providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		bs.publish(buildBundle(t, "", nil, a), "")
 		h.cfg.Bundle, h.cfg.Providers = hs.URL+"/b.tar.gz", ""
@@ -515,7 +495,7 @@ func TestBundleURLWithoutETag(t *testing.T) {
 // (in a new subdirectory) triggers a reload.
 func TestWatchSeesNewPolicyFiles(t *testing.T) {
 	var polDir string
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		polDir = filepath.Join(h.dir, "policies")
 		files, err := policy.EmbeddedPolicies(false)
 		if err != nil {
@@ -586,7 +566,7 @@ func untar(t *testing.T, data []byte, dir string) {
 func TestBundleDirectorySource(t *testing.T) {
 	var dir string
 	var a providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		dir = filepath.Join(h.dir, "bundle")
 		untar(t, buildBundle(t, "dir-1", nil, a), dir)
@@ -606,7 +586,7 @@ func TestBundleDirectorySource(t *testing.T) {
 // through "..data", which Kubernetes swaps atomically; the files
 // themselves produce no event. The swap must trigger a reload.
 func TestWatchKubernetesConfigMapSwap(t *testing.T) {
-	iss2 := newIssuer(t)
+	iss2 := oidctest.Start(t, oidctest.WithRSA())
 	var cmDir string
 	publish := func(t *testing.T, version, content string) {
 		t.Helper()
@@ -624,7 +604,7 @@ func TestWatchKubernetesConfigMapSwap(t *testing.T) {
 		}
 	}
 	var a providerSpec
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		a = providerSpec{id: provA, name: "test A", issuer: h.iss.URL()}
 		cmDir = filepath.Join(h.dir, "configmap")
 		if err := mkdir(cmDir); err != nil {

@@ -24,7 +24,7 @@ import (
 // after it is back) and every documented metric family after traffic.
 func TestAdminEndpointsWithRedis(t *testing.T) {
 	rs := redistest.Start(t)
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		h.cfg.Redis = &RedisConfig{URL: rs.URL(), KeyPrefix: "test:"}
 	}})
 
@@ -112,7 +112,7 @@ func TestGracefulShutdown(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	releaseAll := func() { once.Do(func() { close(release) }) }
-	h := newHarnessNoStart(t, harnessOption{
+	h := newRigNoStart(t, rigOptions{
 		upstream: func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/_fake/slow" {
@@ -122,7 +122,7 @@ func TestGracefulShutdown(t *testing.T) {
 				next.ServeHTTP(w, r)
 			})
 		},
-		configure: func(h *harness) {
+		configure: func(h *rig) {
 			routes := filepath.Join(h.dir, "routes.csv")
 			csv := "method,path,required_scopes\nGET,/_fake/slow,\nGET,/workspaces/{workspace}/projects,WORKSPACE\n"
 			if err := os.WriteFile(routes, []byte(csv), 0o600); err != nil {
@@ -194,7 +194,7 @@ func TestGracefulShutdown(t *testing.T) {
 // TestRequestSizeLimits: headers over limits.max_header_bytes get 431 on
 // both listeners; an exchange body over limits.max_exchange_bytes gets 413.
 func TestRequestSizeLimits(t *testing.T) {
-	h := newHarness(t, harnessOption{configure: func(h *harness) {
+	h := newRig(t, rigOptions{configure: func(h *rig) {
 		h.cfg.Limits.MaxHeaderBytes = 8 << 10
 		h.cfg.Limits.MaxExchangeBytes = 20 << 10
 	}})
@@ -248,16 +248,16 @@ func TestStartupFailures(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		name string
-		edit func(h *harness)
+		edit func(h *rig)
 		want []string
 	}{
-		{"missing upstream credential", func(h *harness) { delete(h.env, "BUDDY_TOKEN") },
+		{"missing upstream credential", func(h *rig) { delete(h.env, "BUDDY_TOKEN") },
 			[]string{"BUDDY_TOKEN", "is empty", "upstream.token_env"}},
-		{"unreadable providers file", func(h *harness) { h.cfg.Providers = filepath.Join(h.dir, "nope.yaml") },
+		{"unreadable providers file", func(h *rig) { h.cfg.Providers = filepath.Join(h.dir, "nope.yaml") },
 			[]string{"loading policy from providers " + dirMarker + "/nope.yaml", "no such file"}},
-		{"providers path is a directory", func(h *harness) { h.cfg.Providers = h.dir },
+		{"providers path is a directory", func(h *rig) { h.cfg.Providers = h.dir },
 			[]string{"providers file", "is a directory"}},
-		{"policies do not compile", func(h *harness) {
+		{"policies do not compile", func(h *rig) {
 			dir := filepath.Join(h.dir, "policies")
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
@@ -268,13 +268,13 @@ func TestStartupFailures(t *testing.T) {
 			}
 			h.cfg.Policies = []string{dir}
 		}, []string{"bad.rego:4:", "no_such_function"}},
-		{"redis password variable empty", func(h *harness) {
+		{"redis password variable empty", func(h *rig) {
 			h.cfg.Redis = &RedisConfig{URL: "redis://127.0.0.1:1/0", PasswordEnv: "REDIS_PASSWORD"}
 		}, []string{"redis.password_env names REDIS_PASSWORD, which is empty"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			h := newHarnessNoStart(t, harnessOption{})
+			h := newRigNoStart(t, rigOptions{})
 			c.edit(h)
 			_, err := New(ctx, h.cfg, h.options(nil))
 			if err == nil {
@@ -291,13 +291,13 @@ func TestStartupFailures(t *testing.T) {
 	}
 }
 
-// dirMarker in an expected message stands for the harness's directory.
+// dirMarker in an expected message stands for the rig's directory.
 const dirMarker = "\x00dir\x00"
 
 // TestMemoryStoreWarning: without Redis, a warning at start says tokens
 // are neither shared nor kept; /readyz reports the store.
 func TestMemoryStoreWarning(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	found := false
 	for _, l := range h.logs.lines(t) {
 		msg, _ := l["msg"].(string)
@@ -316,7 +316,7 @@ func TestMemoryStoreWarning(t *testing.T) {
 // TestAuditAndNoSecrets: one audit event per exchange and per proxied
 // request; no token, JWT or credential anywhere in the logs.
 func TestAuditAndNoSecrets(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	var secrets []string
 	secrets = append(secrets, h.upstreamToken, h.adminToken)
 
@@ -404,7 +404,7 @@ func TestAuditAndNoSecrets(t *testing.T) {
 // TestReloadEndpointNeedsAdminCredential: POST /_sidecar/reload without
 // or with a wrong bearer is 401; with it, 200 and the revision.
 func TestReloadEndpointNeedsAdminCredential(t *testing.T) {
-	h := newHarness(t, harnessOption{})
+	h := newRig(t, rigOptions{})
 	for _, bearer := range []string{"", "wrong", h.adminToken + "x"} {
 		if status, _ := h.do(http.MethodPost, h.admin+ReloadPath, bearer, "", nil); status != http.StatusUnauthorized {
 			t.Errorf("bearer %q: %d", bearer, status)
@@ -433,7 +433,7 @@ func TestReloadEndpointNeedsAdminCredential(t *testing.T) {
 // TestReloadDisabledWithoutAdminCredential: no admin credential, no reload
 // endpoint (401), and a warning says so.
 func TestReloadDisabledWithoutAdminCredential(t *testing.T) {
-	h := newHarnessNoStart(t, harnessOption{})
+	h := newRigNoStart(t, rigOptions{})
 	delete(h.env, h.cfg.AdminTokenEnv)
 	h.start(nil)
 	if status, _ := h.do(http.MethodPost, h.admin+ReloadPath, "", "", nil); status != http.StatusUnauthorized {
@@ -452,7 +452,7 @@ func TestServeReturnsListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	h := newHarnessNoStart(t, harnessOption{configure: func(h *harness) { h.cfg.Listen = ln.Addr().String() }})
+	h := newRigNoStart(t, rigOptions{configure: func(h *rig) { h.cfg.Listen = ln.Addr().String() }})
 	srv, err := New(context.Background(), h.cfg, h.options(token.NewMemory(time.Now)))
 	if err != nil {
 		t.Fatal(err)

@@ -78,11 +78,11 @@ func pemFiles(l *testkit.Leaf) map[string][]byte {
 	return map[string][]byte{"tls.crt": l.CertPEM, "tls.key": l.KeyPEM}
 }
 
-// startTLS starts a harness whose listeners serve TLS as configure sets
+// startTLS starts a rig whose listeners serve TLS as configure sets
 // up; base and admin are https URLs and the client trusts ca.
-func startTLS(t *testing.T, ca *testkit.CA, configure func(h *harness)) *harness {
+func startTLS(t *testing.T, ca *testkit.CA, configure func(h *rig)) *rig {
 	t.Helper()
-	h := newHarness(t, harnessOption{configure: configure})
+	h := newRig(t, rigOptions{configure: configure})
 	h.client = &http.Client{Timeout: await, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	if h.cfg.TLS.Enabled() {
 		h.base = "https://" + h.srv.Addr()
@@ -112,7 +112,7 @@ func TestTLSMainListener(t *testing.T) {
 	ca := testkit.NewCA(t, "test CA")
 	leaf := ca.Server(t, 90*24*time.Hour, "127.0.0.1", "sidecar.example")
 	sd := newSecretDir(t, pemFiles(leaf))
-	h := startTLS(t, ca, func(h *harness) {
+	h := startTLS(t, ca, func(h *rig) {
 		h.cfg.TLS = TLSConfig{CertFile: sd.path("tls.crt"), KeyFile: sd.path("tls.key")}
 	})
 
@@ -190,7 +190,7 @@ func TestTLSRotation(t *testing.T) {
 	ca := testkit.NewCA(t, "test CA")
 	first := ca.Server(t, 30*24*time.Hour, "127.0.0.1")
 	sd := newSecretDir(t, pemFiles(first))
-	h := startTLS(t, ca, func(h *harness) {
+	h := startTLS(t, ca, func(h *rig) {
 		h.cfg.TLS = TLSConfig{CertFile: sd.path("tls.crt"), KeyFile: sd.path("tls.key")}
 	})
 	addr := h.srv.Addr()
@@ -219,7 +219,7 @@ func TestTLSRotation(t *testing.T) {
 
 	second := ca.Server(t, 60*24*time.Hour, "127.0.0.1")
 	sd.publish(pemFiles(second))
-	awaitCond(t, "the rotated certificate on new handshakes", func() bool {
+	testkit.Await(t, await, "the rotated certificate on new handshakes", func() bool {
 		return servedCert(t, addr, ca).SerialNumber.Cmp(second.Cert.SerialNumber) == 0
 	})
 	after := get(old).TLS.PeerCertificates[0]
@@ -263,7 +263,7 @@ func TestAdminMutualTLS(t *testing.T) {
 		}
 		return p
 	}
-	h := startTLS(t, ca, func(h *harness) {
+	h := startTLS(t, ca, func(h *rig) {
 		h.cfg.AdminTLS = AdminTLSConfig{CertFile: write("admin.crt", srvLeaf.CertPEM), KeyFile: write("admin.key", srvLeaf.KeyPEM),
 			ClientCAFile: write("clients.pem", clients.CertPEM)}
 		delete(h.env, h.cfg.AdminTokenEnv) // the certificate is the only admin credential
@@ -345,7 +345,7 @@ func TestTLSStartupErrors(t *testing.T) {
 		}, "admin_tls.client_ca_file " + filepath.Join(dir, "empty.pem") + ": no PEM CERTIFICATE block found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarnessNoStart(t, harnessOption{configure: func(h *harness) { tc.set(h.cfg) }})
+			h := newRigNoStart(t, rigOptions{configure: func(h *rig) { tc.set(h.cfg) }})
 			_, err := New(context.Background(), h.cfg, h.options(nil))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v, want %q", err, tc.want)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 )
 
 // TestRedisMinReplicasAck: with MinReplicasAck the store's writes return
@@ -90,7 +91,7 @@ func TestRedisMinReplicasAck(t *testing.T) {
 	if _, err := s1.Get(ctx, h); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get of the unconfirmed record: %v", err)
 	}
-	eventually(t, 10*time.Second, "a Save confirmed after the replica resumed", func() bool {
+	testkit.Await(t, 10*time.Second, "a Save confirmed after the replica resumed", func() bool {
 		_, h := mustNew(t)
 		return s1.Save(ctx, h, sampleRecord(clock.Now()), time.Minute) == nil
 	})
@@ -107,15 +108,15 @@ func TestRedisClusterMinReplicasAckConformance(t *testing.T) {
 	addrs := redistest.ClusterAddrs(nodes)
 	raw := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DisableIdentity: true})
 	t.Cleanup(func() { raw.Close() })
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("ca%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: addrs, KeyPrefix: prefix, MinReplicasAck: 1})
-		return &storeEnv{
+		return &storeRig{
 			Store: s, clock: clock, raw: raw, prefix: prefix,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d)
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})

@@ -13,38 +13,20 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 )
 
-// fakeClock is a manually advanced clock, safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// clockStart is where the tests' clocks start: mid-window for any window
+// that divides a minute, so tests never start on a boundary.
+var clockStart = time.Date(2030, 1, 2, 3, 4, 30, 500_000_000, time.UTC)
 
-func newFakeClock() *fakeClock {
-	// Mid-window for any window that divides a minute, so tests never start on a boundary.
-	return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 30, 500_000_000, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// storeEnv is one Store under test plus what the conformance suite needs to
+// storeRig is one Store under test plus what the conformance suite needs to
 // observe it.
-type storeEnv struct {
+type storeRig struct {
 	Store
 	// clock drives the store's notion of "now" (rate-limit windows, ExpiresAt
 	// checks; for memory also native expiry).
-	clock *fakeClock
+	clock *testkit.Clock
 	// raw is a direct client to the Redis behind the store (a cluster
 	// client for a cluster); nil for memory.
 	raw    redis.UniversalClient
@@ -59,18 +41,6 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond every few ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func sampleRecord(now time.Time) *Record {
@@ -105,7 +75,7 @@ func mustNew(t testing.TB) (string, string) {
 
 // runStoreConformance is the behaviour every Store must have. newEnv returns a
 // fresh, empty store for each subtest.
-func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
+func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeRig) {
 	t.Run("Kind and Ping", func(t *testing.T) {
 		e := newEnv(t)
 		if k := e.Kind(); k != "redis" && k != "memory" {
@@ -548,11 +518,11 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeEnv) {
 }
 
 func TestMemoryStoreConformance(t *testing.T) {
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
-		clock := newFakeClock()
+	runStoreConformance(t, func(t *testing.T) *storeRig {
+		clock := testkit.NewClock(clockStart)
 		m := NewMemory(clock.Now)
 		t.Cleanup(func() { m.Close() })
-		return &storeEnv{
+		return &storeRig{
 			Store: m,
 			clock: clock,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
@@ -567,7 +537,7 @@ func TestMemoryStoreConformance(t *testing.T) {
 }
 
 // newTestRedis builds a RedisStore on srv with a fake clock and a unique prefix.
-func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisStore, *fakeClock) {
+func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisStore, *testkit.Clock) {
 	t.Helper()
 	if o.URL == "" && len(o.Addrs) == 0 {
 		o.URL = srv.URL()
@@ -581,7 +551,7 @@ func newTestRedis(t testing.TB, srv *redistest.Server, o RedisOptions) (*RedisSt
 	if err != nil {
 		t.Fatalf("NewRedis: %v", err)
 	}
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	s.now = clock.Now
 	t.Cleanup(func() { s.Close() })
 	return s, clock
@@ -592,10 +562,10 @@ var prefixSeq atomic.Int64
 func TestRedisStoreConformance(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("conf%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, srv, RedisOptions{KeyPrefix: prefix})
-		return &storeEnv{
+		return &storeRig{
 			Store:  s,
 			clock:  clock,
 			raw:    srv.Client(),
@@ -603,7 +573,7 @@ func TestRedisStoreConformance(t *testing.T) {
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d) // keep the store's clock in step; Redis expires on its own clock
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})
@@ -619,18 +589,18 @@ func TestRedisClusterConformance(t *testing.T) {
 	addrs := redistest.ClusterAddrs(nodes)
 	raw := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DisableIdentity: true})
 	t.Cleanup(func() { raw.Close() })
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("cl%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: addrs, KeyPrefix: prefix})
 		if _, ok := s.Client().(*redis.ClusterClient); !ok {
 			t.Fatalf("store client is %T, want a cluster client", s.Client())
 		}
-		return &storeEnv{
+		return &storeRig{
 			Store: s, clock: clock, raw: raw, prefix: prefix,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d)
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})
@@ -642,15 +612,15 @@ func TestRedisSentinelConformance(t *testing.T) {
 	t.Parallel()
 	master := redistest.Start(t)
 	sentinel := redistest.StartSentinel(t, master, "sidecar-master")
-	runStoreConformance(t, func(t *testing.T) *storeEnv {
+	runStoreConformance(t, func(t *testing.T) *storeRig {
 		prefix := fmt.Sprintf("se%d:", prefixSeq.Add(1))
 		s, clock := newTestRedis(t, nil, RedisOptions{Addrs: []string{sentinel.Addr()}, MasterName: "sidecar-master", KeyPrefix: prefix})
-		return &storeEnv{
+		return &storeRig{
 			Store: s, clock: clock, raw: master.Client(), prefix: prefix,
 			elapse: func(t *testing.T, d time.Duration, cond func() bool) {
 				t.Helper()
 				clock.Advance(d)
-				eventually(t, d+5*time.Second, "Redis native expiry", cond)
+				testkit.Await(t, d+5*time.Second, "Redis native expiry", cond)
 			},
 		}
 	})

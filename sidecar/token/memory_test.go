@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 )
 
 func TestMemoryJanitor(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	m := NewMemory(clock.Now, WithJanitorInterval(5*time.Millisecond))
 	defer m.Close()
 	ctx := context.Background()
@@ -32,14 +34,14 @@ func TestMemoryJanitor(t *testing.T) {
 	}
 	clock.Advance(time.Minute)
 	// Nobody reads: the janitor alone must drop the three expired entries.
-	eventually(t, 5*time.Second, "janitor to remove expired entries", func() bool { return m.Len() == 1 })
+	testkit.Await(t, 5*time.Second, "janitor to remove expired entries", func() bool { return m.Len() == 1 })
 	if _, err := m.Get(ctx, keep); err != nil {
 		t.Fatalf("janitor removed a live token: %v", err)
 	}
 }
 
 func TestMemoryMaxEntries(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	m := NewMemory(clock.Now, WithMaxEntries(3))
 	defer m.Close()
 	ctx := context.Background()
@@ -85,7 +87,7 @@ func TestMemoryMaxEntries(t *testing.T) {
 }
 
 func TestMemoryAllowAllOrNothing(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	m := NewMemory(clock.Now, WithMaxEntries(2))
 	defer m.Close()
 	ctx := context.Background()
@@ -131,7 +133,7 @@ func TestMemoryClose(t *testing.T) {
 
 func TestMemoryConcurrentMixed(t *testing.T) {
 	// Run with -race: every operation from many goroutines at once.
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	m := NewMemory(clock.Now, WithJanitorInterval(time.Millisecond))
 	defer m.Close()
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 )
 
 func TestRedisOptionsValidation(t *testing.T) {
@@ -272,7 +273,7 @@ func TestRedisServerStoppedAndRestarted(t *testing.T) {
 	assertUnavailable(t, s, h, time.Second, refusedOrTimeout)
 	// The message says what failed (polled: under load one attempt may time out instead).
 	var msg string
-	eventually(t, 5*time.Second, "a 'connection refused' error message", func() bool {
+	testkit.Await(t, 5*time.Second, "a 'connection refused' error message", func() bool {
 		_, err := s.Get(context.Background(), h)
 		msg = err.Error()
 		return strings.Contains(msg, "redis GET: dial tcp "+srv.Addr()) && strings.Contains(msg, "connection refused")
@@ -287,7 +288,7 @@ func TestRedisServerStoppedAndRestarted(t *testing.T) {
 	srv.Restart()
 	// Same store object: it must reconnect on its own. go-redis probes a
 	// tripped dialer once per second, so allow a few seconds.
-	eventually(t, 5*time.Second, "store to reconnect after Restart", func() bool {
+	testkit.Await(t, 5*time.Second, "store to reconnect after Restart", func() bool {
 		return s.Ping(context.Background()) == nil
 	})
 	assertWorks(t, s)
@@ -320,7 +321,7 @@ func TestRedisServerHung(t *testing.T) {
 	}
 
 	srv.Resume()
-	eventually(t, 5*time.Second, "store to answer after Resume", func() bool {
+	testkit.Await(t, 5*time.Second, "store to answer after Resume", func() bool {
 		return s.Ping(context.Background()) == nil
 	})
 	assertWorks(t, s)

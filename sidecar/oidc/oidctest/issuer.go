@@ -3,7 +3,8 @@
 // real RSA (2048) and ECDSA (P-256/P-384/P-521) keys, signs tokens with jwx,
 // and can rotate keys, go down, slow down and count its fetches.
 //
-// It does not import "testing", so the product's demo command can use it.
+// It does not import "testing", so the product's demo command can use it;
+// Start and the Must* helpers take a TB (any *testing.T or *testing.B).
 package oidctest
 
 import (

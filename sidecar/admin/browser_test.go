@@ -14,8 +14,19 @@ import (
 	"github.com/chromedp/chromedp/kb"
 )
 
-// screenshots go to docs/console/ (docs/console.md shows them).
-var shotDir = filepath.Join("..", "..", "docs", "console")
+// screenshots go to docs/console/ (docs/console.md shows them) with
+// OIDC_SIDECAR_SCREENSHOTS=1, else to a temporary directory, so that a test
+// run leaves the tree as it was.
+var shotDir = func() string {
+	if os.Getenv("OIDC_SIDECAR_SCREENSHOTS") == "1" {
+		return filepath.Join("..", "..", "docs", "console")
+	}
+	d, err := os.MkdirTemp("", "oidc-sidecar-screenshots-")
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
 
 // browser starts headless Chromium with a fresh profile. Without Chromium
 // the test skips, except under CI=true, where it fails.

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/revocation"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"

@@ -74,6 +74,7 @@ type Handler struct {
 	o        Options
 	writeMu  sync.Mutex // serializes writes to the providers file
 	sessions *sessions
+	logins   *loginLimiter
 	list     listCache
 }
 
@@ -88,7 +89,7 @@ func New(o Options) *Handler {
 	if o.Decisions == nil {
 		o.Decisions = NewRing()
 	}
-	return &Handler{o: o, sessions: newSessions(o.Now, o.SessionTTL)}
+	return &Handler{o: o, sessions: newSessions(o.Now, o.SessionTTL), logins: newLoginLimiter(o.Now)}
 }
 
 // Register adds the API and console routes to r.

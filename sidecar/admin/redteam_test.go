@@ -112,3 +112,20 @@ func TestEvaluateRejectsClaimsNoTokenCouldCarry(t *testing.T) {
 		t.Errorf("token over the size limit: %d %.300s, want 422 on token", r.status, r.body)
 	}
 }
+
+// TestProviderNameControlCharacterRefused: the admin API refuses a name
+// with a line break (it would forge log lines) on field name.
+func TestProviderNameControlCharacterRefused(t *testing.T) {
+	rg := newRig(t, fixtureYAML)
+	before := rg.file()
+	for _, name := range []string{`deploy\r\nforged`, `\u2028deploy`, `\ufeffdeploy`} {
+		body := `{"name":"` + name + `","type":"other","issuer":"https://issuer.example","trust_conditions":"sub exists","scopes":["WORKSPACE"]}`
+		r := rg.do("POST", APIPrefix+"/providers", body)
+		if r.status != http.StatusUnprocessableEntity || !strings.Contains(string(r.body), `"field":"name"`) || !strings.Contains(string(r.body), "control character") {
+			t.Errorf("name %s: %d %s, want 422 on name", name, r.status, r.body)
+		}
+	}
+	if rg.file() != before {
+		t.Fatalf("the providers file changed:\n%s", rg.file())
+	}
+}

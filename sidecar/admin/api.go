@@ -33,6 +33,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 )
 
 // APIPrefix is where the admin API lives on the admin listener.
@@ -132,8 +133,8 @@ func (h *Handler) apiAuth(next http.Handler) http.Handler {
 			// holds one presents it on a cross-site form post too. So a
 			// mutation that a browser marks as cross-origin is refused
 			// whatever the credential (curl and scripts send no Origin).
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				if msg := checkOrigin(r); msg != "" {
+			if sameorigin.Unsafe(r.Method) {
+				if msg := sameorigin.Check(r); msg != "" {
 					writeJSON(w, http.StatusForbidden, map[string]any{"error": msg})
 					return
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 )
 
 //go:embed assets
@@ -117,7 +118,7 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if msg := checkOrigin(r); msg != "" {
+	if msg := sameorigin.Check(r); msg != "" {
 		http.Error(w, msg, http.StatusForbidden)
 		return
 	}

@@ -138,7 +138,7 @@ required flag, a wrong argument); "policy eval" exits 3 for DENY.`,
 		Version:       buildinfo.Get(version).String(),
 	}
 	root.SetVersionTemplate("oidc-sidecar {{.Version}}\n")
-	root.AddCommand(newServe(), newDemo(), newPolicy(), newProvider(), newBundle(), newLogin(), newHealthcheck(), newFakeUpstream(), newVersion(), newRoutes())
+	root.AddCommand(newServe(), newDemo(), newPolicy(), newProvider(), newBundle(), newLogin(), newHealthcheck(), newFakeUpstream(), newVersion(), newRoutes(), newAdmin())
 	markUsageErrors(root)
 	return root
 }

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -64,7 +65,9 @@ type Options struct {
 	Decisions Decisions
 	// RevokeTokens revokes every token a provider issued; nil when this
 	// build cannot (the console hides its button).
-	RevokeTokens func(ctx context.Context, providerID string) error
+	// It answers the JSON body of the 200, or an error when nothing was
+	// revoked (503).
+	RevokeTokens func(ctx context.Context, providerID, clientIP string) (any, error)
 	// Now is the clock (sessions, evaluate); default time.Now.
 	Now func() time.Time
 	// SessionTTL is how long a console login lasts; default 8 h.
@@ -588,11 +591,25 @@ func (h *Handler) revokeTokens(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotImplemented, map[string]any{"error": "bulk revocation is not available in this build"})
 		return
 	}
-	if err := h.o.RevokeTokens(r.Context(), id); err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
+	if _, err := provider.ParseID(id); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "the provider id in the path: " + err.Error()})
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	res, err := h.o.RevokeTokens(r.Context(), id, remoteHost(r))
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// remoteHost is the caller's address (the admin listener trusts no proxy).
+func remoteHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
 }
 
 // sortedProviders are a snapshot's providers in file order.

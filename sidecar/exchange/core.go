@@ -338,6 +338,9 @@ func (h *Handler) storeFailure(op string, err error, ev *event) *failure {
 	h.metrics.StoreError(op)
 	h.log.Error("token store failed during an exchange; refusing it", "op", op, "decision_id", ev.decisionID, "error", err.Error())
 	ev.err = "token store (" + op + "): " + err.Error()
+	if errors.Is(err, token.ErrNotReplicated) {
+		return fail(classUnavailable, "the token store could not confirm the token on enough Redis replicas (redis.min_replicas_ack), so no token was issued; retry in a few seconds (decision %s)", ev.decisionID)
+	}
 	return fail(classUnavailable, "the token store is unavailable, so no token was issued; retry in a few seconds (decision %s)", ev.decisionID)
 }
 

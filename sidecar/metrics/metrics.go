@@ -29,6 +29,9 @@ type Metrics struct {
 	policyEval       *prometheus.HistogramVec
 	proxyReused      prometheus.Counter
 	ops              opsMetrics // ops.go
+	invPublished     prometheus.Counter
+	invReceived      prometheus.Counter
+	invUp            prometheus.Gauge
 
 	mu             sync.Mutex // guards activeRevision
 	activeRevision string
@@ -69,7 +72,13 @@ func New() *Metrics {
 		Help: "OPA evaluation time by query (exchange, proxy).", Buckets: buckets}, []string{"query"})
 	m.proxyReused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "proxy_decisions_reused_total",
 		Help: "Proxy decisions reused for a cached token's repeated method, path and client address (no OPA evaluation)."})
-	m.Registry.MustRegister(m.proxyReused, m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
+	m.invPublished = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "invalidations_published_total",
+		Help: "Invalidation events (token revoked, provider tokens revoked or provider removed) this replica published."})
+	m.invReceived = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "invalidations_received_total",
+		Help: "Invalidation events this replica received (its own included)."})
+	m.invUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "invalidation_subscription_up",
+		Help: "1 while the invalidation subscription is established, 0 while it is down (revocations elsewhere then take effect here within the 1s token cache TTL)."})
+	m.Registry.MustRegister(m.invPublished, m.invReceived, m.invUp, m.proxyReused, m.exchanges, m.denials, m.exchangeDuration, m.proxyDecisions, m.proxyDuration,
 		m.upstreamDuration, m.jwksFetches, m.redisErrors, m.overloads, m.reloads, m.revision, m.policyEval,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.initOps()
@@ -170,6 +179,32 @@ func (m *Metrics) ProxyDecisionReused() {
 		return
 	}
 	m.proxyReused.Inc()
+}
+
+// InvalidationPublished counts an invalidation event published.
+func (m *Metrics) InvalidationPublished() {
+	if m != nil {
+		m.invPublished.Inc()
+	}
+}
+
+// InvalidationReceived counts an invalidation event received.
+func (m *Metrics) InvalidationReceived() {
+	if m != nil {
+		m.invReceived.Inc()
+	}
+}
+
+// InvalidationSubscription sets the subscription gauge.
+func (m *Metrics) InvalidationSubscription(up bool) {
+	if m == nil {
+		return
+	}
+	if up {
+		m.invUp.Set(1)
+	} else {
+		m.invUp.Set(0)
+	}
 }
 
 // PolicyEval records an OPA evaluation's duration.

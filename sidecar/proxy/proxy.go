@@ -123,6 +123,12 @@ type Options struct {
 	// decision is pure (see policy.Snapshot.ProxyDecisionPure): then the
 	// policy would answer the same again.
 	NoDecisionCache bool
+	// Ended, when set, reports whether a record the store (or the cache)
+	// returned has ended although it is still stored: its provider's
+	// tokens were revoked in bulk after it was issued (sidecar/revocation).
+	// It is asked on every request, cached record or not; it must not do
+	// I/O.
+	Ended func(*token.Record) bool
 }
 
 // Proxy is the http.Handler for every request that is not one of the
@@ -146,6 +152,7 @@ type Proxy struct {
 
 	cache  *tokenCache // nil: disabled
 	noMemo bool        // Options.NoDecisionCache
+	ended  func(*token.Record) bool
 
 	last401 atomic.Int64 // unix nanos of the last "upstream answered 401" warning
 
@@ -189,6 +196,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{
 		engine: o.Engine, store: o.Store, clients: o.Clients, metrics: o.Metrics,
 		audit: o.Audit, log: o.Logger, now: o.Now, identity: o.IdentityHeaders, noMemo: o.NoDecisionCache,
+		ended:       o.Ended,
 		upstream:    &url.URL{Scheme: up.Scheme, Host: up.Host},
 		basePath:    strings.TrimSuffix(up.Path, "/"),
 		baseRawPath: strings.TrimSuffix(up.EscapedPath(), "/"),
@@ -429,6 +437,9 @@ func (p *Proxy) lookup(ctx context.Context, hash string) (*token.Record, *policy
 	}
 	e, gen, ok := p.cache.get(hash, start)
 	if ok {
+		if p.ended != nil && p.ended(e.rec) {
+			return nil, nil, nil, nil
+		}
 		return e.rec, e.val, e.memo, nil
 	}
 	// One flight per token and shard generation: a lookup that starts
@@ -471,6 +482,9 @@ func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uin
 	case err != nil:
 		return nil, nil, nil, err
 	}
+	if p.ended != nil && p.ended(rec) {
+		return nil, nil, nil, nil
+	}
 	val := preparedToken(rec)
 	var memo *decisionMemo
 	if p.cache != nil {
@@ -489,6 +503,16 @@ func (p *Proxy) fetch(ctx context.Context, hash string, start time.Time, gen uin
 func (p *Proxy) Forget(hash string) {
 	if p.cache != nil && hash != "" {
 		p.cache.forget(hash)
+	}
+}
+
+// FlushCache evicts every cached token record and the decisions reused
+// for them: the next use of any token asks the store again. Called when
+// invalidation messages may have been lost (a (re)subscription) and on a
+// provider's bulk revocation. Safe for concurrent use.
+func (p *Proxy) FlushCache() {
+	if p.cache != nil {
+		p.cache.flush()
 	}
 }
 

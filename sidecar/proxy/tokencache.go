@@ -91,6 +91,22 @@ func (c *tokenCache) forget(hash string) {
 	s.mu.Unlock()
 }
 
+// flush evicts every entry (an invalidation whose extent is unknown, or
+// a provider's bulk revocation). Lookups in flight do not cache what they
+// read.
+func (c *tokenCache) flush() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			delete(s.m, k)
+			e.memo.release()
+		}
+		s.gen++
+		s.mu.Unlock()
+	}
+}
+
 // put caches a record the store returned for a lookup that started at now,
 // unless a forget on the shard happened since get returned gen. It returns
 // the new entry's decision memo, or nil when nothing was cached.

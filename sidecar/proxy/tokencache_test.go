@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,5 +90,43 @@ func TestDecisionMemoBounds(t *testing.T) {
 	}
 	if got := c.memos.Load(); got != 0 {
 		t.Fatalf("after expiry: total %d, want 0", got)
+	}
+}
+
+// TestEndedAndFlush: Options.Ended refuses a record even while it is
+// cached (a bulk revocation), and FlushCache makes the next use of every
+// token ask the store again.
+func TestEndedAndFlush(t *testing.T) {
+	var epoch atomic.Int64
+	st := token.NewMemory(time.Now)
+	t.Cleanup(func() { st.Close() })
+	f := newFixture(t, st, func(o *Options) {
+		o.Ended = func(r *token.Record) bool { return r.Epoch < epoch.Load() }
+	})
+	tok := f.mint(record("WORKSPACE"))
+	if r := f.do("GET", "/workspaces/acme/projects", tok, nil, nil); r.status != 200 {
+		t.Fatalf("before: %d %s", r.status, r.body)
+	}
+	gets := f.store.gets.Load()
+	if r := f.do("GET", "/workspaces/acme/projects", tok, nil, nil); r.status != 200 || f.store.gets.Load() != gets {
+		t.Fatalf("second use: %d, store lookups %d → %d (want a cache hit)", r.status, gets, f.store.gets.Load())
+	}
+	f.proxy.FlushCache()
+	if r := f.do("GET", "/workspaces/acme/projects", tok, nil, nil); r.status != 200 || f.store.gets.Load() != gets+1 {
+		t.Fatalf("after FlushCache: %d, store lookups %d → %d (want one more)", r.status, gets, f.store.gets.Load())
+	}
+	n := len(f.up.requests())
+	epoch.Store(1) // the provider's tokens were revoked in bulk; the record is still cached
+	if r := f.do("GET", "/workspaces/acme/projects", tok, nil, nil); r.status != 401 {
+		t.Fatalf("an ended record: %d %s, want 401", r.status, r.body)
+	}
+	if got := len(f.up.requests()); got != n {
+		t.Fatalf("an ended record reached the upstream")
+	}
+	rec := record("WORKSPACE")
+	rec.Epoch = 1
+	fresh := f.mint(rec)
+	if r := f.do("GET", "/workspaces/acme/projects", fresh, nil, nil); r.status != 200 {
+		t.Fatalf("a record of the current epoch: %d %s", r.status, r.body)
 	}
 }

@@ -66,20 +66,23 @@ type Config struct {
 
 	Redis *RedisConfig `yaml:"redis"` // nil: the embedded in-memory store
 
-	Providers     string        `yaml:"providers"`      // providers.yaml
-	Policies      []string      `yaml:"policies"`       // Rego files/directories; empty: the embedded policies/
-	Routes        string        `yaml:"routes"`         // route table CSV; empty: Buddy's
-	UnknownRoutes string        `yaml:"unknown_routes"` // deny | authenticated
-	Bundle        string        `yaml:"bundle"`         // a bundle file, directory or http(s) URL, instead of providers + policies
-	BundlePoll    Duration      `yaml:"bundle_poll"`    // how often a bundle URL is polled
-	Watch         *bool         `yaml:"watch"`          // reload when the files change (default true)
-	Trusted       []string      `yaml:"trusted_proxies"`
-	AdminTokenEnv string        `yaml:"admin_token_env"` // the variable holding the introspection credential
-	LogLevel      string        `yaml:"log_level"`
-	OIDC          OIDCConfig    `yaml:"oidc"`
-	RateLimits    RateLimits    `yaml:"rate_limits"`
-	Limits        Limits        `yaml:"limits"`
-	Timeouts      TimeoutConfig `yaml:"timeouts"`
+	Providers     string   `yaml:"providers"`      // providers.yaml
+	Policies      []string `yaml:"policies"`       // Rego files/directories; empty: the embedded policies/
+	Routes        string   `yaml:"routes"`         // route table CSV; empty: Buddy's
+	UnknownRoutes string   `yaml:"unknown_routes"` // deny | authenticated
+	Bundle        string   `yaml:"bundle"`         // a bundle file, directory or http(s) URL, instead of providers + policies
+	BundlePoll    Duration `yaml:"bundle_poll"`    // how often a bundle URL is polled
+	// BundleTokenEnv names the variable holding a bearer credential sent
+	// when polling a bundle URL (e.g. another sidecar's /_sidecar/bundle).
+	BundleTokenEnv string        `yaml:"bundle_token_env"`
+	Watch          *bool         `yaml:"watch"` // reload when the files change (default true)
+	Trusted        []string      `yaml:"trusted_proxies"`
+	AdminTokenEnv  string        `yaml:"admin_token_env"` // the variable holding the introspection credential
+	LogLevel       string        `yaml:"log_level"`
+	OIDC           OIDCConfig    `yaml:"oidc"`
+	RateLimits     RateLimits    `yaml:"rate_limits"`
+	Limits         Limits        `yaml:"limits"`
+	Timeouts       TimeoutConfig `yaml:"timeouts"`
 
 	TLS           TLSConfig      `yaml:"tls"`            // HTTPS on listen (tls.go)
 	AdminTLS      AdminTLSConfig `yaml:"admin_tls"`      // HTTPS (and client certificates) on admin_listen
@@ -102,6 +105,9 @@ type RedisConfig struct {
 	KeyPrefix   string   `yaml:"key_prefix"`
 	Timeout     Duration `yaml:"timeout"`
 	PoolSize    int      `yaml:"pool_size"`
+	// MinReplicasAck: an exchange (and a revocation) answers only after
+	// Redis's WAIT confirmed the write on this many replicas; 0 = do not wait.
+	MinReplicasAck int `yaml:"min_replicas_ack"`
 }
 
 // OIDCConfig tunes token verification.
@@ -499,6 +505,9 @@ func (c *Config) validate() []string {
 			add("bundle %q: a bundle URL must be http(s)", redactURL(c.Bundle))
 		}
 	}
+	if c.BundleTokenEnv != "" && !strings.Contains(c.Bundle, "://") {
+		add("bundle_token_env is set but bundle is not an http(s) URL; the credential is only sent when polling a bundle URL")
+	}
 	switch c.UnknownRoutes {
 	case "deny", "authenticated":
 	default:
@@ -535,6 +544,9 @@ func (c *Config) validate() []string {
 		}
 		if r.PoolSize < 0 {
 			add("redis.pool_size %d must be 0 (the client's default) or positive", r.PoolSize)
+		}
+		if r.MinReplicasAck < 0 {
+			add("redis.min_replicas_ack %d must be 0 (do not wait for replicas) or the number of replicas that must confirm each token", r.MinReplicasAck)
 		}
 		if r.Timeout != 0 && r.Timeout.D() < time.Millisecond {
 			add("redis.timeout %s is too small", r.Timeout.D())

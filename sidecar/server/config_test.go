@@ -37,6 +37,7 @@ func TestEnvOverrides(t *testing.T) {
 		"OIDC_SIDECAR_LISTEN":                    "0.0.0.0:8000",
 		"OIDC_SIDECAR_UPSTREAM_URL":              "https://api.eu.buddy.works",
 		"OIDC_SIDECAR_REDIS_URL":                 "redis://redis:6379/1",
+		"OIDC_SIDECAR_REDIS_MIN_REPLICAS_ACK":    "1",
 		"OIDC_SIDECAR_RATE_LIMITS_PER_IP":        "7",
 		"OIDC_SIDECAR_OIDC_LEEWAY":               "30s",
 		"OIDC_SIDECAR_TRUSTED_PROXIES":           "10.0.0.0/8, 192.0.2.1",
@@ -51,7 +52,7 @@ func TestEnvOverrides(t *testing.T) {
 		!c.Upstream.IdentityHeaders {
 		t.Fatalf("%+v", c)
 	}
-	if c.Redis == nil || c.Redis.URL != "redis://redis:6379/1" {
+	if c.Redis == nil || c.Redis.URL != "redis://redis:6379/1" || c.Redis.MinReplicasAck != 1 {
 		t.Fatalf("OIDC_SIDECAR_REDIS_URL must create the redis block: %+v", c.Redis)
 	}
 }
@@ -167,6 +168,7 @@ redis:
   url: http://admin:s3cret@redis:6379
   master_name: mymaster
   pool_size: -1
+  min_replicas_ack: -2
 timeouts:
   read_header: 0s
   shutdown: -1s
@@ -183,6 +185,7 @@ oidc:
 		"upstream.timeout 0s must be positive",
 		"redis.master_name (Sentinel) needs addrs",
 		"redis.pool_size -1",
+		"redis.min_replicas_ack -2 must be 0",
 		"timeouts.read_header must be positive",
 		"timeouts must not be negative",
 		"oidc.refresh_interval 10s must be at least oidc.refresh_cooldown (30s)",
@@ -329,6 +332,19 @@ func TestBundleOverrideReplacesFileSources(t *testing.T) {
 	// Both from the environment: still a conflict.
 	_, err = Load("../../examples/sidecar.yaml", LoadOptions{Getenv: env(map[string]string{"OIDC_SIDECAR_BUNDLE": "b.tar.gz", "OIDC_SIDECAR_PROVIDERS": "p.yaml"})})
 	if err == nil || !strings.Contains(err.Error(), "use one or the other") {
+		t.Fatalf("%v", err)
+	}
+}
+
+// TestBundleTokenEnv: the key and its variable; only with a bundle URL.
+func TestBundleTokenEnv(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nbundle: https://source:9090/_sidecar/bundle\n"),
+		env(map[string]string{"OIDC_SIDECAR_BUNDLE_TOKEN_ENV": "SRC_TOKEN"}))
+	if err != nil || c.BundleTokenEnv != "SRC_TOKEN" {
+		t.Fatalf("%v %q", err, c.BundleTokenEnv)
+	}
+	_, err = ParseConfig("c.yaml", []byte("upstream:\n  url: https://x\nbundle: b.tar.gz\nbundle_token_env: SRC_TOKEN\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "bundle_token_env is set but bundle is not an http(s) URL") {
 		t.Fatalf("%v", err)
 	}
 }

@@ -40,6 +40,8 @@ func (s *Server) newAdmin(ds admin.Decisions) *admin.Handler {
 		Engine:     s.engine,
 		Authorized: s.adminAuthorized,
 		Decisions:  ds,
+		// Bulk revocation (replicas.go): every replica, through the hub.
+		RevokeTokens: s.revokeProviderTokens,
 		Reload: func(ctx context.Context) error {
 			_, err := s.reload(ctx)
 			return err

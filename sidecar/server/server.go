@@ -29,6 +29,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/proxy"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/revocation"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
@@ -75,6 +76,12 @@ type Server struct {
 	// client certificate on the admin listener is an admin credential when
 	// admin_tls.client_ca_file is set.
 	mainCerts, adminCerts *certReloader
+	// hub carries invalidations between replicas (replicas.go).
+	hub *revocation.Hub
+	// pendingRaise: removed providers whose epoch raise failed (guarded by reloadMu).
+	pendingRaise map[string]bool
+	bundleMu     sync.Mutex
+	bundleCache  servedBundle
 }
 
 // seenContent is the source content a reload last processed: its version
@@ -148,6 +155,16 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 			}
 		}()
 	}
+	if s.hub, err = newHub(s.store, s, o.Now); err != nil {
+		return nil, err
+	}
+	{
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := s.hub.Load(lctx); err != nil {
+			s.log.Warn("could not read the providers' revocation epochs at start-up; retrying every second", "error", err.Error())
+		}
+		cancel()
+	}
 	if s.store.Kind() == "memory" {
 		s.log.Warn("no redis configured: tokens live in this process's memory; they are neither shared with other instances nor kept across restarts")
 	}
@@ -186,16 +203,20 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		Engine: s.engine, Store: s.store, Clients: clients, Metrics: s.metrics,
 		Upstream: up, UpstreamToken: upstreamToken, Timeout: cfg.Upstream.Timeout.D(),
 		IdentityHeaders: cfg.Upstream.IdentityHeaders, Audit: s.audit, Logger: s.log, Now: o.Now,
+		Ended: s.hub.Ended,
 	})
 	if err != nil {
 		return nil, err
 	}
 
+	s.hub.OnInvalidate(s.proxy.Forget, s.proxy.FlushCache)
+
 	s.exchange, err = exchange.New(exchange.Options{
 		Engine: s.engine, Verifier: s.verifier, Clients: clients,
-		// A revocation here also drops the token from the proxy's short-lived
-		// cache, so it takes effect at once on this instance (others: ≤ 1 s).
-		Store:   proxy.ForgetOnRevoke(s.store, s.proxy),
+		// A revocation here drops the token from this proxy's cache at once
+		// and is published to every replica (sidecar/revocation); records
+		// are stamped with their provider's revocation epoch.
+		Store:   s.hub.Store(s.store),
 		Metrics: s.metrics, Audit: s.audit, Logger: s.log, Leeway: leeway,
 		RateLimits: exchange.RateLimits{PerIP: cfg.RateLimits.PerIP, PerProvider: cfg.RateLimits.PerProvider, Window: cfg.RateLimits.Window.D(), IPv6Prefix: cfg.RateLimits.IPv6Prefix},
 		AdminToken: adminToken, Now: o.Now, MaxBodyBytes: cfg.Limits.MaxExchangeBytes,
@@ -207,6 +228,16 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	}
 	s.source = newSource(cfg, newBundleClient())
 	s.admin = s.newAdmin(decisions)
+	if cfg.BundleTokenEnv != "" {
+		cred := o.Getenv(cfg.BundleTokenEnv)
+		if cred == "" {
+			s.stopBg()
+			return nil, fmt.Errorf("bundle credential: bundle_token_env names %s, which is empty; set it to the bearer credential of the bundle URL", cfg.BundleTokenEnv)
+		}
+		if us, ok := s.source.(*urlSource); ok {
+			us.bearer = cred
+		}
+	}
 	if err = s.Reload(ctx); err != nil {
 		s.stopBg()
 		err = fmt.Errorf("loading policy from %s: %w", s.source.Describe(), err)
@@ -258,6 +289,7 @@ func newStore(cfg *Config, getenv func(string) string, now func() time.Time) (to
 	o := token.RedisOptions{
 		URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username,
 		TLS: r.TLS, KeyPrefix: r.KeyPrefix, Timeout: r.Timeout.D(), PoolSize: r.PoolSize,
+		MinReplicasAck: r.MinReplicasAck,
 	}
 	if r.PasswordEnv != "" {
 		o.Password = getenv(r.PasswordEnv)
@@ -333,9 +365,17 @@ func (s *Server) reload(ctx context.Context) (changed bool, err error) {
 		s.reject(cur, "policy rejected", err)
 		return false, err
 	}
+	if err = s.checkReadded(ctx, snap); err != nil {
+		s.seen = seenContent{version: res.version, etag: res.etag, err: err}
+		s.reject(cur, "policy rejected", err)
+		return false, err
+	}
 	s.seen = seenContent{version: res.version, etag: res.etag}
 	s.served = res.version
 	prev := s.engine.Swap(snap)
+	if prev != nil {
+		s.raiseRemoved(ctx, removedProviders(prev, snap))
+	}
 	s.lastErr.Store(nil)
 	s.metrics.Reload(snap.Revision, nil)
 	prevRev := ""
@@ -420,6 +460,7 @@ func (s *Server) AdminHandler() http.Handler {
 	r.HandleFunc(ReadyPath, s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle(MetricsPath, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc(ReloadPath, s.reloadHandler).Methods(http.MethodPost)
+	r.HandleFunc(BundlePath, s.serveBundle).Methods(http.MethodGet, http.MethodHead)
 	s.exchange.RegisterAdmin(r)
 	s.admin.Register(r) // /_sidecar/admin/v1/… and the console at /
 	return r
@@ -442,6 +483,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if e := s.lastErr.Load(); e != nil {
 		body["last_reload_error"] = *e // informational: the previous revision still serves
 	}
+	body["invalidation"] = s.hub.Status() // informational: while down, the 1 s cache bound holds
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
@@ -580,6 +622,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	go func() { errc <- s.adminSrv.Serve(adminLn) }()
 
+	hctx, stopHub := context.WithCancel(context.Background())
+	hubDone := s.runHub(hctx)
+
 	wctx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -617,6 +662,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	go shutdown(s.mainSrv, "listen")
 	go shutdown(s.adminSrv, "admin_listen")
 	wg.Wait()
+	stopHub()
+	<-hubDone
 	closeErr := s.store.Close()
 	if closeErr != nil {
 		closeErr = fmt.Errorf("closing the token store: %w", closeErr)

@@ -261,6 +261,7 @@ type urlSource struct {
 	shown  string // url without credentials, for logs
 	client *http.Client
 	poll   time.Duration
+	bearer string // sent as Authorization: Bearer (bundle_token_env); "" for none
 }
 
 func (s *urlSource) Describe() string { return "bundle " + s.shown }
@@ -273,6 +274,9 @@ func (s *urlSource) Load(ctx context.Context, etag string) (loadResult, error) {
 	req.Header.Set("Accept", "application/gzip, application/octet-stream, */*")
 	if etag != "" {
 		req.Header.Set("If-None-Match", etag)
+	}
+	if s.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+s.bearer)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

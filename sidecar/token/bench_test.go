@@ -127,3 +127,29 @@ func BenchmarkMemorySaveGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRedisSaveMinReplicasAck: one Save per op on a primary with one
+// replica (loopback), without waiting for it (ack0) and with WAIT 1 (ack1):
+// the difference is what redis.min_replicas_ack costs a token exchange.
+func BenchmarkRedisSaveMinReplicasAck(b *testing.B) {
+	primary := redistest.Start(b, redistest.WithArgs(redistest.FastSyncArgs()...))
+	redistest.StartReplica(b, primary)
+	for _, ack := range []int{0, 1} {
+		b.Run(fmt.Sprintf("ack%d", ack), func(b *testing.B) {
+			s, err := NewRedis(RedisOptions{URL: primary.URL(), Timeout: time.Second, MinReplicasAck: ack})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			rec := sampleRecord(time.Now())
+			b.ReportAllocs()
+			for b.Loop() {
+				_, h, _ := New()
+				if err := s.Save(ctx, h, rec, time.Minute); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -40,4 +40,13 @@
 // so callers fail closed and never read an outage as "not found" or
 // "first use". The Redis client is tuned to fail within the per-operation
 // Timeout (default 250ms), not go-redis's multi-second defaults.
+//
+// # Replicas
+//
+// Redis replicates asynchronously: a failover can lose writes the old
+// primary acknowledged. With RedisOptions.MinReplicasAck, Save and Revoke
+// (and, in a Cluster, ClaimOnce) send the write and WAIT in one pipeline
+// to the key's primary and fail with ErrNotReplicated (wrapping
+// ErrUnavailable) unless enough replicas confirmed it; Save then deletes
+// the unconfirmed record (ack.go).
 package token

@@ -44,6 +44,16 @@ type RedisOptions struct {
 	TLSConfig *tls.Config
 	// KeyPrefix namespaces every key; default DefaultKeyPrefix ("oidc-sidecar:").
 	KeyPrefix string
+	// MinReplicasAck, when positive, makes Save and Revoke (and, in Cluster
+	// mode, ClaimOnce) return only after Redis's WAIT confirms that the write
+	// reached at least this many replicas of the primary that took it. WAIT
+	// waits at most AckTimeout(Timeout) (the per-operation timeout). A
+	// write that is not confirmed in time is an error wrapping
+	// ErrNotReplicated and ErrUnavailable; Save then deletes the record it
+	// wrote. 0 (the default) does not wait: Redis replication is
+	// asynchronous, so a failover can lose writes acknowledged in the last
+	// moments before the primary died.
+	MinReplicasAck int
 	// Timeout bounds each operation (dial, read, write, and a context deadline
 	// added on top of the caller's); default DefaultTimeout (250ms).
 	Timeout time.Duration
@@ -70,6 +80,7 @@ func DefaultPoolSize() int { return 10 * runtime.GOMAXPROCS(0) }
 // share a hash slot; do not put hash tags ({...}) in KeyPrefix.
 type RedisStore struct {
 	client  redis.UniversalClient
+	ack     ackConfig // RedisOptions.MinReplicasAck (ack.go)
 	prefix  string
 	timeout time.Duration
 	now     func() time.Time // wall clock for window indexes and ExpiresAt checks; replaced in tests
@@ -133,6 +144,7 @@ func NewRedis(o RedisOptions) (*RedisStore, error) {
 	}
 	return &RedisStore{
 		client:  redis.NewUniversalClient(uo),
+		ack:     newAckConfig(o.MinReplicasAck, uo.ReadTimeout),
 		prefix:  prefix,
 		timeout: uo.ReadTimeout,
 		now:     time.Now,
@@ -148,6 +160,9 @@ func (o RedisOptions) universal() (*redis.UniversalOptions, error) {
 	}
 	if o.PoolSize < 0 {
 		return nil, fmt.Errorf(p+"PoolSize must not be negative, got %d", o.PoolSize)
+	}
+	if o.MinReplicasAck < 0 {
+		return nil, fmt.Errorf(p+"MinReplicasAck must be 0 (do not wait for replicas) or positive, got %d", o.MinReplicasAck)
 	}
 	if o.DB < 0 {
 		return nil, fmt.Errorf(p+"DB must not be negative, got %d", o.DB)
@@ -270,6 +285,9 @@ func (s *RedisStore) PoolStats() *redis.PoolStats { return s.client.PoolStats() 
 // Kind returns "redis".
 func (s *RedisStore) Kind() string { return "redis" }
 
+// Prefix returns the key prefix.
+func (s *RedisStore) Prefix() string { return s.prefix }
+
 // Timeout returns the per-operation timeout.
 func (s *RedisStore) Timeout() time.Duration { return s.timeout }
 
@@ -319,10 +337,24 @@ func (s *RedisStore) Save(ctx context.Context, hash string, rec *Record, ttl tim
 	if err != nil {
 		return fmt.Errorf("token: encoding record: %w", err)
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	if err := s.client.Set(ctx, s.prefix+tokKeyPart+hash, val, ttl).Err(); err != nil {
-		return s.unavailable("SET", err)
+	key := s.prefix + tokKeyPart + hash
+	if s.ack.n == 0 {
+		if err := s.client.Set(ctx, key, val, ttl).Err(); err != nil {
+			return s.unavailable("SET", err)
+		}
+		return nil
+	}
+	_, err = s.acked(ctx, key, "SET", func(p redis.Pipeliner) redis.Cmder { return p.Set(ctx, key, val, ttl) })
+	if err != nil {
+		// The record may be on the primary (and even on some replicas): delete
+		// it, so a token that is never handed out cannot be used either.
+		s.discard(ctx, key)
+		if errors.Is(err, ErrNotReplicated) {
+			return fmt.Errorf("%w; the record was deleted and the token not handed out", err)
+		}
+		return err
 	}
 	return nil
 }
@@ -362,13 +394,24 @@ func (s *RedisStore) Revoke(ctx context.Context, hash string) (bool, error) {
 	if !validHash(hash) {
 		return false, nil
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	n, err := s.client.Del(ctx, s.prefix+tokKeyPart+hash).Result()
-	if err != nil {
-		return false, s.unavailable("DEL", err)
+	key := s.prefix + tokKeyPart + hash
+	if s.ack.n == 0 {
+		n, err := s.client.Del(ctx, key).Result()
+		if err != nil {
+			return false, s.unavailable("DEL", err)
+		}
+		return n > 0, nil
 	}
-	return n > 0, nil
+	// A revocation a failover could undo is not a revocation: wait for the
+	// replicas too, and report a failure (the caller answers 503, the client
+	// retries).
+	cmd, err := s.acked(ctx, key, "DEL", func(p redis.Pipeliner) redis.Cmder { return p.Del(ctx, key) })
+	if err != nil {
+		return false, err
+	}
+	return cmd.(*redis.IntCmd).Val() > 0, nil
 }
 
 // ClaimOnce runs a script that does SET once:<key> <owner> NX PX ttl and,
@@ -385,9 +428,28 @@ func (s *RedisStore) ClaimOnce(ctx context.Context, key, owner string, ttl time.
 	if err := checkTTL("ClaimOnce", ttl); err != nil {
 		return false, err
 	}
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
-	n, err := claimScript.Run(ctx, s.client, []string{s.prefix + onceKeyPart + key}, owner, ttl.Milliseconds()).Int64()
+	k := s.prefix + onceKeyPart + key
+	if _, cluster := s.client.(*redis.ClusterClient); cluster && s.ack.n > 0 {
+		// On one primary (single server, Sentinel) the WAIT after the
+		// token's SET confirms this earlier claim too; in a Cluster the claim
+		// may live on another shard, so it needs its own WAIT.
+		// EVAL, not EVALSHA: a NOSCRIPT retry would wait for the replicas
+		// twice; the script is a few hundred bytes.
+		cmd, err := s.acked(ctx, k, "claim", func(p redis.Pipeliner) redis.Cmder {
+			return claimScript.Eval(ctx, p, []string{k}, owner, ttl.Milliseconds())
+		})
+		if err != nil {
+			return false, err
+		}
+		n, err := cmd.(*redis.Cmd).Int64()
+		if err != nil {
+			return false, s.unavailable("EVALSHA (claim)", err)
+		}
+		return n == 1, nil
+	}
+	n, err := claimScript.Run(ctx, s.client, []string{k}, owner, ttl.Milliseconds()).Int64()
 	if err != nil {
 		// A failed claim is never "first use": callers must fail closed.
 		return false, s.unavailable("EVALSHA (claim)", err)
@@ -414,7 +476,8 @@ func (s *RedisStore) Unclaim(ctx context.Context, key, owner string) error {
 // Allow pipelines one EVALSHA of a single-key INCR+PEXPIRE script per limit:
 // one round trip (per cluster node), atomic per counter, cluster safe. If the
 // server does not have the script cached (NOSCRIPT, e.g. after a restart) the
-// pipeline is repeated once with EVAL, which also caches it.
+// calls that got NOSCRIPT — only those — are repeated once with EVAL, which
+// also caches it.
 func (s *RedisStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult, error) {
 	if len(limits) == 0 {
 		return nil, nil
@@ -433,24 +496,41 @@ func (s *RedisStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult,
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 
-	run := func(evalsha bool) ([]*redis.Cmd, error) {
+	run := func() ([]*redis.Cmd, error) {
 		cmds := make([]*redis.Cmd, len(limits))
 		_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, l := range limits {
 				ms := l.Window.Milliseconds()
-				if evalsha {
-					cmds[i] = rateScript.EvalSha(ctx, p, keys[i:i+1], ms)
-				} else {
-					cmds[i] = rateScript.Eval(ctx, p, keys[i:i+1], ms)
-				}
+				cmds[i] = rateScript.EvalSha(ctx, p, keys[i:i+1], ms)
 			}
 			return nil
 		})
 		return cmds, err
 	}
-	cmds, err := run(true)
+	cmds, err := run()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		cmds, err = run(false)
+		// Repeat only the calls that found no script: the others have
+		// counted already (in a Cluster the script may be cached on some
+		// nodes and not on others), and repeating them would count twice.
+		var redo []int
+		for i, c := range cmds {
+			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				redo = append(redo, i)
+			}
+		}
+		_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range redo {
+				cmds[i] = rateScript.Eval(ctx, p, keys[i:i+1], limits[i].Window.Milliseconds())
+			}
+			return nil
+		})
+		if err == nil {
+			for _, c := range cmds {
+				if err = c.Err(); err != nil {
+					break
+				}
+			}
+		}
 	}
 	cmdName := "EVALSHA (rate limit)"
 	if err != nil {

@@ -26,6 +26,10 @@ type Record struct {
 	IssuedAt       int64    `json:"iat"` // Unix seconds
 	ExpiresAt      int64    `json:"exp"` // Unix seconds
 	DecisionID     string   `json:"decision_id,omitempty"`
+	// Epoch is the provider's revocation epoch when the token was issued
+	// (sidecar/revocation): the token has ended once its provider's epoch
+	// is higher. 0 for providers never revoked in bulk.
+	Epoch int64 `json:"epoch,omitempty"`
 }
 
 // Expired reports whether the record's ExpiresAt has been reached at now

@@ -12,6 +12,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,6 +34,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 )
 
 // APIPrefix is where the admin API lives on the admin listener.
@@ -77,6 +79,7 @@ type Handler struct {
 	o        Options
 	writeMu  sync.Mutex // serializes writes to the providers file
 	sessions *sessions
+	logins   *loginLimiter
 	list     listCache
 }
 
@@ -91,7 +94,7 @@ func New(o Options) *Handler {
 	if o.Decisions == nil {
 		o.Decisions = NewRing()
 	}
-	return &Handler{o: o, sessions: newSessions(o.Now, o.SessionTTL)}
+	return &Handler{o: o, sessions: newSessions(o.Now, o.SessionTTL), logins: newLoginLimiter(o.Now)}
 }
 
 // Register adds the API and console routes to r.
@@ -133,8 +136,8 @@ func (h *Handler) apiAuth(next http.Handler) http.Handler {
 			// holds one presents it on a cross-site form post too. So a
 			// mutation that a browser marks as cross-origin is refused
 			// whatever the credential (curl and scripts send no Origin).
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				if msg := checkOrigin(r); msg != "" {
+			if sameorigin.Unsafe(r.Method) {
+				if msg := sameorigin.Check(r); msg != "" {
 					writeJSON(w, http.StatusForbidden, map[string]any{"error": msg})
 					return
 				}
@@ -490,10 +493,10 @@ func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
 
 // evaluateRequest is the body of "test a token".
 type evaluateRequest struct {
-	Claims map[string]any `json:"claims"`
-	Token  string         `json:"token"`
-	IP     string         `json:"ip"`
-	Scopes []string       `json:"scopes"`
+	Claims json.RawMessage `json:"claims"`
+	Token  string          `json:"token"`
+	IP     string          `json:"ip"`
+	Scopes []string        `json:"scopes"`
 }
 
 func (h *Handler) evaluate(w http.ResponseWriter, r *http.Request) {
@@ -510,8 +513,25 @@ func (h *Handler) evaluate(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, []FieldError{{"", `the body must be {"claims": {...}} or {"token": "<JWT>"} (optional "ip", "scopes"): ` + err.Error()}})
 		return
 	}
+	if t := bytes.TrimSpace(req.Claims); len(t) == 0 || string(t) == "null" {
+		req.Claims = nil
+	}
 	if (req.Claims == nil) == (strings.TrimSpace(req.Token) == "") {
 		writeErrors(w, []FieldError{{"claims", `give exactly one of "claims" (a JSON object of claims) or "token" (a JWT)`}})
+		return
+	}
+	// The claims must be ones a token could carry: the exchange's rules
+	// (one object, no duplicate names, nesting at most 32 deep, the size
+	// of a token's claims), checked here rather than failing in the policy.
+	var claims map[string]any
+	if req.Claims != nil {
+		var err error
+		if claims, err = oidc.DecodeClaims(req.Claims); err != nil {
+			writeErrors(w, []FieldError{{"claims", "not claims a token could carry: " + err.Error() + ` (give a JSON object such as {"sub": "repo:octo-org/octo-repo:ref:refs/heads/main"}, nested at most 32 deep, at most 16384 bytes)`}})
+			return
+		}
+	} else if len(req.Token) > oidc.DefaultMaxTokenBytes {
+		writeErrors(w, []FieldError{{"token", fmt.Sprintf("the token is %d bytes, more than the %d-byte limit the exchange applies", len(req.Token), oidc.DefaultMaxTokenBytes)}})
 		return
 	}
 	snap := h.o.Engine.Current()
@@ -525,7 +545,6 @@ func (h *Handler) evaluate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := map[string]any{"provider_id": id}
-	claims := req.Claims
 	if req.Token != "" {
 		var err error
 		if _, claims, err = oidc.Peek(strings.TrimSpace(req.Token)); err != nil {

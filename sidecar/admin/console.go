@@ -3,6 +3,7 @@ package admin
 import (
 	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -10,11 +11,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 )
 
 //go:embed assets
@@ -115,16 +118,27 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if msg := checkOrigin(r); msg != "" {
+	if msg := sameorigin.Check(r); msg != "" {
 		http.Error(w, msg, http.StatusForbidden)
+		return
+	}
+	client := loginKey(r)
+	if wait := h.logins.blocked(client); wait > 0 {
+		secs := int((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		w.WriteHeader(http.StatusTooManyRequests)
+		h.render(w, "login.html", &pageData{Title: "Log in", Error: fmt.Sprintf(
+			"too many failed logins from your address (%d within %s): try again in %d seconds", LoginFailures, LoginWindow, secs)})
 		return
 	}
 	cred := r.PostFormValue("credential")
 	if h.o.Credential == nil || !h.o.Credential(strings.TrimSpace(cred)) {
+		h.logins.fail(client)
 		w.WriteHeader(http.StatusUnauthorized)
 		h.render(w, "login.html", &pageData{Title: "Log in", Error: "that is not the admin credential (the value of the variable admin_token_env names)"})
 		return
 	}
+	h.logins.succeed(client)
 	h.sessions.create(w, r)
 	http.Redirect(w, r, localNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 }

@@ -5,9 +5,10 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 )
 
 // SessionCookie is the console's session cookie.
@@ -90,7 +91,7 @@ func (s *sessions) end(w http.ResponseWriter, r *http.Request) {
 // X-CSRF-Token, or form field csrf) and, when the browser sends Origin, a
 // same-origin one.
 func (ss *session) checkMutation(r *http.Request) string {
-	if msg := checkOrigin(r); msg != "" {
+	if msg := sameorigin.Check(r); msg != "" {
 		return msg
 	}
 	tok := r.Header.Get("X-CSRF-Token")
@@ -99,23 +100,6 @@ func (ss *session) checkMutation(r *http.Request) string {
 	}
 	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(ss.csrf)) != 1 {
 		return "missing or wrong CSRF token: reload the console page and try again"
-	}
-	return ""
-}
-
-// checkOrigin refuses a cross-origin request: Origin (or, without it,
-// Referer) must name this host.
-func checkOrigin(r *http.Request) string {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		o = r.Header.Get("Referer")
-	}
-	if o == "" {
-		return ""
-	}
-	u, err := url.Parse(o)
-	if err != nil || u.Host != r.Host {
-		return "cross-origin request refused (Origin " + o + " is not this console)"
 	}
 	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -24,6 +25,15 @@ func (h *Handler) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, OAuthError{Error: "not_found",
 			ErrorDescription: "introspection is disabled: the sidecar has no admin token configured (set admin_token_env) and no admin client CA (admin_tls.client_ca_file)"})
 		return
+	}
+	// A browser holding the admin client certificate presents it on a
+	// cross-site form post too: such a request is refused whatever the
+	// credential.
+	if sameorigin.Unsafe(r.Method) {
+		if msg := sameorigin.Check(r); msg != "" {
+			writeJSON(w, http.StatusForbidden, OAuthError{Error: "invalid_request", ErrorDescription: msg})
+			return
+		}
 	}
 	if !h.adminAuthorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar-admin", error="invalid_token"`)

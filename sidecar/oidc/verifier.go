@@ -87,7 +87,7 @@ func NewVerifier(o Options) (*Verifier, error) {
 		o.Leeway = 0
 	}
 	if o.MaxTokenBytes <= 0 {
-		o.MaxTokenBytes = 16 << 10
+		o.MaxTokenBytes = DefaultMaxTokenBytes
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -572,6 +572,26 @@ func jsonType(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// DefaultMaxTokenBytes is Options.MaxTokenBytes when not set.
+const DefaultMaxTokenBytes = 16 << 10
+
+// DecodeClaims decodes a claims document given as plain JSON (not inside a
+// token), with the rules Verify applies to a token's payload: one JSON
+// object, no duplicate names, nesting at most 32 deep, valid UTF-8, numbers
+// as json.Number; and at most DefaultMaxTokenBytes long (a token within the
+// default limit carries a smaller payload). It is for tooling that
+// evaluates hand-written claims; errors are *Error with Code malformed.
+func DecodeClaims(data []byte) (map[string]any, error) {
+	if len(data) > DefaultMaxTokenBytes {
+		return nil, newError(CodeMalformed, "claims are %d bytes, more than the %d-byte limit a token's claims stay within", len(data), DefaultMaxTokenBytes)
+	}
+	cl, jerr := decodeObject(data, maxJSONDepth)
+	if jerr != nil {
+		return nil, &Error{Code: CodeMalformed, Message: jerr.Error(), Err: jerr}
+	}
+	return cl, nil
 }
 
 // Peek decodes raw's header and claims WITHOUT verifying anything, with the

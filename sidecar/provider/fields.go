@@ -114,10 +114,17 @@ var fields = []*field{
 		key: "name", metaKey: "name", typ: tText,
 		required: `give the provider a label, e.g. "GHA - octo-repo:deploy"`,
 		doc:      `A free-text label, e.g. "GHA - octo-repo:deploy".`,
-		schema:   func() map[string]any { return obj("type", "string", "pattern", `\S`) },
+		schema: func() map[string]any {
+			return obj("type", "string", "pattern", `\S`, "not", obj("pattern", nameForbiddenClass))
+		},
 		set: func(p *Provider, v value, s sink) {
 			if strings.TrimSpace(v.s) == "" {
 				s.fail("name", `empty; give the provider a label, e.g. "GHA - octo-repo:deploy"`)
+				return
+			}
+			if i, r, ok := nameForbidden(v.s); ok {
+				s.fail("name", fmt.Sprintf("contains the invisible control character %U at byte %d; a name is a one-line label shown in logs and the console: "+
+					"remove line breaks, tabs, byte order marks and other control or bidirectional-formatting characters", r, i))
 				return
 			}
 			p.Name = v.s
@@ -527,4 +534,27 @@ func lifetimeSpellings() []any {
 		}
 	}
 	return out
+}
+
+// nameForbiddenClass is the characters a provider name must not contain,
+// as a regular expression class that Go and ECMA-262 (the JSON Schema's
+// dialect) read alike: C0 controls (tab, CR and LF included), DEL, C1
+// controls, the line and paragraph separators U+2028/U+2029, the byte
+// order mark U+FEFF, and the bidirectional formatting characters (U+200E,
+// U+200F, U+202A–U+202E, U+2066–U+2069), which can make a name display as
+// another. Names end up in audit lines, log lines, headers and the
+// console; none of these characters belongs in a label.
+const nameForbiddenClass = "[\\x00-\\x1f\\x7f-\\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+
+// nameForbidden returns the first character of s in nameForbiddenClass
+// and its byte offset, or ok false.
+func nameForbidden(s string) (int, rune, bool) {
+	for i, r := range s {
+		switch {
+		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x200e, r == 0x200f, r == 0x2028, r == 0x2029,
+			r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
+			return i, r, true
+		}
+	}
+	return 0, 0, false
 }

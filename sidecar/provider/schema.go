@@ -3,6 +3,9 @@ package provider
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/providerid"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/scope"
@@ -103,7 +106,25 @@ func Schema() []byte {
 	if err := enc.Encode(doc); err != nil {
 		panic(err) // the document is built from plain values
 	}
-	return b.Bytes()
+	return escapeInvisible(b.Bytes())
+}
+
+// escapeInvisible writes the invisible characters encoding/json leaves as
+// they are (C1 controls, format characters such as U+FEFF or the
+// bidirectional controls of the name pattern) as \uXXXX escapes, so that
+// the schema file shows them. They occur only inside strings.
+func escapeInvisible(b []byte) []byte {
+	var out bytes.Buffer
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r >= 0x80 && (unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r)) && r <= 0xffff {
+			fmt.Fprintf(&out, `\u%04x`, r)
+		} else {
+			out.Write(b[:n])
+		}
+		b = b[n:]
+	}
+	return out.Bytes()
 }
 
 // obj builds a JSON object from key, value pairs.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -207,11 +208,21 @@ func (p *Proxy) warnUpstream401(requestID string) {
 
 // errorHandler answers when the upstream could not be reached or did not
 // send response headers in time: 504 "upstream timed out" or 502 "upstream
-// unreachable", in Buddy's shape. Details go to the log only.
+// unreachable", in Buddy's shape. Details go to the log only. When the
+// client's own body could not be read (the forwarded request failed
+// because of it), the answer is 400 invalid_body instead.
 func (p *Proxy) errorHandler(w http.ResponseWriter, req *http.Request, err error) {
 	x := callOf(req.Context())
 	status, code, msg := http.StatusBadGateway, CodeUpstreamUnreachable, "upstream unreachable"
-	switch {
+	switch berr := x.body.readErr(); {
+	case berr != nil && req.Context().Err() == nil:
+		// The client's body could not be read (a malformed chunked
+		// encoding, say): the client's fault, not the upstream's.
+		p.log.Info("the client's request body could not be read", "request_id", x.id, "error", berr.Error())
+		w.Header().Set("Connection", "close")
+		p.reply(w, x, http.StatusBadRequest, CodeInvalidBody,
+			"Invalid request body: it could not be read ("+berr.Error()+"); send a body with a correct Content-Length or a well-formed chunked encoding")
+		return
 	case errors.Is(err, errUpstreamTimeout):
 		status, code, msg = http.StatusGatewayTimeout, CodeUpstreamTimeout, "upstream timed out"
 	case req.Context().Err() != nil:
@@ -277,4 +288,36 @@ func (b *bufferPool) Put(buf []byte) {
 	}
 	buf = buf[:copyBufferSize]
 	b.p.Put(&buf)
+}
+
+// clientBody is the client's request body as the transport reads it; it
+// records the first read error other than io.EOF.
+type clientBody struct {
+	rc  io.ReadCloser
+	mu  sync.Mutex
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+// readErr is the body's read error, or nil (also for no body).
+func (b *clientBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }

@@ -67,6 +67,7 @@ const (
 	CodeUpstreamTimeout     = "upstream_timeout"
 	CodeUpstreamUnreachable = "upstream_unreachable"
 	CodeClientClosed        = "client_closed"
+	CodeInvalidBody         = "invalid_body"
 )
 
 // codeRouteNotAllowed is the policy's code for "no route matched and
@@ -251,6 +252,9 @@ type call struct {
 	// cancel ends the forwarded request's context; headerTimeout calls it
 	// when the upstream's headers are late.
 	cancel context.CancelCauseFunc
+	// body is the client's request body as forwarded; it keeps its read
+	// error, so that a malformed body is told from an upstream failure.
+	body *clientBody
 }
 
 type callKey struct{}
@@ -414,7 +418,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), callKey{}, x))
 	defer cancel(nil)
 	x.cancel = cancel
-	p.rp.ServeHTTP(w, req.WithContext(ctx))
+	out := req.WithContext(ctx)
+	if out.Body != nil && out.Body != http.NoBody {
+		x.body = &clientBody{rc: out.Body}
+		out.Body = x.body
+	}
+	p.rp.ServeHTTP(w, out)
 }
 
 // lookup returns the record stored for a token hash and its policy input

@@ -30,6 +30,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/proxy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/revocation"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/sameorigin"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
 )
 
@@ -503,6 +504,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // 200 {"revision", "changed"} when the source's current content serves,
 // 422 {"error", "revision"} when it was rejected (the revision still serving).
 func (s *Server) reloadHandler(w http.ResponseWriter, r *http.Request) {
+	// A browser holding the admin client certificate presents it on a
+	// cross-site form post too: such a request is refused whatever the
+	// credential.
+	if msg := sameorigin.Check(r); msg != "" {
+		writeJSON(w, http.StatusForbidden, map[string]any{"error": msg})
+		return
+	}
 	if !s.adminAuthorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar admin"`)
 		msg := "an admin bearer credential is required (admin_token_env)"

@@ -297,6 +297,35 @@ func TestAdminMutualTLS(t *testing.T) {
 	if status, body, err := post(anonymous, exchange.IntrospectPath, url.Values{"token": {tok}}.Encode()); err != nil || status != http.StatusUnauthorized {
 		t.Fatalf("introspection without a certificate: %d %s %v", status, body, err)
 	}
+	// A browser holding the certificate presents it on a cross-site form
+	// post too: a POST that names another origin (or "null") is refused
+	// whatever the credential; the sidecar's own origin, and no Origin
+	// (curl, scripts, above), pass.
+	postFrom := func(path, form, hdr, origin string) (int, string) {
+		req, _ := http.NewRequest("POST", h.admin+path, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set(hdr, origin)
+		resp, err := operator.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	intro := url.Values{"token": {tok}}.Encode()
+	for _, c := range [][2]string{{"Origin", "https://evil.example"}, {"Origin", "null"}, {"Referer", "https://evil.example/page"}} {
+		for _, path := range []string{ReloadPath, exchange.IntrospectPath} {
+			if status, body := postFrom(path, intro, c[0], c[1]); status != http.StatusForbidden || !strings.Contains(body, "cross-origin request refused") || strings.Contains(body, `"active"`) {
+				t.Errorf("%s with the certificate, %s %s: %d %s, want 403", path, c[0], c[1], status, body)
+			}
+		}
+	}
+	for _, path := range []string{ReloadPath, exchange.IntrospectPath} {
+		if status, body := postFrom(path, intro, "Origin", h.admin); status != http.StatusOK {
+			t.Errorf("%s with the certificate, same origin: %d %s, want 200", path, status, body)
+		}
+	}
 	resp, err := anonymous.Get(h.admin + HealthPath)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("/healthz without a client certificate: %v %v", resp, err)

@@ -17,7 +17,7 @@ import (
 // the client's fault: 400 invalid_body in Buddy's shape, not 502
 // upstream_unreachable; the audit line says invalid_body.
 func TestMalformedChunkedBody(t *testing.T) {
-	f := newFixture(t, token.NewMemory(time.Now))
+	f := newRig(t, token.NewMemory(time.Now))
 	tok := f.mint(record("EXECUTION_MANAGE"))
 	for name, body := range map[string]string{
 		"chunk size overflow":          "fffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",

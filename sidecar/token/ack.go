@@ -42,10 +42,13 @@ func AckTimeout(timeout time.Duration) time.Duration {
 const ackSlack = 200 * time.Millisecond
 
 // writeCtx is ctx for a write that may wait for replicas (Save, Revoke,
-// ClaimOnce).
+// ClaimOnce). Like ctx, it counts the operation in flight (overload
+// detection) until its cancel function is called.
 func (s *RedisStore) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.ack.n > 0 {
-		return context.WithTimeout(ctx, s.ack.op)
+		s.inflight.Add(1)
+		c, cancel := context.WithTimeout(ctx, s.ack.op)
+		return c, func() { cancel(); s.inflight.Add(-1) }
 	}
 	return s.ctx(ctx)
 }

@@ -142,8 +142,12 @@ func NewRedis(o RedisOptions) (*RedisStore, error) {
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
+	client := redis.NewUniversalClient(uo)
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		cc.AddHook(clusterRefresh{cc}) // clusterstate.go
+	}
 	return &RedisStore{
-		client:  redis.NewUniversalClient(uo),
+		client:  client,
 		ack:     newAckConfig(o.MinReplicasAck, uo.ReadTimeout),
 		prefix:  prefix,
 		timeout: uo.ReadTimeout,

@@ -11,6 +11,7 @@ import (
 
 func newServe() *cobra.Command {
 	var config, bundle string
+	var pprof bool
 	cmd := &cobra.Command{
 		Use:   "serve --config sidecar.yaml",
 		Short: "Run the sidecar: token exchange and proxy on listen, health/metrics on admin_listen",
@@ -22,12 +23,14 @@ is listed. Without a redis block, tokens live in process memory (one instance
 only; a warning says so). --bundle FILE|URL (or OIDC_SIDECAR_BUNDLE) serves a
 bundle built by "bundle build" instead of the file's providers, policies and
 routes; an OIDC_SIDECAR_* variable that sets no key is warned about.
+--pprof (or pprof: true, OIDC_SIDECAR_PPROF) serves Go's profiles under
+/debug/pprof/ on admin_listen, behind the admin credential.
 
 Environment overrides:
   ` + strings.Join(server.EnvKeys(), "\n  "),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := server.Load(config, server.LoadOptions{Environ: os.Environ(), Bundle: bundle})
+			cfg, err := server.Load(config, server.LoadOptions{Environ: os.Environ(), Bundle: bundle, Pprof: pprof})
 			if err != nil {
 				return err
 			}
@@ -40,5 +43,6 @@ Environment overrides:
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "sidecar.yaml", "configuration file")
 	cmd.Flags().StringVar(&bundle, "bundle", "", "serve this bundle (file, directory or http(s) URL) instead of the file's providers/policies/routes")
+	cmd.Flags().BoolVar(&pprof, "pprof", false, "serve /debug/pprof/ on admin_listen behind the admin credential (profiles reveal internals; only while profiling)")
 	return cmd
 }

@@ -88,6 +88,10 @@ type Config struct {
 	AdminTLS      AdminTLSConfig `yaml:"admin_tls"`      // HTTPS (and client certificates) on admin_listen
 	BuddyResponse string         `yaml:"buddy_response"` // text | json_string: how /user/oidc/tokens returns the token
 
+	// Pprof serves net/http/pprof under /debug/pprof/ on admin_listen,
+	// behind the admin credential (serve --pprof; off by default).
+	Pprof bool `yaml:"pprof"`
+
 	// Warnings are problems that do not stop the sidecar (an unknown
 	// OIDC_SIDECAR_* variable); serve logs them at start.
 	Warnings []string `yaml:"-"`
@@ -199,6 +203,8 @@ type LoadOptions struct {
 	// providers, policies and routes. A relative path is relative to the
 	// working directory, as on any command line.
 	Bundle string
+	// Pprof (serve --pprof) turns pprof on whatever the file says.
+	Pprof bool
 }
 
 // Load is LoadConfig with serve's flags and the environment's names.
@@ -214,6 +220,9 @@ func Load(path string, o LoadOptions) (*Config, error) {
 	c.resolvePaths(dirOf(path))
 	if o.Bundle != "" {
 		c.Bundle = o.Bundle
+	}
+	if o.Pprof {
+		c.Pprof = true
 	}
 	c.Warnings = append(c.Warnings, unknownEnv(o.Environ, c)...)
 	return c, nil

@@ -133,7 +133,11 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		s.log.Info("the admin credential is a client certificate signed by admin_tls.client_ca_file (" + cfg.AdminTokenEnv + " is empty)")
 	} else if adminToken == "" {
 		s.log.Warn("introspection and " + ReloadPath + " are disabled: " + cfg.AdminTokenEnv + " is empty (admin_token_env names the variable holding the admin credential)")
-	} else {
+	}
+	if cfg.Pprof {
+		s.log.Warn("pprof is on: " + PprofPath + " on admin_listen serves profiles (admin credential required); they reveal internals, keep it off unless profiling")
+	}
+	if adminToken != "" {
 		d := sha256.Sum256([]byte(adminToken))
 		s.adminDigest = d[:]
 	}
@@ -451,7 +455,7 @@ const (
 )
 
 // AdminHandler serves /healthz, /readyz, /metrics, introspection, the
-// admin API and the provider console.
+// admin API and the provider console; /debug/pprof/ with pprof: true.
 func (s *Server) AdminHandler() http.Handler {
 	r := mux.NewRouter()
 	r.HandleFunc(HealthPath, func(w http.ResponseWriter, _ *http.Request) {
@@ -461,6 +465,9 @@ func (s *Server) AdminHandler() http.Handler {
 	r.Handle(MetricsPath, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc(ReloadPath, s.reloadHandler).Methods(http.MethodPost)
 	r.HandleFunc(BundlePath, s.serveBundle).Methods(http.MethodGet, http.MethodHead)
+	if s.cfg.Pprof {
+		s.registerPprof(r)
+	}
 	s.exchange.RegisterAdmin(r)
 	s.admin.Register(r) // /_sidecar/admin/v1/… and the console at /
 	return r
@@ -512,12 +519,7 @@ func (s *Server) reloadHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.adminAuthorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="oidc-sidecar admin"`)
-		msg := "an admin bearer credential is required (admin_token_env)"
-		if s.cfg.AdminTLS.ClientCAFile != "" {
-			msg = "an admin credential is required: Authorization: Bearer <admin token> (admin_token_env), or a client certificate signed by admin_tls.client_ca_file"
-		}
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": msg})
+		s.unauthorized(w)
 		return
 	}
 	// A client that gives up must not abort a compile half-way (that would

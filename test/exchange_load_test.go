@@ -39,6 +39,12 @@ import (
 //  3. the floor, in this process: RS256 jwt.Parse (jwx) + one prepared
 //     OPA evaluation of performance-floors B.2's module + one Redis SET,
 //     serially → CPU per operation.
+//
+// With OIDC_SIDECAR_EXCHANGE_PROFILE=FILE the sidecar runs with pprof on
+// and a CPU profile of the closed loop (its 4 s) is fetched from the admin
+// listener's /debug/pprof/profile into FILE (go tool pprof -top FILE).
+// Profiling costs the sidecar a few per cent of its CPU, so the capacity of
+// such a run is not a figure for the tables.
 func TestExchangeThroughput(t *testing.T) {
 	if os.Getenv("OIDC_SIDECAR_EXCHANGE_LOAD") == "" {
 		t.Skip("a benchmark: set OIDC_SIDECAR_EXCHANGE_LOAD=1 to run it")
@@ -53,6 +59,10 @@ func TestExchangeThroughput(t *testing.T) {
 	cfg := w.config()
 	cfg["rate_limits"] = map[string]any{"per_ip": 1 << 30, "per_provider": 1 << 30, "window": "1m"}
 	cfg["log_level"] = "warn"
+	profile := os.Getenv("OIDC_SIDECAR_EXCHANGE_PROFILE")
+	if profile != "" {
+		cfg["pprof"] = true
+	}
 	s := startSidecar(t, cfg, nil)
 
 	life := 10 * time.Minute
@@ -98,6 +108,12 @@ func TestExchangeThroughput(t *testing.T) {
 	cpu0 := procCPU(t, s.Pid())
 	var done atomic.Int64
 	var wg sync.WaitGroup
+	profiled := make(chan error, 1)
+	if profile != "" {
+		go func() { profiled <- fetchCPUProfile(s.AdminURL, capacityFor, profile) }()
+	} else {
+		profiled <- nil
+	}
 	start := time.Now()
 	deadline := start.Add(capacityFor)
 	for range workers {
@@ -121,6 +137,11 @@ func TestExchangeThroughput(t *testing.T) {
 	}
 	capacity := float64(n) / took.Seconds()
 	cpuPer := cpu / time.Duration(n)
+	if err := <-profiled; err != nil {
+		t.Errorf("CPU profile: %v", err)
+	} else if profile != "" {
+		t.Logf("CPU profile of the closed loop written to %s (go tool pprof -top %s)", profile, profile)
+	}
 
 	// 2. Open loop at 1,500/s.
 	var mu sync.Mutex
@@ -180,6 +201,29 @@ func TestExchangeThroughput(t *testing.T) {
 	if bad.Load() > 0 {
 		t.Errorf("%d unexpected answers, e.g. %v", bad.Load(), badSample.Load())
 	}
+}
+
+// fetchCPUProfile fetches a CPU profile of d from the sidecar's admin
+// listener (pprof: true) into path.
+func fetchCPUProfile(adminURL string, d time.Duration, path string) error {
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", adminURL, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := (&http.Client{Timeout: d + 30*time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/profile: %d %s", resp.StatusCode, truncate(string(b), 200))
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

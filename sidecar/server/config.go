@@ -420,7 +420,7 @@ func describe(n *yaml.Node) string {
 // are read elsewhere: the admin credential's default variable, login's
 // defaults, and the test suite's switches.
 var configEnvNames = []string{"OIDC_SIDECAR_ADMIN_TOKEN", "OIDC_SIDECAR_URL", "OIDC_SIDECAR_PROVIDER_ID",
-	"OIDC_SIDECAR_LOAD", "OIDC_SIDECAR_EXCHANGE_LOAD", "OIDC_SIDECAR_E2E_RACE"}
+	"OIDC_SIDECAR_LOAD", "OIDC_SIDECAR_EXCHANGE_LOAD", "OIDC_SIDECAR_EXCHANGE_PROFILE", "OIDC_SIDECAR_E2E_RACE"}
 
 // unknownEnv warns about OIDC_SIDECAR_* variables that set nothing — most
 // likely a misspelt override, which would otherwise be ignored silently.

@@ -22,7 +22,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -626,5 +625,3 @@ func sortedProviders(snap *policy.Snapshot) []*provider.Provider {
 	})
 	return l
 }
-
-var _ = os.Getenv

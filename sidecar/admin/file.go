@@ -12,8 +12,6 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/oidc-sidecar/oidc-sidecar/sidecar/provider"
 )
 
 // doc is a providers file read for editing: its bytes, its YAML node tree
@@ -331,5 +329,3 @@ func writable(path string) string {
 	_ = os.Remove(t.Name())
 	return ""
 }
-
-var _ = provider.Keys

@@ -152,6 +152,15 @@ type tap struct {
 func (t *tap) Enabled(ctx context.Context, l slog.Level) bool { return true }
 
 func (t *tap) Handle(ctx context.Context, rec slog.Record) error {
+	// The exchange's audit record has the message "exchange"; every other
+	// record (one per proxied request among them) passes straight through
+	// without a walk over its attributes.
+	if rec.Message != "exchange" {
+		if t.next.Enabled(ctx, rec.Level) {
+			return t.next.Handle(ctx, rec)
+		}
+		return nil
+	}
 	var ev, id, name string
 	d := Decision{Time: rec.Time, Replica: t.replica}
 	rec.Attrs(func(a slog.Attr) bool {

@@ -187,3 +187,21 @@ func TestPolicyEvalSaysWhatItIgnores(t *testing.T) {
 		t.Errorf("allow: %d\n%s", code, out)
 	}
 }
+
+// TestProviderValidatePositional: `provider validate FILE` works as
+// `--providers FILE` does (provider new takes --file, so users try the
+// argument); naming the file both ways is a usage error.
+func TestProviderValidatePositional(t *testing.T) {
+	out, errOut, code := runCLI(t, nil, "provider", "validate", "../examples/providers.yaml")
+	if code != 0 || !strings.Contains(out, "../examples/providers.yaml:") || !strings.Contains(out, "valid") {
+		t.Fatalf("validate FILE: exit %d\n%s%s", code, out, errOut)
+	}
+	_, errOut, code = runCLI(t, nil, "provider", "validate", "../sidecar/provider/testdata/invalid_many.yaml")
+	if code != 1 || !strings.Contains(errOut, "invalid_many.yaml:") {
+		t.Fatalf("validate an invalid FILE: exit %d, want 1\n%s", code, errOut)
+	}
+	_, errOut, code = runCLI(t, nil, "provider", "validate", "a.yaml", "--providers", "b.yaml")
+	if code != 2 || !strings.Contains(errOut, "name the providers file once") {
+		t.Fatalf("both: exit %d, want 2\n%s", code, errOut)
+	}
+}

@@ -71,15 +71,21 @@ Examples:
 func newProviderValidate() *cobra.Command {
 	var file, format string
 	cmd := &cobra.Command{
-		Use:   "validate [--providers providers.yaml] [--format json]",
+		Use:   "validate [providers.yaml | --providers providers.yaml] [--format json]",
 		Short: "Check a providers file and list every problem with file:line",
 		Long: `Checks a providers file with the rules serve applies and lists every error
 and warning with file:line:col. --format json prints one object:
 {"file", "valid", "providers", "errors", "warnings", "diagnostics": [{"file",
 "line", "column", "field", "message", "severity": "error"|"warning"}]}; the
 exit status is 1 when the file is invalid either way.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if cmd.Flags().Changed("providers") {
+					return usagef("name the providers file once: as the argument %q or with --providers %q, not both", args[0], file)
+				}
+				file = args[0]
+			}
 			asJSON, err := jsonFormat(format)
 			if err != nil {
 				return err

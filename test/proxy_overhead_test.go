@@ -1,0 +1,522 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// TestProxyOverhead is issue #17's cross-process proxy measurement, run
+// only when asked (a measurement, not a test: it fails only on a wrong
+// answer, never on a number):
+//
+//	OIDC_SIDECAR_PROXY_BENCH=1 go test -count=1 ./test -run '^TestProxyOverhead$' -v -timeout 20m
+//
+// Three processes besides this one and Redis: a minimal upstream API, a
+// bare httputil.ReverseProxy in front of it (test/testdata/proxybench:
+// credential swap, X-Forwarded-*, 256 idle connections per host, pooled
+// copy buffers) and the built `oidc-sidecar serve` in front of the same
+// upstream (the token in a real redis-server, the world's compiled policy,
+// the audit line written to a file, as a container's stderr would be).
+// Both proxies get the same GET of an allowed route with the same token.
+//
+//  1. latency: 10 rounds; in each, 3,000 sequential GETs on one keep-alive
+//     connection to each proxy, the order alternating between rounds →
+//     p50/p99 per proxy and what the sidecar adds, per round; with the CPU
+//     time and the read/write system calls (/proc/<pid>/io) each proxy
+//     process spent per request;
+//  2. throughput: wrk -t2 -c16 for 5 s, 3 rounds per proxy, interleaved →
+//     requests/s and the sidecar's share of the bare proxy's, per pair.
+//     Without wrk on PATH, a Go closed loop with 16 connections does it
+//     (and says so).
+//
+// OIDC_SIDECAR_PROXY_ROUNDS and OIDC_SIDECAR_PROXY_REQUESTS change the
+// round count and the requests per round; OIDC_SIDECAR_PROXY_SECONDS the
+// length of a throughput round. With OIDC_SIDECAR_PROXY_PROFILE=FILE the
+// sidecar runs with pprof on and a CPU profile of its first throughput
+// round is written to FILE (that round's figure is then not a table
+// figure). OIDC_SIDECAR_PROXY_ENV="K=V K2=V2" adds variables to the
+// sidecar's environment (e.g. GOGC=200 to compare GC settings).
+func TestProxyOverhead(t *testing.T) {
+	if os.Getenv("OIDC_SIDECAR_PROXY_BENCH") == "" {
+		t.Skip("a benchmark: set OIDC_SIDECAR_PROXY_BENCH=1 to run it")
+	}
+	if raceEnabled || os.Getenv("OIDC_SIDECAR_E2E_RACE") == "1" {
+		t.Skip("a benchmark: run it without -race (the race detector slows the sidecar several times)")
+	}
+	rounds := envInt(t, "OIDC_SIDECAR_PROXY_ROUNDS", 10)
+	perRound := envInt(t, "OIDC_SIDECAR_PROXY_REQUESTS", 3000)
+	tputFor := time.Duration(envInt(t, "OIDC_SIDECAR_PROXY_SECONDS", 5)) * time.Second
+	const tputRounds = 3
+	profile := os.Getenv("OIDC_SIDECAR_PROXY_PROFILE")
+
+	bin := buildProxyBench(t)
+	up := startPeer(t, bin, "upstream")
+	bare := startPeer(t, bin, "bare", up.URL)
+
+	w := newWorld(t, worldOpts{})
+	cfg := w.config()
+	cfg["upstream"].(map[string]any)["url"] = up.URL
+	cfg["log_level"] = "info" // the product's default: one audit line per request
+	if profile != "" {
+		cfg["pprof"] = true
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Fields(os.Getenv("OIDC_SIDECAR_PROXY_ENV")) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			t.Fatalf("OIDC_SIDECAR_PROXY_ENV: %q is not K=V", kv)
+		}
+		env[k] = v
+	}
+	sc := startSidecarLogFile(t, cfg, env)
+
+	tok := sc.mustExchange(t, genID, sign(t, w.gen, w.genClaims())) // WORKSPACE VARIABLE_INFO, 1 h
+	const path = "/workspaces/" + workspace + "/projects"
+	targets := []*benchTarget{
+		{name: "bare", url: bare.URL + path, pid: bare.pid},
+		{name: "sidecar", url: sc.URL + path, pid: sc.Pid()},
+	}
+	for _, tg := range targets {
+		tg.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+		tg.req, _ = http.NewRequest(http.MethodGet, tg.url, nil)
+		tg.req.Header.Set("Authorization", "Bearer "+tok)
+		for range 500 { // warm-up: connections, the token cache, the route table
+			if err := tg.get(); err != nil {
+				t.Fatalf("%s: %v", tg.name, err)
+			}
+		}
+	}
+
+	// 1. Latency, interleaved rounds.
+	type roundResult struct {
+		p50, p99         [2]time.Duration
+		cpu, reads, wrts [2]float64 // per request
+	}
+	var res []roundResult
+	for r := range rounds {
+		var rr roundResult
+		order := []int{0, 1}
+		if r%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			tg := targets[i]
+			runtime.GC() // this process's garbage is not the next target's
+			cpu0, io0 := procCPU(t, tg.pid), procIO(t, tg.pid)
+			lat := make([]time.Duration, perRound)
+			for k := range perRound {
+				start := time.Now()
+				if err := tg.get(); err != nil {
+					t.Fatalf("%s round %d: %v", tg.name, r+1, err)
+				}
+				lat[k] = time.Since(start)
+			}
+			cpu, io1 := procCPU(t, tg.pid)-cpu0, procIO(t, tg.pid)
+			slices.Sort(lat)
+			rr.p50[i], rr.p99[i] = pct(lat, .5), pct(lat, .99)
+			rr.cpu[i] = us(cpu) / float64(perRound)
+			rr.reads[i] = float64(io1.syscr-io0.syscr) / float64(perRound)
+			rr.wrts[i] = float64(io1.syscw-io0.syscw) / float64(perRound)
+		}
+		res = append(res, rr)
+	}
+	wantAudit := int64(len(res)*perRound + 500)
+
+	// 2. Throughput, interleaved rounds.
+	wrk, wrkErr := exec.LookPath("wrk")
+	tool := "wrk -t2 -c16 -d" + tputFor.String()
+	if wrkErr != nil {
+		tool = "Go closed loop, 16 connections (wrk is not on PATH)"
+	}
+	tput := make([][2]float64, tputRounds)
+	var tputReqs int64
+	for r := range tputRounds {
+		for i, tg := range targets {
+			var prof chan error
+			if profile != "" && r == 0 && tg.name == "sidecar" {
+				prof = make(chan error, 1)
+				go func() { prof <- fetchCPUProfile(sc.AdminURL, tputFor-time.Second, profile) }()
+			}
+			var rps float64
+			var n int64
+			var err error
+			if wrkErr == nil {
+				rps, n, err = runWrk(wrk, tg, tok, tputFor)
+			} else {
+				rps, n, err = tg.closedLoop(16, tputFor)
+			}
+			if err != nil {
+				t.Fatalf("throughput, %s round %d: %v", tg.name, r+1, err)
+			}
+			if prof != nil {
+				if err := <-prof; err != nil {
+					t.Errorf("CPU profile: %v", err)
+				} else {
+					t.Logf("CPU profile of the sidecar's first throughput round written to %s (go tool pprof -top %s)", profile, profile)
+				}
+			}
+			tput[r][i] = rps
+			if tg.name == "sidecar" {
+				tputReqs += n
+			}
+		}
+	}
+
+	// The table.
+	var b strings.Builder
+	fmt.Fprintf(&b, "GOMAXPROCS=%d (this process, Redis, the upstream and both proxies share %d CPUs); load average %s\n",
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), loadAvgString())
+	fmt.Fprintf(&b, "latency: %d rounds of %d sequential keep-alive GETs per proxy (µs; CPU µs and read/write syscalls per request of each proxy process)\n", rounds, perRound)
+	fmt.Fprintf(&b, "| round | bare p50 / p99 | sidecar p50 / p99 | added p50 / p99 | CPU bare / sidecar | syscalls r+w bare / sidecar |\n|---|---|---|---|---|---|\n")
+	var add50, add99 []time.Duration
+	for r, rr := range res {
+		a50, a99 := rr.p50[1]-rr.p50[0], rr.p99[1]-rr.p99[0]
+		add50, add99 = append(add50, a50), append(add99, a99)
+		fmt.Fprintf(&b, "| %d | %d / %d | %d / %d | %+d / %+d | %.0f / %.0f | %.1f+%.1f / %.1f+%.1f |\n", r+1,
+			rr.p50[0].Microseconds(), rr.p99[0].Microseconds(), rr.p50[1].Microseconds(), rr.p99[1].Microseconds(),
+			a50.Microseconds(), a99.Microseconds(), rr.cpu[0], rr.cpu[1], rr.reads[0], rr.wrts[0], rr.reads[1], rr.wrts[1])
+	}
+	slices.Sort(add50)
+	slices.Sort(add99)
+	fmt.Fprintf(&b, "added p50: %+d … %+d µs (median %+d); added p99: %+d … %+d µs (median %+d)\n",
+		add50[0].Microseconds(), add50[len(add50)-1].Microseconds(), add50[len(add50)/2].Microseconds(),
+		add99[0].Microseconds(), add99[len(add99)-1].Microseconds(), add99[len(add99)/2].Microseconds())
+	fmt.Fprintf(&b, "throughput: %s, %d rounds per proxy, interleaved (req/s)\n| round | bare | sidecar | share |\n|---|---|---|---|\n", tool, tputRounds)
+	var shares []float64
+	for r, p := range tput {
+		shares = append(shares, p[1]/p[0])
+		fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.2f× |\n", r+1, p[0], p[1], p[1]/p[0])
+	}
+	slices.Sort(shares)
+	fmt.Fprintf(&b, "share of the bare proxy's throughput: %.2f … %.2f×", shares[0], shares[len(shares)-1])
+	t.Log("\n" + b.String())
+
+	// Every proxied request left exactly one audit line.
+	lines, err := sc.auditLines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := wantAudit + tputReqs; lines < want {
+		t.Errorf("%d proxy audit lines, want at least %d (one per proxied request)", lines, want)
+	}
+}
+
+// benchTarget is one proxy under measurement.
+type benchTarget struct {
+	name, url string
+	pid       int
+	client    *http.Client
+	req       *http.Request
+}
+
+var wantBody = mustReadBody()
+
+// mustReadBody is the upstream's answer (proxybench.Body), read from its
+// source so the two cannot drift apart.
+func mustReadBody() string {
+	src, err := os.ReadFile(filepath.Join("testdata", "proxybench", "main.go"))
+	if err != nil {
+		return ""
+	}
+	m := regexp.MustCompile("(?m)^const Body = `([^`]*)`").FindSubmatch(src)
+	if m == nil {
+		return ""
+	}
+	return string(m[1])
+}
+
+// get sends the target's GET and checks the answer.
+func (tg *benchTarget) get() error {
+	resp, err := tg.client.Do(tg.req)
+	if err != nil {
+		return err
+	}
+	var buf [512]byte
+	n, _ := io.ReadFull(resp.Body, buf[:])
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(buf[:n]) != wantBody {
+		return fmt.Errorf("HTTP %d %q, want 200 with the upstream's body", resp.StatusCode, truncate(string(buf[:n]), 200))
+	}
+	return nil
+}
+
+// closedLoop: conns goroutines, each with its own keep-alive connection,
+// send GETs back to back for d.
+func (tg *benchTarget) closedLoop(conns int, d time.Duration) (float64, int64, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range conns {
+		c := &benchTarget{name: tg.name, url: tg.url, req: tg.req,
+			client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}}
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := c.get(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), n.Load(), nil
+}
+
+var (
+	wrkRPS      = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	wrkTotal    = regexp.MustCompile(`(?m)^\s+(\d+) requests in `)
+	wrkNon2xx   = regexp.MustCompile(`(?m)Non-2xx or 3xx responses: (\d+)`)
+	wrkSockErrs = regexp.MustCompile(`(?m)Socket errors: .*`)
+)
+
+// runWrk runs wrk -t2 -c16 against the target and returns requests/s and
+// the number of requests; any non-2xx answer or socket error is an error.
+func runWrk(wrk string, tg *benchTarget, tok string, d time.Duration) (float64, int64, error) {
+	cmd := exec.Command(wrk, "-t2", "-c16", "-d"+strconv.Itoa(int(d.Seconds()))+"s",
+		"-H", "Authorization: Bearer "+tok, tg.url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	if m := wrkNon2xx.FindSubmatch(out); m != nil {
+		return 0, 0, fmt.Errorf("wrk: %s non-2xx answers", m[1])
+	}
+	if m := wrkSockErrs.Find(out); m != nil {
+		return 0, 0, fmt.Errorf("wrk: %s", m)
+	}
+	m, mt := wrkRPS.FindSubmatch(out), wrkTotal.FindSubmatch(out)
+	if m == nil || mt == nil {
+		return 0, 0, fmt.Errorf("wrk: no Requests/sec in its output:\n%s", out)
+	}
+	rps, _ := strconv.ParseFloat(string(m[1]), 64)
+	n, _ := strconv.ParseInt(string(mt[1]), 10, 64)
+	return rps, n, nil
+}
+
+// buildProxyBench builds test/testdata/proxybench.
+func buildProxyBench(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "proxybench")
+	cmd := exec.Command("go", "build", "-o", bin, "./test/testdata/proxybench")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./test/testdata/proxybench: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type peer struct {
+	URL string
+	pid int
+}
+
+// startPeer runs proxybench in a role and reads the address it prints.
+func startPeer(t *testing.T, bin string, args ...string) *peer {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = sidecarEnv(nil)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	setProcAttr(cmd)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		addr <- strings.TrimSpace(line)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case a := <-addr:
+		if a == "" {
+			t.Fatalf("proxybench %s printed no address: %s", strings.Join(args, " "), stderr.String())
+		}
+		return &peer{URL: "http://" + a, pid: cmd.Process.Pid}
+	case <-time.After(awaitTimeout):
+		t.Fatalf("proxybench %s did not start within %s", strings.Join(args, " "), awaitTimeout)
+		return nil
+	}
+}
+
+// logFileSidecar is a sidecar whose output goes straight to a file: no
+// goroutine of this process reads it while the benchmark runs.
+type logFileSidecar struct {
+	*sidecar
+	logPath string
+}
+
+// startSidecarLogFile is startSidecar with the sidecar's standard output
+// and error written to a file, scanned (secrets, races, panics) at cleanup.
+func startSidecarLogFile(t *testing.T, cfg map[string]any, env map[string]string) *logFileSidecar {
+	t.Helper()
+	dir := t.TempDir()
+	mainAddr, adminAddr := freeAddr(t), freeAddr(t)
+	full := map[string]any{"listen": mainAddr, "admin_listen": adminAddr}
+	for k, v := range cfg {
+		full[k] = v
+	}
+	data, err := yaml.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "sidecar.yaml")
+	writeFile(t, cfgPath, string(data))
+	logPath := filepath.Join(dir, "sidecar.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sidecar{t: t, URL: "http://" + mainAddr, Addr: mainAddr, AdminURL: "http://" + adminAddr, Dir: dir,
+		logs: newLogSink(), exited: make(chan struct{})}
+	s.cmd = exec.Command(sidecarBin, "serve", "--config", cfgPath)
+	s.cmd.Dir, s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = dir, sidecarEnv(env), f, f
+	setProcAttr(s.cmd)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	go func() {
+		err := s.cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+		case errors.As(err, &ee):
+			s.exitCode = ee.ExitCode()
+		default:
+			s.exitCode = -1
+		}
+		close(s.exited)
+	}()
+	ls := &logFileSidecar{sidecar: s, logPath: logPath}
+	t.Cleanup(func() {
+		if !s.stopped {
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.exited:
+			case <-time.After(stopTimeout):
+				s.kill()
+			}
+			if s.exitCode != 0 {
+				t.Errorf("the sidecar exited with status %d after SIGTERM, want 0", s.exitCode)
+			}
+		}
+		if b, err := os.ReadFile(logPath); err == nil {
+			_, _ = s.logs.Write(b)
+		}
+		s.checkLogs(t)
+	})
+	await(t, readyTimeout, "the sidecar's /readyz", func() bool {
+		select {
+		case <-s.exited:
+			return true
+		default:
+		}
+		st, _ := quickStatus(s.AdminURL + "/readyz")
+		return st == http.StatusOK
+	})
+	select {
+	case <-s.exited:
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("the sidecar exited with status %d before it was ready; log:\n%s", s.exitCode, truncate(string(b), 4000))
+	default:
+	}
+	return ls
+}
+
+// auditLines counts the proxy audit lines in the sidecar's log file.
+func (s *logFileSidecar) auditLines() (int64, error) {
+	f, err := os.Open(s.logPath)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var n int64
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(`"event":"proxy"`)) {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
+type ioCounts struct{ syscr, syscw int64 }
+
+// procIO reads the read and write system call counts of pid (Linux
+// /proc/<pid>/io).
+func procIO(t *testing.T, pid int) ioCounts {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		t.Skipf("no /proc/<pid>/io to count system calls: %v", err)
+	}
+	var c ioCounts
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			c.syscr = n
+		case "syscw":
+			c.syscw = n
+		}
+	}
+	return c
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+func loadAvgString() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,119 @@
+// Command proxybench is the peer of the cross-process proxy benchmark
+// (test/proxy_overhead_test.go, issue #17), in one of two roles:
+//
+//	proxybench upstream   a minimal upstream API: GET of any path answers
+//	                      200 with a fixed 140-byte JSON body when
+//	                      Authorization is "Bearer $BUDDY_TOKEN", else 401
+//	proxybench bare URL   a bare httputil.ReverseProxy in front of URL:
+//	                      it swaps Authorization for "Bearer $BUDDY_TOKEN"
+//	                      and sets X-Forwarded-*, with a transport keeping
+//	                      256 idle connections per host and a pool of copy
+//	                      buffers — the least a proxy that injects a
+//	                      credential does
+//
+// Each listens on a free loopback port, prints its address as the first
+// line of its standard output, and serves until it is killed. It lives in
+// testdata so that `go build ./...`, `go vet ./...` and the architecture
+// table ignore it; the benchmark builds it by its path.
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+)
+
+// Body is what the upstream answers: 140 bytes of JSON, the size of the
+// in-process benchmark's (sidecar/proxy/bench_test.go) answer.
+const Body = `{"url":"https://api.buddy.works/workspaces/my-company/projects","projects":[{"name":"web","display_name":"Web","status":"ACTIVE"}],"n":1}   `
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: proxybench upstream | proxybench bare URL")
+	}
+	cred := os.Getenv("BUDDY_TOKEN")
+	if cred == "" {
+		fail("BUDDY_TOKEN is empty: set the upstream credential")
+	}
+	var h http.Handler
+	switch os.Args[1] {
+	case "upstream":
+		h = upstream(cred)
+	case "bare":
+		if len(os.Args) != 3 {
+			fail("usage: proxybench bare URL")
+		}
+		u, err := url.Parse(os.Args[2])
+		if err != nil || u.Host == "" {
+			fail(fmt.Sprintf("bare: %q is not an upstream URL", os.Args[2]))
+		}
+		h = bare(u, cred)
+	default:
+		fail(fmt.Sprintf("unknown role %q: upstream or bare", os.Args[1]))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err.Error())
+	}
+	fmt.Println(ln.Addr().String())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	fail(srv.Serve(ln).Error())
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "proxybench:", msg)
+	os.Exit(2)
+}
+
+func upstream(cred string) http.Handler {
+	want := "Bearer " + cred
+	body := []byte(Body)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		if r.Header.Get("Authorization") != want {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"errors":[{"message":"Wrong authentication data"}]}`))
+			return
+		}
+		_, _ = w.Write(body)
+	})
+}
+
+func bare(u *url.URL, cred string) http.Handler {
+	auth := []string{"Bearer " + cred}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+			pr.Out.Header["Authorization"] = auth
+		},
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+		FlushInterval: -1,
+		BufferPool:    &pool{},
+	}
+}
+
+// pool recycles ReverseProxy's 32 KiB copy buffers.
+type pool struct{ p sync.Pool }
+
+func (b *pool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *pool) Put(buf []byte) { b.p.Put(&buf) }

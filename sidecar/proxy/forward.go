@@ -55,14 +55,24 @@ func NewTransport() *http.Transport {
 	}
 }
 
+// flushInterval bounds how long response bytes of known length wait in the
+// connection's buffer before they are flushed to the client. Responses of
+// unknown length (chunked) and event streams are flushed after every write
+// (ReverseProxy does that whatever FlushInterval says). A response of known
+// length goes out with the handler's final flush, in one write with its
+// headers, unless the upstream is slower than this: flushing after every
+// write (-1) cost every request a second write system call and a timer
+// goroutine's hand-off (docs/benchmarks.md, issue #17).
+const flushInterval = 100 * time.Millisecond
+
 // reverseProxy builds the forwarding half: Rewrite sets the URL, headers
-// and credential; bodies stream both ways (FlushInterval -1) with pooled
+// and credential; bodies stream both ways (flushInterval) with pooled
 // 32 KiB copy buffers; errors become Buddy-shaped 502/504.
 func (p *Proxy) reverseProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      tr,
-		FlushInterval:  -1,
+		FlushInterval:  flushInterval,
 		BufferPool:     &bufferPool{},
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ModifyResponse: p.modifyResponse,

@@ -571,8 +571,9 @@ func (p *Proxy) finish(ctx context.Context, x *call) {
 	// A record without a source PC: Logger.LogAttrs would capture the
 	// caller's stack on every request for a field the audit line omits.
 	r := slog.NewRecord(time.Now(), slog.LevelInfo, "proxy", 0)
-	// One AddAttrs call, so that the record grows its attribute slice once.
-	var buf [16]slog.Attr
+	// One AddAttrs call, so that the record grows its attribute slice once;
+	// buf holds every attribute below (17), so that it stays on the stack.
+	var buf [auditAttrs]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("event", "proxy"),
 		slog.String("request_id", x.id),
@@ -600,6 +601,9 @@ func (p *Proxy) finish(ctx context.Context, x *call) {
 	r.AddAttrs(attrs...)
 	_ = h.Handle(ctx, r)
 }
+
+// auditAttrs is the most attributes finish puts in an audit line.
+const auditAttrs = 17
 
 // resultValue is the audit line's result, as OPA's decision logs name it.
 var resultValue = map[bool]slog.Value{

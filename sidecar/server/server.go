@@ -436,7 +436,27 @@ func (s *Server) MainHandler() http.Handler {
 	// one) matches no route: the proxy refuses it in Buddy's error shape,
 	// with an audit line, instead of mux's plain-text 404.
 	r.NotFoundHandler = s.proxy
-	return r
+	return &mainRouter{r: r, proxy: s.proxy}
+}
+
+// mainRouter routes with the mux router but hands a request that goes to
+// the proxy straight to it: mux's own ServeHTTP would first copy the
+// request twice to put the matched route and its (empty) variables in the
+// context, which the proxy never reads (issue #17: two request copies and
+// two contexts per proxied request). Every other request, and any match
+// whose handler is not the proxy itself, goes through mux as before.
+type mainRouter struct {
+	r     *mux.Router
+	proxy http.Handler
+}
+
+func (m *mainRouter) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	var match mux.RouteMatch
+	if m.r.Match(req, &match) && match.Handler == m.proxy {
+		m.proxy.ServeHTTP(w, req)
+		return
+	}
+	m.r.ServeHTTP(w, req)
 }
 
 // Admin listener limits: a reload (a bundle download and a compile) must

@@ -3,9 +3,11 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,10 +53,15 @@ import (
 // OIDC_SIDECAR_PROXY_ROUNDS and OIDC_SIDECAR_PROXY_REQUESTS change the
 // round count and the requests per round; OIDC_SIDECAR_PROXY_SECONDS the
 // length of a throughput round. With OIDC_SIDECAR_PROXY_PROFILE=FILE the
-// sidecar runs with pprof on and a CPU profile of its first throughput
-// round is written to FILE (that round's figure is then not a table
-// figure). OIDC_SIDECAR_PROXY_ENV="K=V K2=V2" adds variables to the
+// sidecar runs with pprof on, a CPU profile of its first throughput round
+// is written to FILE (that round's figure is then not a table figure) and
+// its allocation profile, at the end, to FILE.allocs. OIDC_SIDECAR_PROXY_ENV="K=V K2=V2" adds variables to the
 // sidecar's environment (e.g. GOGC=200 to compare GC settings).
+//
+// Before/after in the same run: OIDC_SIDECAR_PROXY_BASELINE=BIN (a sidecar
+// binary built from another commit) and/or
+// OIDC_SIDECAR_PROXY_BASELINE_ENV="K=V ..." start a second sidecar, the
+// "baseline", measured in the same interleaved rounds as a third target.
 func TestProxyOverhead(t *testing.T) {
 	if os.Getenv("OIDC_SIDECAR_PROXY_BENCH") == "" {
 		t.Skip("a benchmark: set OIDC_SIDECAR_PROXY_BENCH=1 to run it")
@@ -79,15 +86,8 @@ func TestProxyOverhead(t *testing.T) {
 	if profile != "" {
 		cfg["pprof"] = true
 	}
-	env := map[string]string{}
-	for _, kv := range strings.Fields(os.Getenv("OIDC_SIDECAR_PROXY_ENV")) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			t.Fatalf("OIDC_SIDECAR_PROXY_ENV: %q is not K=V", kv)
-		}
-		env[k] = v
-	}
-	sc := startSidecarLogFile(t, cfg, env)
+	sc := startSidecarLogFile(t, sidecarBin, cfg, envList(t, "OIDC_SIDECAR_PROXY_ENV"))
+	sidecars := []*logFileSidecar{sc}
 
 	tok := sc.mustExchange(t, genID, sign(t, w.gen, w.genClaims())) // WORKSPACE VARIABLE_INFO, 1 h
 	const path = "/workspaces/" + workspace + "/projects"
@@ -95,30 +95,47 @@ func TestProxyOverhead(t *testing.T) {
 		{name: "bare", url: bare.URL + path, pid: bare.pid},
 		{name: "sidecar", url: sc.URL + path, pid: sc.Pid()},
 	}
+	// A second sidecar for a before/after comparison in the same run: another
+	// binary (a build of the previous commit), other variables, or both. It
+	// shares Redis, so the same token works for both.
+	baseBin, baseEnv := os.Getenv("OIDC_SIDECAR_PROXY_BASELINE"), os.Getenv("OIDC_SIDECAR_PROXY_BASELINE_ENV")
+	if baseBin != "" || baseEnv != "" {
+		bcfg := maps.Clone(cfg)
+		delete(bcfg, "pprof")
+		base := startSidecarLogFile(t, cmp.Or(baseBin, sidecarBin), bcfg, envList(t, "OIDC_SIDECAR_PROXY_BASELINE_ENV"))
+		sidecars = append(sidecars, base)
+		targets = append(targets, &benchTarget{name: "baseline", url: base.URL + path, pid: base.Pid()})
+	}
+	const warmup = 500
 	for _, tg := range targets {
 		tg.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
 		tg.req, _ = http.NewRequest(http.MethodGet, tg.url, nil)
 		tg.req.Header.Set("Authorization", "Bearer "+tok)
-		for range 500 { // warm-up: connections, the token cache, the route table
+		for range warmup { // connections, the token cache, the route table
 			if err := tg.get(); err != nil {
 				t.Fatalf("%s: %v", tg.name, err)
 			}
 		}
 	}
-
-	// 1. Latency, interleaved rounds.
-	type roundResult struct {
-		p50, p99         [2]time.Duration
-		cpu, reads, wrts [2]float64 // per request
+	nt := len(targets)
+	for _, tg := range targets {
+		t.Logf("%s: pid %d, %s", tg.name, tg.pid, tg.url) // for perf record -p
 	}
-	var res []roundResult
+
+	// 1. Latency, interleaved rounds: round r starts with target r mod n.
+	type sample struct {
+		p50, p99         time.Duration
+		cpu, reads, wrts float64 // per request
+	}
+	res := make([][]sample, rounds)
+	gc0 := make([]gcStats, len(sidecars))
+	for i, s := range sidecars {
+		gc0[i] = s.gcStats(t)
+	}
 	for r := range rounds {
-		var rr roundResult
-		order := []int{0, 1}
-		if r%2 == 1 {
-			order = []int{1, 0}
-		}
-		for _, i := range order {
+		res[r] = make([]sample, nt)
+		for k := range nt {
+			i := (r + k) % nt
 			tg := targets[i]
 			runtime.GC() // this process's garbage is not the next target's
 			cpu0, io0 := procCPU(t, tg.pid), procIO(t, tg.pid)
@@ -132,14 +149,20 @@ func TestProxyOverhead(t *testing.T) {
 			}
 			cpu, io1 := procCPU(t, tg.pid)-cpu0, procIO(t, tg.pid)
 			slices.Sort(lat)
-			rr.p50[i], rr.p99[i] = pct(lat, .5), pct(lat, .99)
-			rr.cpu[i] = us(cpu) / float64(perRound)
-			rr.reads[i] = float64(io1.syscr-io0.syscr) / float64(perRound)
-			rr.wrts[i] = float64(io1.syscw-io0.syscw) / float64(perRound)
+			res[r][i] = sample{
+				p50: pct(lat, .5), p99: pct(lat, .99), cpu: us(cpu) / float64(perRound),
+				reads: float64(io1.syscr-io0.syscr) / float64(perRound), wrts: float64(io1.syscw-io0.syscw) / float64(perRound),
+			}
 		}
-		res = append(res, rr)
 	}
-	wantAudit := int64(len(res)*perRound + 500)
+
+	gcs := make([]string, len(sidecars))
+	for i, s := range sidecars {
+		g := s.gcStats(t)
+		n := float64(rounds * perRound)
+		gcs[i] = fmt.Sprintf("%s: %.2f GC cycles per 1,000 requests, %.1f KB allocated per request, next GC at %.1f MiB (GOGC %.0f)",
+			targets[i+1].name, (g.cycles-gc0[i].cycles)/n*1000, (g.alloc-gc0[i].alloc)/n/1000, g.nextGC/(1<<20), g.gogc)
+	}
 
 	// 2. Throughput, interleaved rounds.
 	wrk, wrkErr := exec.LookPath("wrk")
@@ -147,10 +170,13 @@ func TestProxyOverhead(t *testing.T) {
 	if wrkErr != nil {
 		tool = "Go closed loop, 16 connections (wrk is not on PATH)"
 	}
-	tput := make([][2]float64, tputRounds)
-	var tputReqs int64
+	tput := make([][]float64, tputRounds)
+	tputReqs := make([]int64, nt)
 	for r := range tputRounds {
-		for i, tg := range targets {
+		tput[r] = make([]float64, nt)
+		for k := range nt {
+			i := (r + k) % nt
+			tg := targets[i]
 			var prof chan error
 			if profile != "" && r == 0 && tg.name == "sidecar" {
 				prof = make(chan error, 1)
@@ -174,50 +200,100 @@ func TestProxyOverhead(t *testing.T) {
 					t.Logf("CPU profile of the sidecar's first throughput round written to %s (go tool pprof -top %s)", profile, profile)
 				}
 			}
-			tput[r][i] = rps
-			if tg.name == "sidecar" {
-				tputReqs += n
-			}
+			tput[r][i], tputReqs[i] = rps, tputReqs[i]+n
 		}
 	}
 
-	// The table.
+	// The tables.
 	var b strings.Builder
-	fmt.Fprintf(&b, "GOMAXPROCS=%d (this process, Redis, the upstream and both proxies share %d CPUs); load average %s\n",
+	fmt.Fprintf(&b, "GOMAXPROCS=%d (this process, Redis, the upstream and the proxies share %d CPUs); load average at the end %s\n",
 		runtime.GOMAXPROCS(0), runtime.NumCPU(), loadAvgString())
-	fmt.Fprintf(&b, "latency: %d rounds of %d sequential keep-alive GETs per proxy (µs; CPU µs and read/write syscalls per request of each proxy process)\n", rounds, perRound)
-	fmt.Fprintf(&b, "| round | bare p50 / p99 | sidecar p50 / p99 | added p50 / p99 | CPU bare / sidecar | syscalls r+w bare / sidecar |\n|---|---|---|---|---|---|\n")
-	var add50, add99 []time.Duration
+	for i, tg := range targets[1:] {
+		fmt.Fprintf(&b, "%s: %s %s\n", tg.name, cmp.Or([]string{sidecarBin, baseBin}[i], sidecarBin), os.Getenv([]string{"OIDC_SIDECAR_PROXY_ENV", "OIDC_SIDECAR_PROXY_BASELINE_ENV"}[i]))
+	}
+	fmt.Fprintf(&b, "latency: %d rounds of %d sequential keep-alive GETs per proxy, µs (added: over bare in the same round)\n| round | bare p50 / p99 |", rounds, perRound)
+	for _, tg := range targets[1:] {
+		fmt.Fprintf(&b, " %s p50 / p99 | added p50 / p99 |", tg.name)
+	}
+	b.WriteString(" CPU µs per request |  read+write syscalls per request |\n|---|---|" + strings.Repeat("---|---|", nt-1) + "---|---|\n")
+	add50, add99 := make([][]time.Duration, nt), make([][]time.Duration, nt)
 	for r, rr := range res {
-		a50, a99 := rr.p50[1]-rr.p50[0], rr.p99[1]-rr.p99[0]
-		add50, add99 = append(add50, a50), append(add99, a99)
-		fmt.Fprintf(&b, "| %d | %d / %d | %d / %d | %+d / %+d | %.0f / %.0f | %.1f+%.1f / %.1f+%.1f |\n", r+1,
-			rr.p50[0].Microseconds(), rr.p99[0].Microseconds(), rr.p50[1].Microseconds(), rr.p99[1].Microseconds(),
-			a50.Microseconds(), a99.Microseconds(), rr.cpu[0], rr.cpu[1], rr.reads[0], rr.wrts[0], rr.reads[1], rr.wrts[1])
+		fmt.Fprintf(&b, "| %d | %d / %d |", r+1, rr[0].p50.Microseconds(), rr[0].p99.Microseconds())
+		var cpus, calls []string
+		for i, s := range rr {
+			cpus = append(cpus, fmt.Sprintf("%.0f", s.cpu))
+			calls = append(calls, fmt.Sprintf("%.1f+%.1f", s.reads, s.wrts))
+			if i == 0 {
+				continue
+			}
+			a50, a99 := s.p50-rr[0].p50, s.p99-rr[0].p99
+			add50[i], add99[i] = append(add50[i], a50), append(add99[i], a99)
+			fmt.Fprintf(&b, " %d / %d | %+d / %+d |", s.p50.Microseconds(), s.p99.Microseconds(), a50.Microseconds(), a99.Microseconds())
+		}
+		fmt.Fprintf(&b, " %s | %s |\n", strings.Join(cpus, " / "), strings.Join(calls, " / "))
 	}
-	slices.Sort(add50)
-	slices.Sort(add99)
-	fmt.Fprintf(&b, "added p50: %+d … %+d µs (median %+d); added p99: %+d … %+d µs (median %+d)\n",
-		add50[0].Microseconds(), add50[len(add50)-1].Microseconds(), add50[len(add50)/2].Microseconds(),
-		add99[0].Microseconds(), add99[len(add99)-1].Microseconds(), add99[len(add99)/2].Microseconds())
-	fmt.Fprintf(&b, "throughput: %s, %d rounds per proxy, interleaved (req/s)\n| round | bare | sidecar | share |\n|---|---|---|---|\n", tool, tputRounds)
-	var shares []float64
+	b.WriteString(strings.Join(gcs, "\n") + "\n")
+	for i, tg := range targets[1:] {
+		a50, a99 := add50[i+1], add99[i+1]
+		slices.Sort(a50)
+		slices.Sort(a99)
+		fmt.Fprintf(&b, "%s added p50: %+d … %+d µs (median %+d); added p99: %+d … %+d µs (median %+d)\n", tg.name,
+			a50[0].Microseconds(), a50[len(a50)-1].Microseconds(), a50[len(a50)/2].Microseconds(),
+			a99[0].Microseconds(), a99[len(a99)-1].Microseconds(), a99[len(a99)/2].Microseconds())
+	}
+	fmt.Fprintf(&b, "throughput: %s, %d rounds per proxy, interleaved, req/s (share: of bare in the same round)\n| round | bare |", tool, tputRounds)
+	for _, tg := range targets[1:] {
+		fmt.Fprintf(&b, " %s | share |", tg.name)
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|---|", nt-1) + "\n")
+	shares := make([][]float64, nt)
 	for r, p := range tput {
-		shares = append(shares, p[1]/p[0])
-		fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.2f× |\n", r+1, p[0], p[1], p[1]/p[0])
+		fmt.Fprintf(&b, "| %d | %.0f |", r+1, p[0])
+		for i := 1; i < nt; i++ {
+			shares[i] = append(shares[i], p[i]/p[0])
+			fmt.Fprintf(&b, " %.0f | %.2f× |", p[i], p[i]/p[0])
+		}
+		b.WriteString("\n")
 	}
-	slices.Sort(shares)
-	fmt.Fprintf(&b, "share of the bare proxy's throughput: %.2f … %.2f×", shares[0], shares[len(shares)-1])
+	for i, tg := range targets[1:] {
+		sh := shares[i+1]
+		slices.Sort(sh)
+		fmt.Fprintf(&b, "%s share of the bare proxy's throughput: %.2f … %.2f×\n", tg.name, sh[0], sh[len(sh)-1])
+	}
 	t.Log("\n" + b.String())
 
-	// Every proxied request left exactly one audit line.
-	lines, err := sc.auditLines()
-	if err != nil {
-		t.Fatal(err)
+	if profile != "" {
+		if err := fetchProfile(sc.AdminURL+"/debug/pprof/allocs", profile+".allocs"); err != nil {
+			t.Errorf("allocation profile: %v", err)
+		} else {
+			t.Logf("allocation profile of the whole run written to %s.allocs (go tool pprof -sample_index=alloc_space -top %s.allocs)", profile, profile)
+		}
 	}
-	if want := wantAudit + tputReqs; lines < want {
-		t.Errorf("%d proxy audit lines, want at least %d (one per proxied request)", lines, want)
+
+	// Every proxied request left its audit line.
+	for i, s := range sidecars {
+		lines, err := s.auditLines()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(warmup+rounds*perRound) + tputReqs[i+1]; lines < want {
+			t.Errorf("%s: %d proxy audit lines, want at least %d (one per proxied request)", targets[i+1].name, lines, want)
+		}
 	}
+}
+
+// envList reads "K=V K2=V2" from the variable name.
+func envList(t *testing.T, name string) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, kv := range strings.Fields(os.Getenv(name)) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			t.Fatalf("%s: %q is not K=V", name, kv)
+		}
+		env[k] = v
+	}
+	return env
 }
 
 // benchTarget is one proxy under measurement.
@@ -381,7 +457,7 @@ type logFileSidecar struct {
 
 // startSidecarLogFile is startSidecar with the sidecar's standard output
 // and error written to a file, scanned (secrets, races, panics) at cleanup.
-func startSidecarLogFile(t *testing.T, cfg map[string]any, env map[string]string) *logFileSidecar {
+func startSidecarLogFile(t *testing.T, bin string, cfg map[string]any, env map[string]string) *logFileSidecar {
 	t.Helper()
 	dir := t.TempDir()
 	mainAddr, adminAddr := freeAddr(t), freeAddr(t)
@@ -402,7 +478,7 @@ func startSidecarLogFile(t *testing.T, cfg map[string]any, env map[string]string
 	}
 	s := &sidecar{t: t, URL: "http://" + mainAddr, Addr: mainAddr, AdminURL: "http://" + adminAddr, Dir: dir,
 		logs: newLogSink(), exited: make(chan struct{})}
-	s.cmd = exec.Command(sidecarBin, "serve", "--config", cfgPath)
+	s.cmd = exec.Command(bin, "serve", "--config", cfgPath)
 	s.cmd.Dir, s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = dir, sidecarEnv(env), f, f
 	setProcAttr(s.cmd)
 	if err := s.cmd.Start(); err != nil {
@@ -473,6 +549,44 @@ func (s *logFileSidecar) auditLines() (int64, error) {
 		}
 	}
 	return n, sc.Err()
+}
+
+// fetchProfile saves a pprof endpoint's answer (admin bearer) to path.
+func fetchProfile(u, path string) error {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %d %s", u, resp.StatusCode, truncate(string(b), 200))
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+type gcStats struct{ cycles, alloc, nextGC, gogc float64 }
+
+// gcStats reads the sidecar's garbage collector figures from its metrics.
+func (s *logFileSidecar) gcStats(t *testing.T) gcStats {
+	t.Helper()
+	r := do(t, newRequest(t, http.MethodGet, s.AdminURL+"/metrics", "", ""))
+	if r.Status != http.StatusOK {
+		t.Fatalf("/metrics: %s", r)
+	}
+	m := string(r.Body)
+	return gcStats{
+		cycles: metricValue(m, "go_gc_duration_seconds_count"), alloc: metricValue(m, "go_memstats_alloc_bytes_total"),
+		nextGC: metricValue(m, "go_memstats_next_gc_bytes"), gogc: metricValue(m, "go_gc_gogc_percent"),
+	}
 }
 
 type ioCounts struct{ syscr, syscw int64 }

@@ -9,7 +9,9 @@
 //	                      and sets X-Forwarded-*, with a transport keeping
 //	                      256 idle connections per host and a pool of copy
 //	                      buffers — the least a proxy that injects a
-//	                      credential does
+//	                      credential does; FlushInterval is Go's default
+//	                      (responses of unknown length flushed after every
+//	                      write, others with the handler's end)
 //
 // Each listens on a free loopback port, prints its address as the first
 // line of its standard output, and serves until it is killed. It lives in
@@ -101,8 +103,7 @@ func bare(u *url.URL, cred string) http.Handler {
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
 		},
-		FlushInterval: -1,
-		BufferPool:    &pool{},
+		BufferPool: &pool{},
 	}
 }
 

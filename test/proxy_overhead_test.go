@@ -126,6 +126,7 @@ func TestProxyOverhead(t *testing.T) {
 	type sample struct {
 		p50, p99         time.Duration
 		cpu, reads, wrts float64 // per request
+		switches         float64 // context switches of the process's threads per request
 	}
 	res := make([][]sample, rounds)
 	gc0 := make([]gcStats, len(sidecars))
@@ -138,7 +139,7 @@ func TestProxyOverhead(t *testing.T) {
 			i := (r + k) % nt
 			tg := targets[i]
 			runtime.GC() // this process's garbage is not the next target's
-			cpu0, io0 := procCPU(t, tg.pid), procIO(t, tg.pid)
+			cpu0, io0, cs0 := procCPU(t, tg.pid), procIO(t, tg.pid), procSwitches(tg.pid)
 			lat := make([]time.Duration, perRound)
 			for k := range perRound {
 				start := time.Now()
@@ -147,11 +148,12 @@ func TestProxyOverhead(t *testing.T) {
 				}
 				lat[k] = time.Since(start)
 			}
-			cpu, io1 := procCPU(t, tg.pid)-cpu0, procIO(t, tg.pid)
+			cpu, io1, cs1 := procCPU(t, tg.pid)-cpu0, procIO(t, tg.pid), procSwitches(tg.pid)
 			slices.Sort(lat)
 			res[r][i] = sample{
 				p50: pct(lat, .5), p99: pct(lat, .99), cpu: us(cpu) / float64(perRound),
 				reads: float64(io1.syscr-io0.syscr) / float64(perRound), wrts: float64(io1.syscw-io0.syscw) / float64(perRound),
+				switches: float64(cs1-cs0) / float64(perRound),
 			}
 		}
 	}
@@ -215,13 +217,14 @@ func TestProxyOverhead(t *testing.T) {
 	for _, tg := range targets[1:] {
 		fmt.Fprintf(&b, " %s p50 / p99 | added p50 / p99 |", tg.name)
 	}
-	b.WriteString(" CPU µs per request |  read+write syscalls per request |\n|---|---|" + strings.Repeat("---|---|", nt-1) + "---|---|\n")
+	b.WriteString(" CPU µs per request | read+write syscalls per request | context switches per request |\n|---|---|" + strings.Repeat("---|---|", nt-1) + "---|---|---|\n")
 	add50, add99 := make([][]time.Duration, nt), make([][]time.Duration, nt)
 	for r, rr := range res {
 		fmt.Fprintf(&b, "| %d | %d / %d |", r+1, rr[0].p50.Microseconds(), rr[0].p99.Microseconds())
-		var cpus, calls []string
+		var cpus, calls, switches []string
 		for i, s := range rr {
 			cpus = append(cpus, fmt.Sprintf("%.0f", s.cpu))
+			switches = append(switches, fmt.Sprintf("%.1f", s.switches))
 			calls = append(calls, fmt.Sprintf("%.1f+%.1f", s.reads, s.wrts))
 			if i == 0 {
 				continue
@@ -230,7 +233,7 @@ func TestProxyOverhead(t *testing.T) {
 			add50[i], add99[i] = append(add50[i], a50), append(add99[i], a99)
 			fmt.Fprintf(&b, " %d / %d | %+d / %+d |", s.p50.Microseconds(), s.p99.Microseconds(), a50.Microseconds(), a99.Microseconds())
 		}
-		fmt.Fprintf(&b, " %s | %s |\n", strings.Join(cpus, " / "), strings.Join(calls, " / "))
+		fmt.Fprintf(&b, " %s | %s | %s |\n", strings.Join(cpus, " / "), strings.Join(calls, " / "), strings.Join(switches, " / "))
 	}
 	b.WriteString(strings.Join(gcs, "\n") + "\n")
 	for i, tg := range targets[1:] {
@@ -587,6 +590,26 @@ func (s *logFileSidecar) gcStats(t *testing.T) gcStats {
 		cycles: metricValue(m, "go_gc_duration_seconds_count"), alloc: metricValue(m, "go_memstats_alloc_bytes_total"),
 		nextGC: metricValue(m, "go_memstats_next_gc_bytes"), gogc: metricValue(m, "go_gc_gogc_percent"),
 	}
+}
+
+// procSwitches is the number of context switches of pid's threads so far
+// (Linux /proc/<pid>/task/*/status), 0 where there is no /proc.
+func procSwitches(pid int) int64 {
+	dirs, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/status")
+	var n int64
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
 }
 
 type ioCounts struct{ syscr, syscw int64 }

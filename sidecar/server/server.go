@@ -638,6 +638,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		adminLn = tls.NewListener(adminLn, s.adminCerts.config())
 		go s.adminCerts.watch(s.bg)
 	}
+	go paceGC(s.bg, s.log) // gcpace.go
 	errc := make(chan error, 2)
 	go func() {
 		errc <- s.mainSrv.Serve(framingListener{Listener: mainLn, maxHeaderBytes: s.mainSrv.MaxHeaderBytes})

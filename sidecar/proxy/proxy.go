@@ -424,6 +424,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		out.Body = x.body
 	}
 	p.rp.ServeHTTP(w, out)
+	// The forwarded response is complete. When its length is declared, it
+	// is sent now rather than when the handler returns, so that the client
+	// does not wait for the audit line (finish, deferred): the same bytes in
+	// the same one write. A response without a declared length waits: a
+	// flush would switch it to chunked encoding.
+	if x.code == CodeAllowed && w.Header().Get("Content-Length") != "" {
+		_ = http.NewResponseController(w).Flush()
+	}
 }
 
 // lookup returns the record stored for a token hash and its policy input

@@ -1,0 +1,6 @@
+//go:build race
+
+package proxy
+
+// raceEnabled: the race detector is on; it changes allocation counts.
+const raceEnabled = true

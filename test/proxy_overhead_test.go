@@ -657,3 +657,48 @@ func loadAvgString() string {
 	f := strings.Fields(string(b))
 	return strings.Join(f[:3], " ")
 }
+
+// TestProxyAuditLinesOnShutdown: the sidecar writes its log through a
+// buffer (sidecar/server/logwriter.go); a graceful stop right after a burst
+// of proxied requests still leaves exactly one audit line per request, and
+// "stopped" is the last line.
+func TestProxyAuditLinesOnShutdown(t *testing.T) {
+	w := newWorld(t, worldOpts{})
+	sc := startSidecarLogFile(t, sidecarBin, w.config(), nil)
+	tok := sc.mustExchange(t, genID, sign(t, w.gen, w.genClaims()))
+	const n = 300
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for g := range 6 {
+		wg.Go(func() {
+			for i := range n / 6 {
+				r := sc.call(t, http.MethodGet, fmt.Sprintf("/workspaces/%s/projects?g=%d&i=%d", workspace, g, i), tok)
+				if r.Status != http.StatusOK {
+					bad.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if bad.Load() > 0 {
+		t.Fatalf("%d proxied requests were not answered 200", bad.Load())
+	}
+	if code := sc.Stop(); code != 0 {
+		t.Fatalf("the sidecar exited with status %d after SIGTERM, want 0", code)
+	}
+	lines, err := sc.auditLines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines != n {
+		t.Errorf("%d proxy audit lines after a graceful stop, want %d", lines, n)
+	}
+	b, err := os.ReadFile(sc.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := lastLine(string(b))
+	if !strings.Contains(last, `"msg":"stopped"`) {
+		t.Errorf("the last log line is %q, want the \"stopped\" line", truncate(last, 300))
+	}
+}

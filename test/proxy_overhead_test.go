@@ -658,10 +658,10 @@ func loadAvgString() string {
 	return strings.Join(f[:3], " ")
 }
 
-// TestProxyAuditLinesOnShutdown: the sidecar writes its log through a
-// buffer (sidecar/server/logwriter.go); a graceful stop right after a burst
-// of proxied requests still leaves exactly one audit line per request, and
-// "stopped" is the last line.
+// TestProxyAuditLinesOnShutdown: a graceful stop right after a burst of
+// proxied requests (each answered before its audit line is written:
+// sidecar/proxy) leaves exactly one audit line per request, and "stopped"
+// is the last line.
 func TestProxyAuditLinesOnShutdown(t *testing.T) {
 	w := newWorld(t, worldOpts{})
 	sc := startSidecarLogFile(t, sidecarBin, w.config(), nil)

@@ -48,7 +48,6 @@ type Options struct {
 type Server struct {
 	cfg      *Config
 	log      *slog.Logger
-	logw     *logWriter // the default logger's writer (nil when Options.Logger is given)
 	audit    *slog.Logger
 	metrics  *metrics.Metrics
 	engine   *policy.Engine
@@ -102,20 +101,13 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	var logw *logWriter
 	if o.Logger == nil {
-		logw = newLogWriter(os.Stderr) // logwriter.go; closed by Serve, or below on an error
-		defer func() {
-			if err != nil {
-				_ = logw.Close()
-			}
-		}()
-		o.Logger = NewLogger(logw, cfg.LogLevel)
+		o.Logger = NewLogger(os.Stderr, cfg.LogLevel)
 	}
 	if o.Audit == nil {
 		o.Audit = o.Logger.With("log", "audit")
 	}
-	s := &Server{cfg: cfg, log: o.Logger, logw: logw, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
+	s := &Server{cfg: cfg, log: o.Logger, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
 	for _, w := range cfg.Warnings {
 		s.log.Warn(w)
 	}
@@ -619,9 +611,6 @@ func (s *Server) Store() token.Store { return s.store }
 // timeouts.shutdown, after which the remaining connections are closed), and
 // closes the store. It returns nil after a shutdown asked for by ctx.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.logw != nil {
-		defer s.logw.Close() // last: every line logged, "stopped" included, is written
-	}
 	defer s.stopBg()
 	if s.mainLn == nil {
 		if err := s.Listen(); err != nil {

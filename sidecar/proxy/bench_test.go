@@ -56,9 +56,8 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 			pr.SetURL(upURL)
 			pr.SetXForwarded()
 		},
-		Transport:     bareTr,
-		FlushInterval: -1,
-		BufferPool:    &bufferPool{},
+		Transport:  bareTr,
+		BufferPool: &bufferPool{},
 	})
 	tb.Cleanup(bare.Close)
 

@@ -48,8 +48,8 @@ import (
 // (sidecar, OpenBao, sidecar, OpenBao, …; OIDC_SIDECAR_OPENBAO_ROUNDS
 // rounds each, at least 2). Every answer must be a success — 200 and a
 // token — or the test fails; only successes count. It prints exchanges/s
-// per round, each process's CPU per exchange, and the ratio sidecar/OpenBao
-// of the same run.
+// per round, each process's CPU per exchange (the sidecar's with Redis's
+// added), and the ratios sidecar/OpenBao of the same run.
 func TestExchangeVsOpenBao(t *testing.T) {
 	bao := os.Getenv("OIDC_SIDECAR_OPENBAO")
 	if bao == "" {
@@ -118,12 +118,28 @@ func TestExchangeVsOpenBao(t *testing.T) {
 	var rows []string
 	for r := 1; r <= rounds; r++ {
 		for _, tg := range targets {
-			pool.ensure(int(tg.expect() * openBaoRoundFor.Seconds() * 2))
-			res, err := tg.run(t, pool, openBaoClients, openBaoRoundFor)
-			if err != nil {
-				t.Fatalf("round %d, %s: %v", r, tg.name, err)
+			var res roundResult
+			for try := 1; ; try++ {
+				pool.ensure(int(tg.expect() * openBaoRoundFor.Seconds() * 2))
+				var err error
+				res, err = tg.run(t, pool, openBaoClients, openBaoRoundFor)
+				if errors.Is(err, errPoolEmpty) && try < 3 {
+					// Faster than the pool was signed for (the machine
+					// quietened): not a result; sign for this rate and
+					// run the round again.
+					tg.warm = max(tg.warm, res.rate())
+					t.Logf("round %d, %s: the pool ran out after %d exchanges in %s; repeating the round with more tokens",
+						r, tg.name, res.n, res.took.Round(time.Millisecond))
+					continue
+				}
+				if err != nil {
+					t.Fatalf("round %d, %s: %v", r, tg.name, err)
+				}
+				break
 			}
 			tg.rates = append(tg.rates, res.rate())
+			tg.n += res.n
+			tg.cpu += res.cpu + res.extraCPU
 			row := fmt.Sprintf("round %d  %-12s %6d exchanges in %s = %5.0f exchanges/s; CPU per exchange: %s %.0f µs",
 				r, tg.name, res.n, res.took.Round(time.Millisecond), res.rate(), tg.name, us(res.cpu/time.Duration(res.n)))
 			if tg.extraPid != nil {
@@ -138,10 +154,13 @@ func TestExchangeVsOpenBao(t *testing.T) {
 	for i := range rounds {
 		pairs[i] = fmt.Sprintf("%.2f", s.rates[i]/b.rates[i])
 	}
+	sCPU, bCPU := s.cpu/time.Duration(s.n), b.cpu/time.Duration(b.n)
 	t.Logf("GOMAXPROCS=%d; %d clients, %s per round, %d rounds each, interleaved; %s\n%s\n"+
-		"sidecar %s exchanges/s (mean %.0f); OpenBao %s (mean %.0f); ratio sidecar/OpenBao %.2f (per round: %s); goal ≥ 2",
+		"sidecar %s exchanges/s (mean %.0f); OpenBao %s (mean %.0f); ratio sidecar/OpenBao %.2f (per round: %s); goal ≥ 2\n"+
+		"CPU per exchange over all rounds: sidecar + Redis %.0f µs, OpenBao %.0f µs; ratio OpenBao/sidecar %.2f",
 		runtime.GOMAXPROCS(0), openBaoClients, openBaoRoundFor, rounds, ob.version, strings.Join(rows, "\n"),
-		joinRates(s.rates), mean(s.rates), joinRates(b.rates), mean(b.rates), mean(s.rates)/mean(b.rates), strings.Join(pairs, ", "))
+		joinRates(s.rates), mean(s.rates), joinRates(b.rates), mean(b.rates), mean(s.rates)/mean(b.rates), strings.Join(pairs, ", "),
+		us(sCPU), us(bCPU), float64(bCPU)/float64(sCPU))
 }
 
 const (
@@ -182,14 +201,16 @@ type exchangeTarget struct {
 	client    *http.Client
 	do        func(c *http.Client, jwt string) error // one exchange; nil only on success
 	warm      float64                                // exchanges/s in the warm-up
-	rates     []float64
+	rates     []float64                              // exchanges/s per round
+	n         int64                                  // exchanges in all rounds
+	cpu       time.Duration                          // their CPU (pid + extraPid)
 }
 
-// expect is the rate to sign a round's tokens for: the best seen so far
-// (a warmed-up target only gets faster, but the machine may quieten: a
-// round signs twice that).
+// expect is the rate to sign a round's tokens for: the best seen so far,
+// at least 2,000/s (a round signs twice that; one that runs out anyway is
+// run again with more).
 func (tg *exchangeTarget) expect() float64 {
-	best := tg.warm
+	best := max(2000, tg.warm)
 	for _, r := range tg.rates {
 		best = max(best, r)
 	}
@@ -204,7 +225,7 @@ type roundResult struct {
 
 func (r roundResult) rate() float64 { return float64(r.n) / r.took.Seconds() }
 
-var errPoolEmpty = errors.New("the pool of pre-signed tokens ran out during the round: raise mintPool's sizing")
+var errPoolEmpty = errors.New("the pool of pre-signed tokens ran out during the round")
 
 // run has clients post back to back for d, each request with a token of
 // its own. The first failure ends the round and is returned: a failed
@@ -341,7 +362,10 @@ func checkFirstExchanges(t *testing.T, w *world, sc *sidecar, ob *openBao, jwt s
 			Metadata      map[string]string `json:"metadata"`
 		} `json:"auth"`
 	}
-	st, body := ob.api(t, http.MethodPost, "/v1/auth/"+baoJWTMount+"/login", map[string]any{"role": baoRole, "jwt": jwt})
+	st, body, err := ob.loginRaw(client, jwt)
+	if err != nil {
+		t.Fatalf("OpenBao login: %v", err)
+	}
 	if st != http.StatusOK {
 		t.Fatalf("OpenBao login: HTTP %d %s", st, body)
 	}
@@ -358,11 +382,10 @@ func checkFirstExchanges(t *testing.T, w *world, sc *sidecar, ob *openBao, jwt s
 		c["repository_owner"] = "evil-org"
 		return c
 	}())
-	if r := sc.exchangeBuddy(t, baoPeerID, other); r.Status == http.StatusOK {
-		t.Fatalf("the sidecar exchanged a token of repository_owner evil-org: %s", r)
-	}
-	if st, body := ob.api(t, http.MethodPost, "/v1/auth/"+baoJWTMount+"/login", map[string]any{"role": baoRole, "jwt": other}); st == http.StatusOK {
-		t.Fatalf("OpenBao logged in a token of repository_owner evil-org: %s", body)
+	expectError(t, sc.exchangeBuddy(t, baoPeerID, other), http.StatusUnauthorized, "trust condition failed", "repository_owner")
+	st, body, err = ob.loginRaw(client, other)
+	if err != nil || st/100 != 4 || !strings.Contains(string(body), "repository_owner") {
+		t.Fatalf("OpenBao answered HTTP %d %s (%v) to a token of repository_owner evil-org, want a 4xx naming the claim", st, body, err)
 	}
 }
 
@@ -501,15 +524,21 @@ func (o *openBao) configureJWT(t *testing.T, issuer, pubPEM string) {
 	}
 }
 
-// login is one JWT auth login; a success is 200 with auth.client_token.
-func (o *openBao) login(c *http.Client, jwt string) error {
+// loginRaw posts one JWT auth login (no OpenBao token: login is
+// unauthenticated) and returns the status and body.
+func (o *openBao) loginRaw(c *http.Client, jwt string) (int, []byte, error) {
 	body := `{"role":"` + baoRole + `","jwt":"` + jwt + `"}`
 	req, err := http.NewRequest(http.MethodPost, o.url+"/v1/auth/"+baoJWTMount+"/login", strings.NewReader(body))
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	st, b, err := roundTrip(c, req)
+	return roundTrip(c, req)
+}
+
+// login is one JWT auth login; a success is 200 with auth.client_token.
+func (o *openBao) login(c *http.Client, jwt string) error {
+	st, b, err := o.loginRaw(c, jwt)
 	if err != nil {
 		return err
 	}

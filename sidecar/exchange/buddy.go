@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -103,6 +104,13 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 	if bytes.HasPrefix(body, utf8BOM) {
 		return request{}, fail(classBadRequest, "the request body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; send the JSON without it (PowerShell's Set-Content/Out-File -Encoding utf8 write one): %s", buddyExample)
 	}
+	if id, jwt, ok := decodeBuddy(body); ok {
+		// The common case, in one pass; anything unusual (a duplicate, a
+		// wrong type, bad JSON) takes the path below for its message.
+		if id != "" {
+			return request{providerID: id, subjectToken: jwt}, nil
+		}
+	}
 	if k := duplicateMember(body, "provider_id", "web_identity_token"); k != "" {
 		return request{}, fail(classBadRequest, "the request body has %s more than once; send each member once: %s", k, buddyExample)
 	}
@@ -136,6 +144,59 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// decodeBuddy reads a well-formed exchange body in one pass: a JSON object
+// holding provider_id (a provider ID) and web_identity_token (a non-empty
+// string) once each — names matched case-insensitively, as encoding/json
+// matches struct fields —, other members ignored, nothing after it. ok is
+// false for any other body; parseBuddy then decodes it again, slowly, to
+// say what is wrong. An id of "" with ok means a member is missing or
+// empty or the id is not a UUID (parseBuddy's messages again).
+func decodeBuddy(body []byte) (id, jwt string, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", "", false
+	}
+	var rawID, tok *string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", "", false
+		}
+		key, _ := t.(string)
+		var dst **string
+		switch {
+		case strings.EqualFold(key, "provider_id"):
+			dst = &rawID
+		case strings.EqualFold(key, "web_identity_token"):
+			dst = &tok
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return "", "", false
+			}
+			continue
+		}
+		if *dst != nil {
+			return "", "", false // a duplicate
+		}
+		var v *string
+		if err := dec.Decode(&v); err != nil || v == nil {
+			return "", "", false
+		}
+		*dst = v
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return "", "", false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", "", false // trailing data
+	}
+	if rawID == nil || tok == nil || *tok == "" {
+		return "", "", true
+	}
+	return parseProviderID(*rawID), *tok, true
+}
 
 // duplicateMember returns the first of names that body, a JSON object,
 // holds more than once — matched case-insensitively, as encoding/json

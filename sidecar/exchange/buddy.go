@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 )
 
 // buddyExample is the request body shape, quoted in 400 messages.
@@ -153,49 +153,35 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 // say what is wrong. An id of "" with ok means a member is missing or
 // empty or the id is not a UUID (parseBuddy's messages again).
 func decodeBuddy(body []byte) (id, jwt string, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	m, err := oidc.DecodeObject(body) // refuses duplicates by exact name
+	if err != nil {
 		return "", "", false
 	}
-	var rawID, tok *string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return "", "", false
-		}
-		key, _ := t.(string)
-		var dst **string
+	var rawID, tok any
+	seenID, seenTok := false, false
+	for k, v := range m {
 		switch {
-		case strings.EqualFold(key, "provider_id"):
-			dst = &rawID
-		case strings.EqualFold(key, "web_identity_token"):
-			dst = &tok
-		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
+		case strings.EqualFold(k, "provider_id"):
+			if seenID {
+				return "", "", false // "provider_id" and "Provider_ID"
+			}
+			rawID, seenID = v, true
+		case strings.EqualFold(k, "web_identity_token"):
+			if seenTok {
 				return "", "", false
 			}
-			continue
+			tok, seenTok = v, true
 		}
-		if *dst != nil {
-			return "", "", false // a duplicate
-		}
-		var v *string
-		if err := dec.Decode(&v); err != nil || v == nil {
-			return "", "", false
-		}
-		*dst = v
 	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return "", "", false
+	ids, ok1 := rawID.(string)
+	toks, ok2 := tok.(string)
+	if (seenID && !ok1) || (seenTok && !ok2) {
+		return "", "", false // null or another type: the full path's message
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return "", "", false // trailing data
-	}
-	if rawID == nil || tok == nil || *tok == "" {
+	if ids == "" || toks == "" {
 		return "", "", true
 	}
-	return parseProviderID(*rawID), *tok, true
+	return parseProviderID(ids), toks, true
 }
 
 // duplicateMember returns the first of names that body, a JSON object,

@@ -238,6 +238,10 @@ func FuzzPath(f *testing.F) {
 		"/workspaces/acme/projects/web/repository/comparison/feature%2Fx...main", "/workspaces/acme/projects/web/repository/comparison/a...b%2F...c",
 		"/workspaces/acme%2F..%2Fglobex/projects/web/repository/branches/x", "/workspaces/acme/projects/web%2Fpipelines/repository/tags/v1",
 		"/workspaces/acme/projects/web/repository/contents/a%2Fb", "/workspaces/acme/projects/web/repository/branches/x%2F%2Fy",
+		// Sandbox files and logs.
+		"/workspaces/acme/sandboxes/sb-1/content/buddy/src/index.js", "/workspaces/acme/sandboxes/sb-1/content/../../globex/sandboxes",
+		"/workspaces/acme/sandboxes/sb-1/content/a%2Fb", "/workspaces/acme/sandboxes/sb-1/apps/a1/logs?cursor=x",
+		"/workspaces/acme/sandboxes/sb-1/app-logs", "/workspaces/acme/projects/web/environments/xo4p",
 	} {
 		f.Add(s, uint8(0))
 	}

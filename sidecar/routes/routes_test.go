@@ -50,6 +50,27 @@ func TestDefault(t *testing.T) {
 	if run == nil || !reflect.DeepEqual(run.Scopes, []string{"EXECUTION_RUN"}) {
 		t.Fatalf("run execution route = %+v, want EXECUTION_RUN", run)
 	}
+	// Decisions docs/routes.md records for pages that disagree.
+	for _, c := range []struct{ method, path, scope, basis string }{
+		// Newest page names ENVIRONMENT_READ, a name no scope list has:
+		// the rule stays (January 2026 pages said ENVIRONMENT_INFO).
+		{"GET", "/workspaces/{workspace}/environments/{environment_id}", "ENVIRONMENT_MANAGE", BasisRule},
+		// Only page (March 2025): "WORKSPACE, ENVIRONMENT_INFO".
+		{"GET", "/workspaces/{workspace}/projects/{project}/environments/{environment_id}", "ENVIRONMENT_INFO", BasisPage},
+		// Newest page (January 2026) SANDBOX_MANAGE; September 2025 SANDBOX_INFO.
+		{"GET", "/workspaces/{workspace}/sandboxes/{sandbox_id}/snapshots/{snapshot_id}", "SANDBOX_MANAGE", BasisPage},
+		{"GET", "/workspaces/{workspace}/sandboxes/{sandbox_id}/content/{path...}", "SANDBOX_MANAGE", BasisRule},
+	} {
+		var found *Route
+		for i := range rs {
+			if rs[i].Method == c.method && rs[i].Path == c.path {
+				found = &rs[i]
+			}
+		}
+		if found == nil || !reflect.DeepEqual(found.Scopes, []string{c.scope}) || found.Basis != c.basis {
+			t.Errorf("%s %s = %+v, want %s (%s)", c.method, c.path, found, c.scope, c.basis)
+		}
+	}
 }
 
 // TestScopesKnown: every scope of Buddy's table is a known scope name (the

@@ -60,6 +60,15 @@ func TestDefault(t *testing.T) {
 		// Newest page (January 2026) SANDBOX_MANAGE; September 2025 SANDBOX_INFO.
 		{"GET", "/workspaces/{workspace}/sandboxes/{sandbox_id}/snapshots/{snapshot_id}", "SANDBOX_MANAGE", BasisPage},
 		{"GET", "/workspaces/{workspace}/sandboxes/{sandbox_id}/content/{path...}", "SANDBOX_MANAGE", BasisRule},
+		// Newest copy names PIPELINE_READ; October 2025 page EXECUTION_INFO.
+		{"GET", "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions/{execution}/action_executions/{action_execution_id}", "EXECUTION_MANAGE", BasisRule},
+		// Newest copies name DOMAIN_READ / DOMAIN_MANAGE; April 2026 page ZONE_READ.
+		{"GET", "/workspaces/{workspace}/domains/{domain_id}/records", "ZONE_WRITE", BasisRule},
+		{"DELETE", "/workspaces/{workspace}/domains/{domain_id}", "ZONE_WRITE", BasisRule},
+		// Newest page (March 2026) PROJECT_DELETE; 2022 "WORKSPACE, PROJECT_DELETE".
+		{"DELETE", "/workspaces/{workspace}/projects/{project}", "PROJECT_DELETE", BasisPage},
+		// GET /user/emails needs USER_EMAIL (MANAGE_EMAILS implies it), not MANAGE_EMAILS.
+		{"GET", "/user/emails", "USER_EMAIL", BasisPage},
 	} {
 		var found *Route
 		for i := range rs {

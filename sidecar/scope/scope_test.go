@@ -50,7 +50,8 @@ func TestListComplete(t *testing.T) {
 	if sc, _ := Describe("ENVIRONMENT_INFO"); sc.Inferred {
 		t.Error("ENVIRONMENT_INFO is stated by Buddy's pages: not inferred")
 	}
-	for _, s := range []string{"ENVIRONMENT_READ", "SANDBOX_WRITE", "VARIABLE_READ", "VARIABLE_WRITE", "INTEGRATION_READ"} {
+	for _, s := range []string{"ENVIRONMENT_READ", "SANDBOX_WRITE", "SANDBOX_READ", "VARIABLE_READ", "VARIABLE_WRITE", "INTEGRATION_READ",
+		"DOMAIN_READ", "DOMAIN_MANAGE", "PIPELINE_READ", "PIPELINE_WRITE", "PIPELINE_MANAGE", "PROJECT_MANAGE"} {
 		if Known(s) {
 			t.Errorf("Known(%q) = true; docs/routes.md says why it is not a scope here", s)
 		}

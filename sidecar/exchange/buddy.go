@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/apierr"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 )
 
 // buddyExample is the request body shape, quoted in 400 messages.
@@ -103,6 +104,13 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 	if bytes.HasPrefix(body, utf8BOM) {
 		return request{}, fail(classBadRequest, "the request body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; send the JSON without it (PowerShell's Set-Content/Out-File -Encoding utf8 write one): %s", buddyExample)
 	}
+	if id, jwt, ok := decodeBuddy(body); ok {
+		// The common case, in one pass; anything unusual (a duplicate, a
+		// wrong type, bad JSON) takes the path below for its message.
+		if id != "" {
+			return request{providerID: id, subjectToken: jwt}, nil
+		}
+	}
 	if k := duplicateMember(body, "provider_id", "web_identity_token"); k != "" {
 		return request{}, fail(classBadRequest, "the request body has %s more than once; send each member once: %s", k, buddyExample)
 	}
@@ -136,6 +144,45 @@ func (h *Handler) parseBuddy(w http.ResponseWriter, r *http.Request) (request, *
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// decodeBuddy reads a well-formed exchange body in one pass: a JSON object
+// holding provider_id (a provider ID) and web_identity_token (a non-empty
+// string) once each — names matched case-insensitively, as encoding/json
+// matches struct fields —, other members ignored, nothing after it. ok is
+// false for any other body; parseBuddy then decodes it again, slowly, to
+// say what is wrong. An id of "" with ok means a member is missing or
+// empty or the id is not a UUID (parseBuddy's messages again).
+func decodeBuddy(body []byte) (id, jwt string, ok bool) {
+	m, err := oidc.DecodeObject(body) // refuses duplicates by exact name
+	if err != nil {
+		return "", "", false
+	}
+	var rawID, tok any
+	seenID, seenTok := false, false
+	for k, v := range m {
+		switch {
+		case strings.EqualFold(k, "provider_id"):
+			if seenID {
+				return "", "", false // "provider_id" and "Provider_ID"
+			}
+			rawID, seenID = v, true
+		case strings.EqualFold(k, "web_identity_token"):
+			if seenTok {
+				return "", "", false
+			}
+			tok, seenTok = v, true
+		}
+	}
+	ids, ok1 := rawID.(string)
+	toks, ok2 := tok.(string)
+	if (seenID && !ok1) || (seenTok && !ok2) {
+		return "", "", false // null or another type: the full path's message
+	}
+	if ids == "" || toks == "" {
+		return "", "", true
+	}
+	return parseProviderID(ids), toks, true
+}
 
 // duplicateMember returns the first of names that body, a JSON object,
 // holds more than once — matched case-insensitively, as encoding/json

@@ -130,12 +130,6 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	}
 	ev.setClaims(tok)
 
-	// 4b. The per-provider limit counts only tokens the provider's issuer
-	// signed, so a flood of unverifiable tokens cannot starve valid ones.
-	if f := h.limitProvider(ctx, string(p.ID), ev); f != nil {
-		return nil, f
-	}
-
 	// 5. The exchange decision.
 	now := h.now()
 	start := time.Now()
@@ -170,40 +164,17 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 			ev.providerName, strings.Join(d.InvalidScopes, ", "), strings.Join(p.Scopes, " "), ev.decisionID)
 	}
 
-	// 6. The replay guard: one exchange per OIDC token. The claim holds a
-	// random owner, so that this exchange can release it (and only it) if
-	// the exchange fails.
-	claimKey, owner := "", ""
-	if !p.AllowTokenReuse {
-		claimKey, owner = replayKey(tok), token.NewClaimOwner()
-		// Verify refused tokens whose exp is more than the provider's
-		// maximum lifetime after iat; the cap holds the key's TTL to it
-		// whatever exp says.
-		until := tok.ExpiresAt
-		if limit := tok.IssuedAt.Add(p.EffectiveMaxTokenLifetime()); limit.Before(until) {
-			until = limit
-		}
-		ttl := max(until.Add(h.leeway).Sub(now), time.Second)
-		first, err := h.store.ClaimOnce(ctx, claimKey, owner, ttl)
-		if err != nil {
-			// The outcome is unknown: the store may have applied the claim
-			// and lost the reply. Still a 503 (never an allow), but release
-			// the claim if it is ours, so the client's retry with the same
-			// OIDC token is not refused as a replay.
-			f := h.storeFailure("claim", err, ev)
-			h.unclaim(ctx, claimKey, owner, ev)
-			return nil, f
-		}
-		if !first {
-			return nil, fail(classReplayed, "%s", replayMessage)
-		}
-	}
-
-	// 7. Mint and save.
+	// 6. Mint, then write everything at once (token.Issue: one Redis
+	// round trip on a single server or Sentinel): the per-provider limit,
+	// the replay guard and the record. The per-provider limit counts only
+	// exchanges the policy allowed — verified tokens that met the trust
+	// conditions —, so neither unverifiable tokens nor tokens that any
+	// repository on the same issuer can mint lock a provider out. The
+	// replay claim holds a random owner, so that this exchange can release
+	// it (and only it) if the write fails.
 	lifetime := time.Duration(d.LifetimeSeconds) * time.Second
 	raw, hash, err := token.New()
 	if err != nil {
-		h.unclaim(ctx, claimKey, owner, ev)
 		h.log.Error("minting a token failed", "decision_id", ev.decisionID, "error", err.Error())
 		ev.err = err.Error()
 		return nil, fail(classUnavailable, "the sidecar could not mint a token; retry later (decision %s)", ev.decisionID)
@@ -224,10 +195,38 @@ func (h *Handler) exchange(ctx context.Context, req request, ev *event) (*grant,
 	if rec.Scopes == nil {
 		rec.Scopes = []string{}
 	}
-	if err := h.store.Save(ctx, hash, rec, lifetime); err != nil {
-		f := h.storeFailure("save", err, ev)
-		h.unclaim(ctx, claimKey, owner, ev)
+	iss := token.Issuance{Hash: hash, Record: rec, TTL: lifetime}
+	if h.limits.PerProvider > 0 {
+		iss.Limits = []token.Limit{{Key: "exchange:provider:" + string(p.ID), Max: h.limits.PerProvider, Window: h.limits.Window}}
+	}
+	if !p.AllowTokenReuse {
+		iss.ClaimKey, iss.ClaimOwner = replayKey(tok), token.NewClaimOwner()
+		// Verify refused tokens whose exp is more than the provider's
+		// maximum lifetime after iat; the cap holds the key's TTL to it
+		// whatever exp says.
+		until := tok.ExpiresAt
+		if limit := tok.IssuedAt.Add(p.EffectiveMaxTokenLifetime()); limit.Before(until) {
+			until = limit
+		}
+		iss.ClaimTTL = max(until.Add(h.leeway).Sub(now), time.Second)
+	}
+	res, err := token.Issue(ctx, h.store, iss)
+	if err != nil {
+		// The outcome is unknown: the store may have applied the claim
+		// (and even saved the record of a token nobody gets) and lost the
+		// reply. Still a 503 (never an allow), but release the claim if it
+		// is ours, so the client's retry with the same OIDC token is not
+		// refused as a replay.
+		f := h.storeFailure("issue", err, ev)
+		h.unclaim(ctx, iss.ClaimKey, iss.ClaimOwner, ev)
 		return nil, f
+	}
+	if res.Limited {
+		return nil, h.limited(ev, res.Limits[0],
+			fmt.Sprintf("for provider %s: at most %d per %s", p.ID, h.limits.PerProvider, fmtDur(h.limits.Window)))
+	}
+	if res.Replayed {
+		return nil, fail(classReplayed, "%s", replayMessage)
 	}
 	ev.tokenHash = hash
 	ev.scopes = rec.Scopes
@@ -246,16 +245,6 @@ func (h *Handler) limitIP(ctx context.Context, ev *event) *failure {
 	return h.rateLimit(ctx, ev,
 		token.Limit{Key: "exchange:ip:" + bucket, Max: h.limits.PerIP, Window: h.limits.Window},
 		fmt.Sprintf("from %s: at most %d per %s", bucket, h.limits.PerIP, fmtDur(h.limits.Window)))
-}
-
-// limitProvider applies the per-provider limit to a verified token.
-func (h *Handler) limitProvider(ctx context.Context, providerID string, ev *event) *failure {
-	if h.limits.PerProvider <= 0 {
-		return nil
-	}
-	return h.rateLimit(ctx, ev,
-		token.Limit{Key: "exchange:provider:" + providerID, Max: h.limits.PerProvider, Window: h.limits.Window},
-		fmt.Sprintf("for provider %s: at most %d per %s", providerID, h.limits.PerProvider, fmtDur(h.limits.Window)))
 }
 
 // rateBucket is the per-address rate-limit key of a client address: the
@@ -292,7 +281,12 @@ func (h *Handler) rateLimit(ctx context.Context, ev *event, limit token.Limit, w
 	if res[0].Allowed {
 		return nil
 	}
-	retry := max(ceilSecond(res[0].RetryAfter), time.Second)
+	return h.limited(ev, res[0], what)
+}
+
+// limited is the 429 of an exhausted limit.
+func (h *Handler) limited(ev *event, res token.LimitResult, what string) *failure {
+	retry := max(ceilSecond(res.RetryAfter), time.Second)
 	ev.err = "rate limited: " + what
 	f := fail(classRateLimited, "too many token exchanges %s; retry in %s", what, fmtDur(retry))
 	f.retryAfter = retry

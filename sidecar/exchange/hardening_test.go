@@ -9,8 +9,11 @@ import (
 	"maps"
 	"math/big"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
@@ -362,5 +365,70 @@ func TestOverloadReportedAsOverload(t *testing.T) {
 	}
 	if strings.Contains(r.logs.String(), "token store failed") {
 		t.Errorf("the log blames the store:\n%s", r.logs.String())
+	}
+}
+
+// TestDeniedTokensDoNotLockOutProvider: any repository on GitHub can mint a
+// token that verifies against GitHub's keys for any audience; only the
+// trust conditions tell them apart. The per-provider limit counts exchanges
+// the policy allowed, so a flood of verified but denied tokens cannot
+// starve the provider's own jobs.
+func TestDeniedTokensDoNotLockOutProvider(t *testing.T) {
+	for _, store := range stores {
+		t.Run(store, func(t *testing.T) {
+			r := newRig(t, store, withOptions(func(o *Options) { o.RateLimits = RateLimits{PerIP: 1000, PerProvider: 3, Window: time.Hour} }))
+			for i := range 20 {
+				rec := r.buddy(idDeploy, r.ghToken("evil-org/evil-repo", "refs/heads/main"), from(fmt.Sprintf("198.51.100.%d:1", i+1)))
+				if msg := buddyError(t, rec, 401); !strings.Contains(msg, "this trust condition failed: repository_owner is") {
+					t.Fatalf("denied token %d: %q", i, msg)
+				}
+			}
+			for i := range 3 {
+				r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from(fmt.Sprintf("203.0.113.%d:1", i+1))))
+			}
+			msg := buddyError(t, r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"), from("203.0.113.9:1")), 429)
+			if !strings.HasPrefix(msg, "too many token exchanges for provider "+idDeploy+": at most 3 per 1h; retry in ") {
+				t.Errorf("message %q", msg)
+			}
+		})
+	}
+}
+
+// redisCommands counts the commands a Redis client sends (a pipeline
+// counts as one round trip).
+type redisCommands struct{ n atomic.Int32 }
+
+func (h *redisCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *redisCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *redisCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestExchangeRedisRoundTrips: an issued exchange is one Redis round trip
+// (the issue script: per-provider limit, replay claim, record), plus one
+// for the per-address limit, which must come before the signature check
+// (issue 17).
+func TestExchangeRedisRoundTrips(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		limits RateLimits
+		want   int32
+	}{
+		{"limits off", RateLimits{}, 1},
+		{"per provider", RateLimits{PerProvider: 100, Window: time.Minute}, 1},
+		{"per address and per provider", RateLimits{PerIP: 100, PerProvider: 100, Window: time.Minute}, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, "redis", withOptions(func(o *Options) { o.RateLimits = c.limits }))
+			r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))) // loads the scripts
+			hook := &redisCommands{}
+			r.store.(*token.RedisStore).Client().AddHook(hook)
+			r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
+			if got := hook.n.Load(); got != c.want {
+				t.Errorf("an issued exchange made %d Redis round trips, want %d", got, c.want)
+			}
+		})
 	}
 }

@@ -364,3 +364,9 @@ func hex4(data []byte, i int) (rune, bool) {
 	}
 	return r, true
 }
+
+// DecodeObject decodes data, exactly one JSON object, with this package's
+// strict rules (decodeObject: no duplicate member names, depth at most
+// 32, valid UTF-8, nothing after the object), in one pass. The exchange
+// reads its request bodies with it.
+func DecodeObject(data []byte) (map[string]any, error) { return decodeObject(data, maxJSONDepth) }

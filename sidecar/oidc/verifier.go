@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -16,7 +15,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -173,6 +172,11 @@ func (v *Verifier) Warm(ctx context.Context, issuer string) error {
 	return v.unavailable(st, err, 0)
 }
 
+// stringHeaders are the registered JWS header parameters (RFC 7515 §4.1)
+// whose value is a string; a token where one is not is malformed. (The
+// others are forbidden outright: forbiddenHeaders.)
+var stringHeaders = []string{"alg", "kid", "typ", "cty", "x5t", "x5t#S256"}
+
 // forbiddenHeaders name keys or key locations, or change how the JWS is
 // processed. None of them is ever honoured; a token carrying one is rejected.
 var forbiddenHeaders = []string{"jku", "x5u", "jwk", "x5c", "crit", "b64"}
@@ -243,6 +247,13 @@ func splitCompact(raw string) (*compact, *Error) {
 		return nil, &Error{Code: CodeMalformed, Message: "token header: " + jerr.Error(), Err: jerr}
 	}
 	c.header = h
+	for _, name := range stringHeaders {
+		if v, present := h[name]; present {
+			if _, ok := v.(string); !ok {
+				return nil, newError(CodeMalformed, "token header %q is not a string", name)
+			}
+		}
+	}
 	alg, ok := h["alg"].(string)
 	if !ok {
 		return nil, newError(CodeMalformed, `token header has no "alg" string`)
@@ -301,17 +312,13 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 		return nil, err
 	}
 
-	kp := &fixedKeyProvider{alg: jalg, kid: c.kid, hasKID: c.hasKID, key: key.key}
-	if _, verr := jws.Verify([]byte(raw), jws.WithKeyProvider(kp)); verr != nil {
-		if !kp.called {
-			// jwx rejected what our decoder accepted (e.g. a registered
-			// header of the wrong type) before asking for a key.
-			return nil, &Error{Code: CodeMalformed, Message: "token is not a JWS jwx can process", Err: verr}
-		}
-		if kp.err != nil {
-			// The header jwx parsed disagrees with ours: never expected.
-			return nil, &Error{Code: CodeMalformed, Message: "token header: " + kp.err.Error(), Err: verr}
-		}
+	// The signature covers the header and payload exactly as sent. jwsbb is
+	// jwx's building block beneath jws.Verify: the same verifiers, without
+	// parsing the message a second time (its header was decoded above by
+	// the one decoder whose view every check uses, so no two parsers can
+	// disagree about alg, kid or crit).
+	dot := strings.LastIndexByte(raw, '.')
+	if verr := jwsbb.Verify(key.key, jalg.String(), []byte(raw[:dot]), c.sig); verr != nil {
 		return nil, &Error{Code: CodeBadSignature, Err: verr,
 			Message: fmt.Sprintf("signature does not verify with the issuer's key %s (%s)", quote(key.kid), c.alg)}
 	}
@@ -324,7 +331,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	if err := v.validate(tok, e); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(raw[:strings.LastIndexByte(raw, '.')]))
+	sum := sha256.Sum256([]byte(raw[:dot]))
 	tok.Hash = hex.EncodeToString(sum[:])
 	return tok, nil
 }
@@ -371,38 +378,6 @@ func (v *Verifier) selectKey(ctx context.Context, st *issuerState, ks *keySet, c
 		}
 	}
 	return nil, newError(CodeUnsupportedAlgorithm, "alg %s does not fit the issuer's key %s (%s)", c.alg, quote(c.kid), cands[0].describe())
-}
-
-// fixedKeyProvider hands jws.Verify exactly the key and algorithm chosen by
-// selectKey, after checking that the header jwx parsed says the same as ours.
-type fixedKeyProvider struct {
-	alg    jwa.SignatureAlgorithm
-	kid    string
-	hasKID bool
-	key    any
-	called bool
-	err    error
-}
-
-func (p *fixedKeyProvider) FetchKeys(_ context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
-	p.called = true
-	h := sig.ProtectedHeaders()
-	if a, ok := h.Algorithm(); !ok || a.String() != p.alg.String() {
-		p.err = errors.New("alg mismatch between decoders")
-		return p.err
-	}
-	if kid, ok := h.KeyID(); ok != p.hasKID || kid != p.kid {
-		p.err = errors.New("kid mismatch between decoders")
-		return p.err
-	}
-	for _, name := range forbiddenHeaders {
-		if h.Has(name) {
-			p.err = fmt.Errorf("header %q present", name)
-			return p.err
-		}
-	}
-	sink.Key(p.alg, p.key)
-	return nil
 }
 
 // validate checks the registered claims and fills tok's fields.

@@ -155,6 +155,12 @@ func TestRouteSpecificity(t *testing.T) {
 		{Method: "GET", Path: "/{y}/b/c", Scopes: []string{"Y"}},
 		{Method: "HEAD", Path: "/h/{z}", Scopes: []string{"H"}},
 		{Method: "GET", Path: "/h/{z}", Scopes: []string{"G"}},
+		// Rest-of-path templates: the one with more literal segments first,
+		// whatever the table order (Buddy's artifact content routes:
+		// content/{path...} and content/download/{path...}).
+		{Method: "GET", Path: "/r/{p...}", Scopes: []string{"R"}},
+		{Method: "GET", Path: "/r/{x}/b/{p...}", Scopes: []string{"RB"}},
+		{Method: "GET", Path: "/r/download/{p...}", Scopes: []string{"RD"}},
 	}}
 	tb := newTable(snap)
 	for _, c := range []struct{ method, path, route string }{
@@ -164,6 +170,11 @@ func TestRouteSpecificity(t *testing.T) {
 		{"GET", "/z/b/c", "/{y}/b/c"},
 		{"HEAD", "/a/special", "/a/special"},
 		{"HEAD", "/h/1", "/h/{z}"},
+		{"GET", "/r/f", "/r/{p...}"},
+		{"GET", "/r/x/f", "/r/{p...}"},
+		{"GET", "/r/x/b/f", "/r/{x}/b/{p...}"},
+		{"GET", "/r/download/f", "/r/download/{p...}"},
+		{"GET", "/r/download/b/f", "/r/download/{p...}"},
 	} {
 		m := tb.match(c.method, c.path)
 		if m.route == nil || m.route.Path != c.route {
@@ -238,6 +249,10 @@ func FuzzPath(f *testing.F) {
 		"/workspaces/acme/projects/web/repository/comparison/feature%2Fx...main", "/workspaces/acme/projects/web/repository/comparison/a...b%2F...c",
 		"/workspaces/acme%2F..%2Fglobex/projects/web/repository/branches/x", "/workspaces/acme/projects/web%2Fpipelines/repository/tags/v1",
 		"/workspaces/acme/projects/web/repository/contents/a%2Fb", "/workspaces/acme/projects/web/repository/branches/x%2F%2Fy",
+		// Sandbox files and logs.
+		"/workspaces/acme/sandboxes/sb-1/content/buddy/src/index.js", "/workspaces/acme/sandboxes/sb-1/content/../../globex/sandboxes",
+		"/workspaces/acme/sandboxes/sb-1/content/a%2Fb", "/workspaces/acme/sandboxes/sb-1/apps/a1/logs?cursor=x",
+		"/workspaces/acme/sandboxes/sb-1/app-logs", "/workspaces/acme/projects/web/environments/xo4p",
 	} {
 		f.Add(s, uint8(0))
 	}

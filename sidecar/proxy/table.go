@@ -341,24 +341,36 @@ func template(tpl string) string {
 	return strings.Join(segs, "/")
 }
 
-// moreSpecific orders templates by segment count, then at the first
-// segment where one has a literal and the other a variable, the literal one
-// first. Only templates with the same number of segments can match the same
-// path (a variable never spans a "/"), so the count only makes the order
-// total.
+// moreSpecific orders templates most specific first: segment by segment
+// from the left, a literal before a segment mixing literal text and
+// variables, that before a {variable}, and that before a {name...} (the
+// rest of the path); a template that is a prefix of the other in this
+// order comes first. The order is total (lexicographic over the segment
+// kinds). Two fixed templates can only match the same path when they have
+// as many segments (a variable never spans a "/"); a {name...} template
+// can match paths of any length from its own, so /c/download/{p...} is
+// tried before /c/{p...}, and /a/{x}/b/{p...} before /a/{p...}.
 func moreSpecific(a, b string) bool {
-	sa, _ := splitTemplate(a)
-	sb, _ := splitTemplate(b)
-	if len(sa) != len(sb) {
-		return len(sa) < len(sb)
-	}
-	for i := range sa {
-		va, vb := sa[i] == "", sb[i] == ""
-		if va != vb {
-			return !va
+	ka, kb := specificity(a), specificity(b)
+	return slices.Compare(ka, kb) < 0
+}
+
+// specificity is the kind of each segment of a template, for moreSpecific:
+// 0 literal, 1 mixed, 2 variable, 3 {name...}.
+func specificity(tpl string) []int {
+	segs, names := splitTemplate(tpl)
+	k := make([]int, len(segs))
+	for i, s := range segs {
+		switch {
+		case s == "" && strings.HasSuffix(names[i], "..."):
+			k[i] = 3
+		case s == "":
+			k[i] = 2
+		case strings.Contains(s, "{"):
+			k[i] = 1
 		}
 	}
-	return false
+	return k
 }
 
 // MatchRoute routes one request the way the proxy does — the same path

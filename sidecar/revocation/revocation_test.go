@@ -118,6 +118,12 @@ const hashA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 // reach the others (Redis) or itself (memory); epochs rise monotonically
 // and end older records.
 func testHubs(t *testing.T, newBackend func() Backend, replicas int) {
+	testHubsIssue(t, newBackend, replicas, nil)
+}
+
+// testHubsIssue is testHubs; redisStore, when set, is a token store on the
+// backends' Redis (Issue then reads the epoch in its script).
+func testHubsIssue(t *testing.T, newBackend func() Backend, replicas int, redisStore token.Store) {
 	hubs := make([]*Hub, replicas)
 	recs := make([]*recorder, replicas)
 	for i := range hubs {
@@ -171,6 +177,22 @@ func testHubs(t *testing.T, newBackend func() Backend, replicas int) {
 	if r.Epoch != e2 {
 		t.Errorf("saved record's epoch %d, want the provider's current %d", r.Epoch, e2)
 	}
+	// So does Issue, the exchange's one write, on any store.
+	for _, inner := range []token.Store{st, redisStore} {
+		if inner == nil {
+			continue
+		}
+		r := &token.Record{ProviderID: "prov-1", ExpiresAt: time.Now().Add(time.Hour).Unix()}
+		_, h, _ := token.New()
+		res, err := token.Issue(ctx, hubs[0].Store(inner), token.Issuance{Hash: h, Record: r, TTL: time.Hour})
+		if err != nil || !res.Saved() {
+			t.Fatalf("%s: Issue = %+v, %v", inner.Kind(), res, err)
+		}
+		got, err := inner.Get(ctx, h)
+		if err != nil || r.Epoch != e2 || got.Epoch != e2 {
+			t.Errorf("%s: issued record's epoch %d, stored %+v (%v); want the provider's current %d", inner.Kind(), r.Epoch, got, err, e2)
+		}
+	}
 }
 
 func TestMemoryBackend(t *testing.T) {
@@ -180,26 +202,28 @@ func TestMemoryBackend(t *testing.T) {
 
 func TestRedisBackend(t *testing.T) {
 	srv := redistest.Start(t)
-	testHubs(t, func() Backend {
+	newStore := func() *token.RedisStore {
 		st, err := token.NewRedis(token.RedisOptions{URL: srv.URL(), Timeout: 2 * time.Second}) // semantics, not timing: generous under a loaded -race run
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		return NewRedis(st)
-	}, 3)
+		return st
+	}
+	testHubsIssue(t, func() Backend { return NewRedis(newStore()) }, 3, newStore())
 }
 
 func TestClusterBackend(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
-	testHubs(t, func() Backend {
+	newStore := func() *token.RedisStore {
 		st, err := token.NewRedis(token.RedisOptions{Addrs: redistest.ClusterAddrs(nodes), Timeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		return NewRedis(st)
-	}, 3)
+		return st
+	}
+	testHubsIssue(t, func() Backend { return NewRedis(newStore()) }, 3, newStore())
 }
 
 // TestRedisSubscriptionLoss: when Redis goes away the subscription is

@@ -50,6 +50,36 @@ func TestDefault(t *testing.T) {
 	if run == nil || !reflect.DeepEqual(run.Scopes, []string{"EXECUTION_RUN"}) {
 		t.Fatalf("run execution route = %+v, want EXECUTION_RUN", run)
 	}
+	// Decisions docs/routes.md records for pages that disagree.
+	for _, c := range []struct{ method, path, scope, basis string }{
+		// Newest page names ENVIRONMENT_READ, a name no scope list has:
+		// the rule stays (January 2026 pages said ENVIRONMENT_INFO).
+		{"GET", "/workspaces/{workspace}/environments/{environment_id}", "ENVIRONMENT_MANAGE", BasisRule},
+		// Only page (March 2025): "WORKSPACE, ENVIRONMENT_INFO".
+		{"GET", "/workspaces/{workspace}/projects/{project}/environments/{environment_id}", "ENVIRONMENT_INFO", BasisPage},
+		// Newest page (January 2026) SANDBOX_MANAGE; September 2025 SANDBOX_INFO.
+		{"GET", "/workspaces/{workspace}/sandboxes/{sandbox_id}/snapshots/{snapshot_id}", "SANDBOX_MANAGE", BasisPage},
+		{"GET", "/workspaces/{workspace}/sandboxes/{sandbox_id}/content/{path...}", "SANDBOX_MANAGE", BasisRule},
+		// Newest copy names PIPELINE_READ; October 2025 page EXECUTION_INFO.
+		{"GET", "/workspaces/{workspace}/projects/{project}/pipelines/{pipeline}/executions/{execution}/action_executions/{action_execution_id}", "EXECUTION_MANAGE", BasisRule},
+		// Newest copies name DOMAIN_READ / DOMAIN_MANAGE; April 2026 page ZONE_READ.
+		{"GET", "/workspaces/{workspace}/domains/{domain_id}/records", "ZONE_WRITE", BasisRule},
+		{"DELETE", "/workspaces/{workspace}/domains/{domain_id}", "ZONE_WRITE", BasisRule},
+		// Newest page (March 2026) PROJECT_DELETE; 2022 "WORKSPACE, PROJECT_DELETE".
+		{"DELETE", "/workspaces/{workspace}/projects/{project}", "PROJECT_DELETE", BasisPage},
+		// GET /user/emails needs USER_EMAIL (MANAGE_EMAILS implies it), not MANAGE_EMAILS.
+		{"GET", "/user/emails", "USER_EMAIL", BasisPage},
+	} {
+		var found *Route
+		for i := range rs {
+			if rs[i].Method == c.method && rs[i].Path == c.path {
+				found = &rs[i]
+			}
+		}
+		if found == nil || !reflect.DeepEqual(found.Scopes, []string{c.scope}) || found.Basis != c.basis {
+			t.Errorf("%s %s = %+v, want %s (%s)", c.method, c.path, found, c.scope, c.basis)
+		}
+	}
 }
 
 // TestScopesKnown: every scope of Buddy's table is a known scope name (the

@@ -37,7 +37,9 @@ type Scope struct {
 	Meaning string // paraphrased from Buddy's docs, or derived from the routes using it
 	Group   Group
 	// Inferred is true when the scope was never seen in Buddy's docs and is
-	// assumed to exist from the naming pattern (ENVIRONMENT_INFO).
+	// assumed to exist from the naming pattern. No scope is inferred any
+	// more: ENVIRONMENT_INFO, once assumed, is stated by the environment
+	// "get" pages of Buddy's API reference (2025 and January 2026).
 	Inferred bool
 }
 
@@ -83,7 +85,7 @@ var scopes = []Scope{
 	{"TARGET_INFO", "List and get targets.", GroupNewer, false},
 	{"TARGET_ADD", "Create targets.", GroupNewer, false},
 	{"TARGET_MANAGE", "Edit targets.", GroupNewer, false},
-	{"ENVIRONMENT_INFO", "Read environments (assumed; never seen in Buddy's docs).", GroupNewer, true},
+	{"ENVIRONMENT_INFO", "Read environments (API reference, environment get pages).", GroupNewer, false},
 	{"ENVIRONMENT_ADD", "Create environments.", GroupNewer, false},
 	{"ENVIRONMENT_MANAGE", "Edit environments.", GroupNewer, false},
 	{"INTEGRATION_ADD", "Create integrations.", GroupNewer, false},

@@ -515,6 +515,7 @@ func runStoreConformance(t *testing.T, newEnv func(t *testing.T) *storeRig) {
 			}
 		}
 	})
+	runIssueConformance(t, newEnv)
 }
 
 func TestMemoryStoreConformance(t *testing.T) {

@@ -72,7 +72,10 @@ type memEntry struct {
 	expires time.Time
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store  = (*MemoryStore)(nil)
+	_ Issuer = (*MemoryStore)(nil)
+)
 
 // NewMemory returns a MemoryStore using now as its clock (nil means time.Now)
 // and starts its janitor; call Close to stop it.
@@ -316,7 +319,10 @@ func (m *MemoryStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult
 		return nil, err
 	}
 	defer m.mu.Unlock()
-	now := m.now()
+	return m.allowLocked(limits, m.now())
+}
+
+func (m *MemoryStore) allowLocked(limits []Limit, now time.Time) ([]LimitResult, error) {
 	keys := make([]string, len(limits))
 	lefts := make([]time.Duration, len(limits))
 	added := 0
@@ -341,5 +347,63 @@ func (m *MemoryStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult
 		m.entries[keys[i]] = e
 		res[i] = limitResult(l, e.count, lefts[i])
 	}
+	return res, nil
+}
+
+// Issue applies iss under one lock: the limits, the claim and the record
+// change together or (store full, limit exhausted, replay) not at all
+// beyond the counters. Record.Epoch is stored as the caller set it
+// (EpochKey is a Redis key and is ignored here).
+func (m *MemoryStore) Issue(ctx context.Context, iss Issuance) (IssueResult, error) {
+	if err := checkIssuance(iss); err != nil {
+		return IssueResult{}, err
+	}
+	val, err := encodeRecord(iss.Record)
+	if err != nil {
+		return IssueResult{}, err
+	}
+	if err := m.lock(); err != nil {
+		return IssueResult{}, err
+	}
+	defer m.mu.Unlock()
+	now := m.now()
+	var res IssueResult
+	if len(iss.Limits) > 0 {
+		if res.Limits, err = m.allowLocked(iss.Limits, now); err != nil {
+			return res, err
+		}
+		if res.Limited = anyLimited(res.Limits); res.Limited {
+			return res, nil
+		}
+	}
+	tk := tokKeyPart + iss.Hash
+	if iss.ClaimKey == "" {
+		if err := m.roomLocked(tk, now); err != nil {
+			return res, err
+		}
+		m.entries[tk] = memEntry{val: val, expires: now.Add(iss.TTL)}
+		return res, nil
+	}
+	ck := onceKeyPart + iss.ClaimKey
+	if e, ok := m.getLocked(ck, now); ok {
+		if string(e.val) != iss.ClaimOwner {
+			res.Replayed = true
+			return res, nil
+		}
+	} else {
+		// Room for the claim and the record together, or neither.
+		n := 1
+		if _, ok := m.getLocked(tk, now); !ok {
+			n++
+		}
+		if err := m.roomForLocked(n, now); err != nil {
+			return res, err
+		}
+		m.entries[ck] = memEntry{val: []byte(iss.ClaimOwner), expires: now.Add(iss.ClaimTTL)}
+	}
+	if err := m.roomLocked(tk, now); err != nil {
+		return res, err
+	}
+	m.entries[tk] = memEntry{val: val, expires: now.Add(iss.TTL)}
 	return res, nil
 }

@@ -149,6 +149,13 @@ func allOps(t *testing.T, s Store, h string) map[string]error {
 		t.Error("Allow returned results with an error")
 	}
 	errs["Allow"] = err
+	_, h2, _ := New()
+	ires, err := Issue(ctx, s, Issuance{Limits: []Limit{{Key: "a", Max: 1, Window: time.Minute}}, ClaimKey: "jti-2", ClaimOwner: "owner-2", ClaimTTL: time.Minute,
+		Hash: h2, Record: sampleRecord(time.Now()), TTL: time.Minute})
+	if err != nil && (ires.Limited || ires.Replayed) {
+		t.Error("Issue reported an outcome with an error")
+	}
+	errs["Issue"] = err
 	errs["Ping"] = s.Ping(ctx)
 	return errs
 }
@@ -226,6 +233,10 @@ func (s timedStore) ClaimOnce(ctx context.Context, k, owner string, ttl time.Dur
 func (s timedStore) Unclaim(ctx context.Context, k, owner string) error {
 	defer s.time("Unclaim")()
 	return s.Store.Unclaim(ctx, k, owner)
+}
+func (s timedStore) Issue(ctx context.Context, iss Issuance) (IssueResult, error) {
+	defer s.time("Issue")()
+	return Issue(ctx, s.Store, iss)
 }
 func (s timedStore) Allow(ctx context.Context, l ...Limit) ([]LimitResult, error) {
 	defer s.time("Allow")()

@@ -93,18 +93,47 @@ func NewRedisDecisions(ctx context.Context, c redis.UniversalClient, prefix stri
 
 func (r *RedisDecisions) key(id string) string { return r.prefix + "decisions:" + id }
 
+// maxDecisionBatch bounds the XADDs the writer sends in one pipeline.
+const maxDecisionBatch = 64
+
+// run writes queued decisions. Under load it takes every decision already
+// waiting (up to maxDecisionBatch) and sends their XADDs in one pipeline:
+// one Redis round trip per batch instead of one per exchange (issue #17).
+// In a Cluster go-redis splits the pipeline by node.
 func (r *RedisDecisions) run(ctx context.Context) {
+	batch := make([]redisEntry, 0, maxDecisionBatch)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case e := <-r.queue:
-			b, _ := json.Marshal(e.d)
-			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_ = r.client.XAdd(wctx, &redis.XAddArgs{Stream: r.key(e.id), MaxLen: RecentDecisions, Values: []any{"d", string(b)}}).Err()
-			cancel()
+			batch = append(batch[:0], e)
 		}
+	drain:
+		for len(batch) < maxDecisionBatch {
+			select {
+			case e := <-r.queue:
+				batch = append(batch, e)
+			default:
+				break drain
+			}
+		}
+		r.write(ctx, batch)
 	}
+}
+
+// write sends one XADD per entry in one pipeline, best effort: a failure
+// loses these console entries, never an exchange's answer or its audit line.
+func (r *RedisDecisions) write(ctx context.Context, batch []redisEntry) {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, _ = r.client.Pipelined(wctx, func(p redis.Pipeliner) error {
+		for _, e := range batch {
+			b, _ := json.Marshal(e.d)
+			p.XAdd(wctx, &redis.XAddArgs{Stream: r.key(e.id), MaxLen: RecentDecisions, Values: []any{"d", string(b)}})
+		}
+		return nil
+	})
 }
 
 // Record queues d for the provider's stream.

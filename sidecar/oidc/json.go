@@ -119,7 +119,11 @@ func (d *decoder) object() (map[string]any, error) {
 		return nil, err
 	}
 	d.pos++ // '{'
-	m := make(map[string]any, 8)
+	size := 8
+	if d.depth == 1 {
+		size = 32 // a token's claims: GitHub's hold about 30
+	}
+	m := make(map[string]any, size)
 	d.skipSpace()
 	if d.pos < len(d.data) && d.data[d.pos] == '}' {
 		d.pos++
@@ -132,7 +136,7 @@ func (d *decoder) object() (map[string]any, error) {
 			return nil, d.fail("expected a string member name")
 		}
 		keyOff := d.pos
-		k, err := d.str()
+		k, err := d.key()
 		if err != nil {
 			return nil, err
 		}
@@ -247,6 +251,52 @@ func (d *decoder) number() (json.Number, error) {
 }
 
 // str decodes a string starting at the opening quote.
+// commonNames are member names that every token, header, discovery
+// document or JWKS repeats: key() returns these strings instead of
+// allocating a copy of each name on every decode.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{
+		// JOSE headers and JWKs
+		"alg", "kid", "typ", "cty", "x5t", "kty", "use", "n", "e", "crv", "x", "y", "keys",
+		// registered claims
+		"iss", "sub", "aud", "exp", "nbf", "iat", "jti",
+		// GitHub Actions
+		"ref", "sha", "repository", "repository_owner", "repository_owner_id", "repository_id",
+		"repository_visibility", "run_id", "run_number", "run_attempt", "runner_environment",
+		"actor", "actor_id", "triggering_actor", "workflow", "workflow_ref", "workflow_sha",
+		"head_ref", "base_ref", "event_name", "ref_type", "ref_protected", "job_workflow_ref",
+		"job_workflow_sha", "environment", "environment_node_id", "enterprise", "enterprise_id",
+		// CircleCI
+		"oidc.circleci.com/project-id", "oidc.circleci.com/context-ids", "oidc.circleci.com/vcs-origin",
+		"oidc.circleci.com/vcs-ref", "oidc.circleci.com/org-id", "oidc.circleci.com/ssh-rerun",
+		// exchange request bodies
+		"provider_id", "web_identity_token",
+	} {
+		m[n] = n
+	}
+	return m
+}()
+
+// key reads a member name: a common one without allocating.
+func (d *decoder) key() (string, error) {
+	start := d.pos + 1
+	for i := start; i < len(d.data); i++ {
+		c := d.data[i]
+		if c == '"' {
+			if n, ok := commonNames[string(d.data[start:i])]; ok { // no allocation for the lookup
+				d.pos = i + 1
+				return n, nil
+			}
+			break
+		}
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			break
+		}
+	}
+	return d.str()
+}
+
 func (d *decoder) str() (string, error) {
 	d.pos++ // opening quote
 	start := d.pos

@@ -93,15 +93,23 @@ func NewRedisDecisions(ctx context.Context, c redis.UniversalClient, prefix stri
 
 func (r *RedisDecisions) key(id string) string { return r.prefix + "decisions:" + id }
 
-// maxDecisionBatch bounds the XADDs the writer sends in one pipeline.
-const maxDecisionBatch = 64
+// maxDecisionBatch bounds the XADDs the writer sends in one pipeline, and
+// decisionLinger how long it waits for more after the first: the console
+// shows a decision at most that much later, and a busy replica writes
+// its decisions in one round trip per batch instead of one per exchange.
+const (
+	maxDecisionBatch = 64
+	decisionLinger   = 10 * time.Millisecond
+)
 
-// run writes queued decisions. Under load it takes every decision already
-// waiting (up to maxDecisionBatch) and sends their XADDs in one pipeline:
-// one Redis round trip per batch instead of one per exchange (issue #17).
-// In a Cluster go-redis splits the pipeline by node.
+// run writes queued decisions in batches: the first waiting decision, then
+// every decision that arrives within decisionLinger (up to
+// maxDecisionBatch), in one pipeline (issue #17). In a Cluster go-redis
+// splits the pipeline by node.
 func (r *RedisDecisions) run(ctx context.Context) {
 	batch := make([]redisEntry, 0, maxDecisionBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -109,15 +117,19 @@ func (r *RedisDecisions) run(ctx context.Context) {
 		case e := <-r.queue:
 			batch = append(batch[:0], e)
 		}
-	drain:
+		linger.Reset(decisionLinger)
+	collect:
 		for len(batch) < maxDecisionBatch {
 			select {
 			case e := <-r.queue:
 				batch = append(batch, e)
-			default:
-				break drain
+			case <-linger.C:
+				break collect
+			case <-ctx.Done():
+				break collect
 			}
 		}
+		linger.Stop()
 		r.write(ctx, batch)
 	}
 }

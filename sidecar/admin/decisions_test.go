@@ -59,3 +59,28 @@ func TestRedisDecisionsBatched(t *testing.T) {
 		t.Fatalf("Recent: %d decisions, first %+v", len(got), got[0])
 	}
 }
+
+// TestRedisDecisionsLinger: decisions recorded one after the other while
+// the writer runs share pipelines (it waits briefly for more after the
+// first), so a replica under load does not pay one round trip per
+// exchange for the console.
+func TestRedisDecisionsLinger(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client()
+	hook := &pipelineCounter{}
+	client.AddHook(hook)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r := NewRedisDecisions(ctx, client, "l:")
+	const n = 20
+	for i := range n {
+		r.Record("p1", Decision{Outcome: "issued", DecisionID: fmt.Sprintf("d%03d", i)})
+	}
+	testkit.Await(t, 10*time.Second, "20 decisions written", func() bool {
+		got, err := r.Recent(context.Background(), "p1")
+		return err == nil && len(got) == n
+	})
+	if p := hook.pipelines.Load(); p < 1 || p > n/4 {
+		t.Errorf("%d decisions recorded back to back took %d pipelines, want a few", n, p)
+	}
+}

@@ -72,7 +72,7 @@ func TestExchangeThroughput(t *testing.T) {
 		return c
 	}
 	signStart := time.Now()
-	capPool := presign(t, w.gh, 6000*int(capacityFor.Seconds()), claims)
+	capPool := presign(t, w.gh, 10000*int(capacityFor.Seconds()), claims)
 	openPool := presign(t, w.gh, int(openRate*openFor.Seconds())+100, claims)
 	t.Logf("pre-signed %d RS256 tokens in %s", len(capPool.toks)+len(openPool.toks), time.Since(signStart).Round(time.Millisecond))
 

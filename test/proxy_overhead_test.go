@@ -663,8 +663,18 @@ func loadAvgString() string {
 // sidecar/proxy) leaves exactly one audit line per request, and "stopped"
 // is the last line.
 func TestProxyAuditLinesOnShutdown(t *testing.T) {
+	t.Run("each line written", func(t *testing.T) { auditLinesOnShutdown(t, "") })
+	// log_flush_interval buffers lines; a graceful stop writes them all.
+	t.Run("log_flush_interval", func(t *testing.T) { auditLinesOnShutdown(t, "1s") })
+}
+
+func auditLinesOnShutdown(t *testing.T, flush string) {
 	w := newWorld(t, worldOpts{})
-	sc := startSidecarLogFile(t, sidecarBin, w.config(), nil)
+	cfg := w.config()
+	if flush != "" {
+		cfg["log_flush_interval"] = flush
+	}
+	sc := startSidecarLogFile(t, sidecarBin, cfg, nil)
 	tok := sc.mustExchange(t, genID, sign(t, w.gen, w.genClaims()))
 	const n = 300
 	var wg sync.WaitGroup
@@ -696,6 +706,9 @@ func TestProxyAuditLinesOnShutdown(t *testing.T) {
 	b, err := os.ReadFile(sc.logPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if flush != "" && !strings.Contains(string(b), `"log_flush_interval":"`+flush+`"`) {
+		t.Errorf("no log line says the log is buffered (log_flush_interval %s)", flush)
 	}
 	last := lastLine(string(b))
 	if !strings.Contains(last, `"msg":"stopped"`) {

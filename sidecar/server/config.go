@@ -79,6 +79,9 @@ type Config struct {
 	Trusted        []string      `yaml:"trusted_proxies"`
 	AdminTokenEnv  string        `yaml:"admin_token_env"` // the variable holding the introspection credential
 	LogLevel       string        `yaml:"log_level"`
+	// LogFlushInterval, when set, buffers log lines and writes them out at
+	// most this often (logbuffer.go); 0 writes each line as it is logged.
+	LogFlushInterval Duration `yaml:"log_flush_interval"`
 	OIDC           OIDCConfig    `yaml:"oidc"`
 	RateLimits     RateLimits    `yaml:"rate_limits"`
 	Limits         Limits        `yaml:"limits"`
@@ -521,6 +524,9 @@ func (c *Config) validate() []string {
 	case "deny", "authenticated":
 	default:
 		add("unknown_routes is %q; use deny or authenticated", c.UnknownRoutes)
+	}
+	if d := c.LogFlushInterval.D(); d < 0 || d > MaxLogFlushInterval {
+		add("log_flush_interval is %s; use 0 (write each line as it is logged) or a duration up to %s", d, MaxLogFlushInterval)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

@@ -48,6 +48,7 @@ type Options struct {
 type Server struct {
 	cfg      *Config
 	log      *slog.Logger
+	logBuf   *logBuffer // log_flush_interval's buffer (nil: lines written at once)
 	audit    *slog.Logger
 	metrics  *metrics.Metrics
 	engine   *policy.Engine
@@ -101,15 +102,30 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	var logBuf *logBuffer
 	if o.Logger == nil {
-		o.Logger = NewLogger(os.Stderr, cfg.LogLevel)
+		if d := cfg.LogFlushInterval.D(); d > 0 {
+			logBuf = newLogBuffer(os.Stderr, d) // closed by Serve, or below on an error
+			defer func() {
+				if err != nil {
+					_ = logBuf.Close()
+				}
+			}()
+			o.Logger = NewLogger(logBuf, cfg.LogLevel)
+		} else {
+			o.Logger = NewLogger(os.Stderr, cfg.LogLevel)
+		}
 	}
 	if o.Audit == nil {
 		o.Audit = o.Logger.With("log", "audit")
 	}
-	s := &Server{cfg: cfg, log: o.Logger, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
+	s := &Server{cfg: cfg, log: o.Logger, logBuf: logBuf, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
 	for _, w := range cfg.Warnings {
 		s.log.Warn(w)
+	}
+	if logBuf != nil {
+		s.log.Info("log lines are buffered and written out together (log_flush_interval); a crash without a graceful stop loses at most the last interval's lines",
+			"log_flush_interval", cfg.LogFlushInterval.D().String())
 	}
 
 	upstreamToken := o.Getenv(cfg.Upstream.TokenEnv)
@@ -611,6 +627,9 @@ func (s *Server) Store() token.Store { return s.store }
 // timeouts.shutdown, after which the remaining connections are closed), and
 // closes the store. It returns nil after a shutdown asked for by ctx.
 func (s *Server) Serve(ctx context.Context) error {
+	if s.logBuf != nil {
+		defer s.logBuf.Close() // last: every line logged, "stopped" included, is written
+	}
 	defer s.stopBg()
 	if s.mainLn == nil {
 		if err := s.Listen(); err != nil {

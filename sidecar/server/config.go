@@ -74,18 +74,18 @@ type Config struct {
 	BundlePoll    Duration `yaml:"bundle_poll"`    // how often a bundle URL is polled
 	// BundleTokenEnv names the variable holding a bearer credential sent
 	// when polling a bundle URL (e.g. another sidecar's /_sidecar/bundle).
-	BundleTokenEnv string        `yaml:"bundle_token_env"`
-	Watch          *bool         `yaml:"watch"` // reload when the files change (default true)
-	Trusted        []string      `yaml:"trusted_proxies"`
-	AdminTokenEnv  string        `yaml:"admin_token_env"` // the variable holding the introspection credential
-	LogLevel       string        `yaml:"log_level"`
+	BundleTokenEnv string   `yaml:"bundle_token_env"`
+	Watch          *bool    `yaml:"watch"` // reload when the files change (default true)
+	Trusted        []string `yaml:"trusted_proxies"`
+	AdminTokenEnv  string   `yaml:"admin_token_env"` // the variable holding the introspection credential
+	LogLevel       string   `yaml:"log_level"`
 	// LogFlushInterval, when set, buffers log lines and writes them out at
 	// most this often (logbuffer.go); 0 writes each line as it is logged.
-	LogFlushInterval Duration `yaml:"log_flush_interval"`
-	OIDC           OIDCConfig    `yaml:"oidc"`
-	RateLimits     RateLimits    `yaml:"rate_limits"`
-	Limits         Limits        `yaml:"limits"`
-	Timeouts       TimeoutConfig `yaml:"timeouts"`
+	LogFlushInterval Duration      `yaml:"log_flush_interval"`
+	OIDC             OIDCConfig    `yaml:"oidc"`
+	RateLimits       RateLimits    `yaml:"rate_limits"`
+	Limits           Limits        `yaml:"limits"`
+	Timeouts         TimeoutConfig `yaml:"timeouts"`
 
 	TLS           TLSConfig      `yaml:"tls"`            // HTTPS on listen (tls.go)
 	AdminTLS      AdminTLSConfig `yaml:"admin_tls"`      // HTTPS (and client certificates) on admin_listen

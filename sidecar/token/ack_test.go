@@ -79,6 +79,35 @@ func TestRedisMinReplicasAck(t *testing.T) {
 		t.Fatalf("Revoke with too few replicas: %v", err)
 	}
 
+	// Issue, the exchange's one write: with two replicas required and one
+	// there, it fails like Save and leaves no record (the caller releases
+	// its claim); a refusal by a limit needs no replica and is answered.
+	iss := Issuance{Limits: []Limit{{Key: "p", Max: 1, Window: time.Minute}}, ClaimKey: "jti:ack", ClaimOwner: NewClaimOwner(), ClaimTTL: time.Minute,
+		Record: sampleRecord(clock.Now()), TTL: time.Minute}
+	_, iss.Hash = mustNew(t)
+	if _, err := s.Issue(ctx, iss); !errors.Is(err, ErrNotReplicated) || !strings.Contains(err.Error(), "not handed out") {
+		t.Fatalf("Issue with too few replicas: %v", err)
+	}
+	if n, err := primary.Client().Exists(ctx, "ack3:tok:"+iss.Hash).Result(); err != nil || n != 0 {
+		t.Fatalf("the unconfirmed issued record is still on the primary: %d, %v", n, err)
+	}
+	limited := iss
+	limited.ClaimKey, limited.ClaimOwner = "jti:ack2", NewClaimOwner()
+	_, limited.Hash = mustNew(t)
+	if res, err := s.Issue(ctx, limited); err != nil || !res.Limited {
+		t.Fatalf("Issue over the limit with too few replicas = %+v, %v; want Limited and no error", res, err)
+	}
+	// One required, one there: the record is on the replica when Issue returns.
+	s2, clock2 := newTestRedis(t, nil, RedisOptions{URL: primary.URL(), KeyPrefix: "ack5:", MinReplicasAck: 1})
+	iss2 := Issuance{ClaimKey: "jti:ack", ClaimOwner: NewClaimOwner(), ClaimTTL: time.Minute, Record: sampleRecord(clock2.Now()), TTL: time.Minute, EpochKey: "ack5:epochs"}
+	_, iss2.Hash = mustNew(t)
+	if res, err := s2.Issue(ctx, iss2); err != nil || !res.Saved() {
+		t.Fatalf("Issue with the replica required = %+v, %v", res, err)
+	}
+	if n, err := replica.Client().Exists(ctx, "ack5:tok:"+iss2.Hash, "ack5:once:jti:ack").Result(); err != nil || n != 2 {
+		t.Fatalf("the record and claim on the replica right after Issue: %d of 2, %v", n, err)
+	}
+
 	// A hung replica: nothing is confirmed until it answers again.
 	s1, clock := newTestRedis(t, nil, RedisOptions{URL: primary.URL(), KeyPrefix: "ack4:", MinReplicasAck: 1, Timeout: 200 * time.Millisecond})
 	replica.Pause()

@@ -9,12 +9,10 @@ import (
 	"maps"
 	"math/big"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
@@ -394,18 +392,6 @@ func TestDeniedTokensDoNotLockOutProvider(t *testing.T) {
 	}
 }
 
-// redisCommands counts the commands a Redis client sends (a pipeline
-// counts as one round trip).
-type redisCommands struct{ n atomic.Int32 }
-
-func (h *redisCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *redisCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
-}
-func (h *redisCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
-
 // TestExchangeRedisRoundTrips: an issued exchange is one Redis round trip
 // (the issue script: per-provider limit, replay claim, record), plus one
 // for the per-address limit, which must come before the signature check
@@ -423,10 +409,10 @@ func TestExchangeRedisRoundTrips(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRig(t, "redis", withOptions(func(o *Options) { o.RateLimits = c.limits }))
 			r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main"))) // loads the scripts
-			hook := &redisCommands{}
+			hook := &redistest.Counter{}
 			r.store.(*token.RedisStore).Client().AddHook(hook)
 			r.issued(r.buddy(idDeploy, r.ghToken("octo-org/octo-repo", "refs/heads/main")))
-			if got := hook.n.Load(); got != c.want {
+			if got := hook.RoundTrips(); got != c.want {
 				t.Errorf("an issued exchange made %d Redis round trips, want %d", got, c.want)
 			}
 		})

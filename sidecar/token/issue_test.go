@@ -238,15 +238,15 @@ func TestRedisIssueOneRoundTrip(t *testing.T) {
 	if _, err := s.Issue(ctx, warm); err != nil { // loads the script (NOSCRIPT → EVAL)
 		t.Fatal(err)
 	}
-	hook := &countingHook{}
+	hook := &redistest.Counter{}
 	s.Client().AddHook(hook)
 	iss, h := issuance(t, e, 100, "jti:one", NewClaimOwner())
 	iss.EpochKey = "oidc-sidecar:epochs"
 	if res, err := s.Issue(ctx, iss); err != nil || !res.Saved() {
 		t.Fatalf("Issue = %+v, %v", res, err)
 	}
-	if hook.cmds.Load() != 1 || hook.pipelines.Load() != 0 {
-		t.Fatalf("Issue used %d commands and %d pipelines, want one command", hook.cmds.Load(), hook.pipelines.Load())
+	if hook.Cmds.Load() != 1 || hook.Pipelines.Load() != 0 {
+		t.Fatalf("Issue used %d commands and %d pipelines, want one command", hook.Cmds.Load(), hook.Pipelines.Load())
 	}
 	if _, err := s.Get(ctx, h); err != nil {
 		t.Fatal(err)
@@ -276,15 +276,15 @@ func TestRedisClusterIssueTwoRoundTrips(t *testing.T) {
 	if _, err := s.Issue(ctx, warm); err != nil {
 		t.Fatal(err)
 	}
-	hook := &countingHook{}
+	hook := &redistest.Counter{}
 	s.Client().AddHook(hook)
 	iss, _ := issuance(t, e, 100, "jti:two", NewClaimOwner())
 	iss.EpochKey = "c2:epochs"
 	if res, err := s.Issue(ctx, iss); err != nil || !res.Saved() {
 		t.Fatalf("Issue = %+v, %v", res, err)
 	}
-	if hook.cmds.Load() != 1 || hook.pipelines.Load() != 1 {
-		t.Fatalf("Issue used %d commands and %d pipelines, want 1 and 1", hook.cmds.Load(), hook.pipelines.Load())
+	if hook.Cmds.Load() != 1 || hook.Pipelines.Load() != 1 {
+		t.Fatalf("Issue used %d commands and %d pipelines, want 1 and 1", hook.Cmds.Load(), hook.Pipelines.Load())
 	}
 	var _ = redis.Nil
 }

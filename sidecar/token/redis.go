@@ -76,8 +76,10 @@ func DefaultPoolSize() int { return 10 * runtime.GOMAXPROCS(0) }
 // its SHA-256.
 //
 // Cluster: every command touches exactly one key. Allow pipelines one
-// single-key script call per limit, so keys of one operation never need to
-// share a hash slot; do not put hash tags ({...}) in KeyPrefix.
+// single-key script call per limit, and Issue's multi-key script runs only
+// outside a Cluster (there it is one single-key call per key), so keys of
+// one operation never need to share a hash slot; do not put hash tags
+// ({...}) in KeyPrefix.
 type RedisStore struct {
 	client  redis.UniversalClient
 	ack     ackConfig // RedisOptions.MinReplicasAck (ack.go)
@@ -500,42 +502,11 @@ func (s *RedisStore) Allow(ctx context.Context, limits ...Limit) ([]LimitResult,
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 
-	run := func() ([]*redis.Cmd, error) {
-		cmds := make([]*redis.Cmd, len(limits))
-		_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, l := range limits {
-				ms := l.Window.Milliseconds()
-				cmds[i] = rateScript.EvalSha(ctx, p, keys[i:i+1], ms)
-			}
-			return nil
-		})
-		return cmds, err
+	calls := make([]scriptCall, len(limits))
+	for i, l := range limits {
+		calls[i] = scriptCall{rateScript, keys[i : i+1], []any{l.Window.Milliseconds()}}
 	}
-	cmds, err := run()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Repeat only the calls that found no script: the others have
-		// counted already (in a Cluster the script may be cached on some
-		// nodes and not on others), and repeating them would count twice.
-		var redo []int
-		for i, c := range cmds {
-			if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-				redo = append(redo, i)
-			}
-		}
-		_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, i := range redo {
-				cmds[i] = rateScript.Eval(ctx, p, keys[i:i+1], limits[i].Window.Milliseconds())
-			}
-			return nil
-		})
-		if err == nil {
-			for _, c := range cmds {
-				if err = c.Err(); err != nil {
-					break
-				}
-			}
-		}
-	}
+	cmds, err := s.evalScripts(ctx, calls) // redis_issue.go: NOSCRIPT calls, and only those, repeated with EVAL
 	cmdName := "EVALSHA (rate limit)"
 	if err != nil {
 		return nil, s.unavailable(cmdName, err)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -430,23 +429,6 @@ func TestRedisKeysHoldOnlyHashes(t *testing.T) {
 	}
 }
 
-// countingHook counts single commands and pipelines sent by a client.
-type countingHook struct{ cmds, pipelines atomic.Int32 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.cmds.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.pipelines.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 func TestRedisAllowOneRoundTrip(t *testing.T) {
 	srv := redistest.Start(t)
 	s, _ := newTestRedis(t, srv, RedisOptions{})
@@ -459,14 +441,14 @@ func TestRedisAllowOneRoundTrip(t *testing.T) {
 	if _, err := s.Allow(ctx, limits...); err != nil { // loads the script (NOSCRIPT → EVAL)
 		t.Fatal(err)
 	}
-	hook := &countingHook{}
+	hook := &redistest.Counter{}
 	s.Client().AddHook(hook)
 	res, err := s.Allow(ctx, limits...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hook.pipelines.Load() != 1 || hook.cmds.Load() != 0 {
-		t.Fatalf("Allow of 3 limits used %d pipelines and %d single commands, want 1 and 0", hook.pipelines.Load(), hook.cmds.Load())
+	if hook.Pipelines.Load() != 1 || hook.Cmds.Load() != 0 {
+		t.Fatalf("Allow of 3 limits used %d pipelines and %d single commands, want 1 and 0", hook.Pipelines.Load(), hook.Cmds.Load())
 	}
 	if res[0].Remaining != 98 || res[1].Remaining != 8 || res[2].Remaining != 48 {
 		t.Fatalf("results %+v", res)

@@ -45,6 +45,10 @@ import (
 // listener's /debug/pprof/profile into FILE (go tool pprof -top FILE).
 // Profiling costs the sidecar a few per cent of its CPU, so the capacity of
 // such a run is not a figure for the tables.
+//
+// OIDC_SIDECAR_EXCHANGE_LIMITS=off turns the rate limits off (one Redis
+// round trip per exchange instead of two: issue #17's condition), and
+// OIDC_SIDECAR_EXCHANGE_WORKERS=N sets the closed loop's workers (default 32).
 func TestExchangeThroughput(t *testing.T) {
 	if os.Getenv("OIDC_SIDECAR_EXCHANGE_LOAD") == "" {
 		t.Skip("a benchmark: set OIDC_SIDECAR_EXCHANGE_LOAD=1 to run it")
@@ -53,11 +57,25 @@ func TestExchangeThroughput(t *testing.T) {
 		capacityFor = 4 * time.Second
 		openRate    = 1500.0
 		openFor     = 10 * time.Second
-		workers     = 32
 	)
+	workers := 32
+	if v := os.Getenv("OIDC_SIDECAR_EXCHANGE_WORKERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("OIDC_SIDECAR_EXCHANGE_WORKERS=%q: want a positive number", v)
+		}
+		workers = n
+	}
 	w := newWorld(t, worldOpts{})
 	cfg := w.config()
 	cfg["rate_limits"] = map[string]any{"per_ip": 1 << 30, "per_provider": 1 << 30, "window": "1m"}
+	switch v := os.Getenv("OIDC_SIDECAR_EXCHANGE_LIMITS"); v {
+	case "", "on":
+	case "off":
+		cfg["rate_limits"] = map[string]any{"per_ip": 0, "per_provider": 0, "window": "1m"}
+	default:
+		t.Fatalf("OIDC_SIDECAR_EXCHANGE_LIMITS=%q: use on or off", v)
+	}
 	cfg["log_level"] = "warn"
 	profile := os.Getenv("OIDC_SIDECAR_EXCHANGE_PROFILE")
 	if profile != "" {

@@ -53,10 +53,13 @@ import (
 // OIDC_SIDECAR_PROXY_ROUNDS and OIDC_SIDECAR_PROXY_REQUESTS change the
 // round count and the requests per round; OIDC_SIDECAR_PROXY_SECONDS the
 // length of a throughput round. With OIDC_SIDECAR_PROXY_PROFILE=FILE the
-// sidecar runs with pprof on, a CPU profile of its first throughput round
-// is written to FILE (that round's figure is then not a table figure) and
-// its allocation profile, at the end, to FILE.allocs. OIDC_SIDECAR_PROXY_ENV="K=V K2=V2" adds variables to the
-// sidecar's environment (e.g. GOGC=200 to compare GC settings).
+// sidecar and the bare proxy run with pprof on; CPU profiles of 5 s of
+// their first latency round (which lasts at least that long) and of their
+// first throughput round (whose figures are then not table figures) are written to FILE.seq and
+// FILE (the sidecar's), FILE.bare.seq and FILE.bare (the bare proxy's), and
+// the sidecar's allocation profile, at the end, to FILE.allocs.
+// OIDC_SIDECAR_PROXY_ENV="K=V K2=V2" adds variables to the sidecar's
+// environment (e.g. GOGC=200 to compare GC settings).
 //
 // Before/after in the same run: OIDC_SIDECAR_PROXY_BASELINE=BIN (a sidecar
 // binary built from another commit) and/or
@@ -76,8 +79,12 @@ func TestProxyOverhead(t *testing.T) {
 	profile := os.Getenv("OIDC_SIDECAR_PROXY_PROFILE")
 
 	bin := buildProxyBench(t)
-	up := startPeer(t, bin, "upstream")
-	bare := startPeer(t, bin, "bare", up.URL)
+	up := startPeer(t, bin, nil, "upstream")
+	var bareEnv map[string]string
+	if profile != "" {
+		bareEnv = map[string]string{"PROXYBENCH_PPROF": "1"}
+	}
+	bare := startPeer(t, bin, bareEnv, "bare", up.URL)
 
 	w := newWorld(t, worldOpts{})
 	cfg := w.config()
@@ -92,7 +99,7 @@ func TestProxyOverhead(t *testing.T) {
 	tok := sc.mustExchange(t, genID, sign(t, w.gen, w.genClaims())) // WORKSPACE VARIABLE_INFO, 1 h
 	const path = "/workspaces/" + workspace + "/projects"
 	targets := []*benchTarget{
-		{name: "bare", url: bare.URL + path, pid: bare.pid},
+		{name: "bare", url: bare.URL + path, pid: bare.pid, pprofURL: bare.pprofURL},
 		{name: "sidecar", url: sc.URL + path, pid: sc.Pid()},
 	}
 	// A second sidecar for a before/after comparison in the same run: another
@@ -129,6 +136,7 @@ func TestProxyOverhead(t *testing.T) {
 		switches         float64 // context switches of the process's threads per request
 	}
 	res := make([][]sample, rounds)
+	seqReqs := make([]int64, nt)
 	gc0 := make([]gcStats, len(sidecars))
 	for i, s := range sidecars {
 		gc0[i] = s.gcStats(t)
@@ -139,21 +147,38 @@ func TestProxyOverhead(t *testing.T) {
 			i := (r + k) % nt
 			tg := targets[i]
 			runtime.GC() // this process's garbage is not the next target's
+			var prof chan error
+			if profile != "" && r == 0 && tg.name != "baseline" {
+				prof = make(chan error, 1)
+				go func() { prof <- fetchCPUProfile(tg.pprof(sc), 5*time.Second, tg.profileFile(profile)+".seq") }()
+			}
 			cpu0, io0, cs0 := procCPU(t, tg.pid), procIO(t, tg.pid), procSwitches(tg.pid)
-			lat := make([]time.Duration, perRound)
-			for k := range perRound {
+			lat := make([]time.Duration, 0, perRound)
+			for len(lat) < perRound || prof != nil {
 				start := time.Now()
 				if err := tg.get(); err != nil {
 					t.Fatalf("%s round %d: %v", tg.name, r+1, err)
 				}
-				lat[k] = time.Since(start)
+				lat = append(lat, time.Since(start))
+				if prof != nil { // the round lasts as long as the profile
+					select {
+					case err := <-prof:
+						if err != nil {
+							t.Errorf("CPU profile of %s, sequential: %v", tg.name, err)
+						}
+						prof = nil
+					default:
+					}
+				}
 			}
 			cpu, io1, cs1 := procCPU(t, tg.pid)-cpu0, procIO(t, tg.pid), procSwitches(tg.pid)
+			n := float64(len(lat))
+			seqReqs[i] += int64(len(lat))
 			slices.Sort(lat)
 			res[r][i] = sample{
-				p50: pct(lat, .5), p99: pct(lat, .99), cpu: us(cpu) / float64(perRound),
-				reads: float64(io1.syscr-io0.syscr) / float64(perRound), wrts: float64(io1.syscw-io0.syscw) / float64(perRound),
-				switches: float64(cs1-cs0) / float64(perRound),
+				p50: pct(lat, .5), p99: pct(lat, .99), cpu: us(cpu) / n,
+				reads: float64(io1.syscr-io0.syscr) / n, wrts: float64(io1.syscw-io0.syscw) / n,
+				switches: float64(cs1-cs0) / n,
 			}
 		}
 	}
@@ -161,7 +186,7 @@ func TestProxyOverhead(t *testing.T) {
 	gcs := make([]string, len(sidecars))
 	for i, s := range sidecars {
 		g := s.gcStats(t)
-		n := float64(rounds * perRound)
+		n := float64(seqReqs[i+1])
 		gcs[i] = fmt.Sprintf("%s: %.2f GC cycles per 1,000 requests, %.1f KB allocated per request, next GC at %.1f MiB (GOGC %.0f)",
 			targets[i+1].name, (g.cycles-gc0[i].cycles)/n*1000, (g.alloc-gc0[i].alloc)/n/1000, g.nextGC/(1<<20), g.gogc)
 	}
@@ -180,9 +205,9 @@ func TestProxyOverhead(t *testing.T) {
 			i := (r + k) % nt
 			tg := targets[i]
 			var prof chan error
-			if profile != "" && r == 0 && tg.name == "sidecar" {
+			if profile != "" && r == 0 && tg.name != "baseline" {
 				prof = make(chan error, 1)
-				go func() { prof <- fetchCPUProfile(sc.AdminURL, tputFor-time.Second, profile) }()
+				go func() { prof <- fetchCPUProfile(tg.pprof(sc), tputFor-time.Second, tg.profileFile(profile)) }()
 			}
 			var rps float64
 			var n int64
@@ -199,7 +224,7 @@ func TestProxyOverhead(t *testing.T) {
 				if err := <-prof; err != nil {
 					t.Errorf("CPU profile: %v", err)
 				} else {
-					t.Logf("CPU profile of the sidecar's first throughput round written to %s (go tool pprof -top %s)", profile, profile)
+					t.Logf("CPU profile of the %s's first throughput round written (go tool pprof -top %s, and %s.bare for the bare proxy)", tg.name, profile, profile)
 				}
 			}
 			tput[r][i], tputReqs[i] = rps, tputReqs[i]+n
@@ -279,7 +304,7 @@ func TestProxyOverhead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := int64(warmup+rounds*perRound) + tputReqs[i+1]; lines < want {
+		if want := warmup + seqReqs[i+1] + tputReqs[i+1]; lines < want {
 			t.Errorf("%s: %d proxy audit lines, want at least %d (one per proxied request)", targets[i+1].name, lines, want)
 		}
 	}
@@ -303,8 +328,26 @@ func envList(t *testing.T, name string) map[string]string {
 type benchTarget struct {
 	name, url string
 	pid       int
+	pprofURL  string // the bare proxy's, with OIDC_SIDECAR_PROXY_PROFILE
 	client    *http.Client
 	req       *http.Request
+}
+
+// pprof is where the target's /debug/pprof is served: the sidecar's admin
+// listener, or the bare proxy's own port.
+func (tg *benchTarget) pprof(sc *logFileSidecar) string {
+	if tg.pprofURL != "" {
+		return tg.pprofURL
+	}
+	return sc.AdminURL
+}
+
+// profileFile is FILE for the sidecar and FILE.bare for the bare proxy.
+func (tg *benchTarget) profileFile(profile string) string {
+	if tg.name == "bare" {
+		return profile + ".bare"
+	}
+	return profile
 }
 
 var wantBody = mustReadBody()
@@ -410,15 +453,16 @@ func buildProxyBench(t *testing.T) string {
 }
 
 type peer struct {
-	URL string
-	pid int
+	URL      string
+	pprofURL string // with PROXYBENCH_PPROF=1
+	pid      int
 }
 
-// startPeer runs proxybench in a role and reads the address it prints.
-func startPeer(t *testing.T, bin string, args ...string) *peer {
+// startPeer runs proxybench in a role and reads the address(es) it prints.
+func startPeer(t *testing.T, bin string, env map[string]string, args ...string) *peer {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = sidecarEnv(nil)
+	cmd.Env = sidecarEnv(env)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	setProcAttr(cmd)
@@ -433,18 +477,27 @@ func startPeer(t *testing.T, bin string, args ...string) *peer {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		addr <- strings.TrimSpace(line)
-		_, _ = io.Copy(io.Discard, out)
+		br := bufio.NewReader(out)
+		var a [2]string
+		a[0], _ = br.ReadString('\n')
+		if env["PROXYBENCH_PPROF"] == "1" {
+			a[1], _ = br.ReadString('\n')
+		}
+		addr <- a
+		_, _ = io.Copy(io.Discard, br)
 	}()
 	select {
 	case a := <-addr:
-		if a == "" {
+		if strings.TrimSpace(a[0]) == "" {
 			t.Fatalf("proxybench %s printed no address: %s", strings.Join(args, " "), stderr.String())
 		}
-		return &peer{URL: "http://" + a, pid: cmd.Process.Pid}
+		p := &peer{URL: "http://" + strings.TrimSpace(a[0]), pid: cmd.Process.Pid}
+		if a[1] != "" {
+			p.pprofURL = "http://" + strings.TrimSpace(a[1])
+		}
+		return p
 	case <-time.After(awaitTimeout):
 		t.Fatalf("proxybench %s did not start within %s", strings.Join(args, " "), awaitTimeout)
 		return nil

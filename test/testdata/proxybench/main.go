@@ -14,7 +14,9 @@
 //	                      write, others with the handler's end)
 //
 // Each listens on a free loopback port, prints its address as the first
-// line of its standard output, and serves until it is killed. It lives in
+// line of its standard output, and serves until it is killed. With
+// PROXYBENCH_PPROF=1 it also serves net/http/pprof on a second loopback
+// port, printed on the second line. It lives in
 // testdata so that `go build ./...`, `go vet ./...` and the architecture
 // table ignore it; the benchmark builds it by its path.
 package main
@@ -24,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	_ "net/http/pprof" // served only with PROXYBENCH_PPROF=1, on its own port
 	"net/url"
 	"os"
 	"sync"
@@ -63,6 +66,16 @@ func main() {
 		fail(err.Error())
 	}
 	fmt.Println(ln.Addr().String())
+	if os.Getenv("PROXYBENCH_PPROF") == "1" {
+		// The benchmark's profile of the bare proxy, beside the sidecar's:
+		// net/http/pprof on a second port, printed on the second line.
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fail(err.Error())
+		}
+		fmt.Println(pl.Addr().String())
+		go func() { fail(http.Serve(pl, nil).Error()) }()
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	fail(srv.Serve(ln).Error())
 }

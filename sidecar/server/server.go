@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/admin"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/exchange"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/logline"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
@@ -46,18 +48,21 @@ type Options struct {
 
 // Server is a running oidc-sidecar.
 type Server struct {
-	cfg      *Config
-	log      *slog.Logger
-	logBuf   *logBuffer // log_flush_interval's buffer (nil: lines written at once)
-	audit    *slog.Logger
-	metrics  *metrics.Metrics
-	engine   *policy.Engine
-	store    token.Store
-	verifier *oidc.Verifier
-	source   source
-	exchange *exchange.Handler
-	proxy    *proxy.Proxy
-	admin    *admin.Handler // the admin API and console (sidecar/admin)
+	cfg    *Config
+	log    *slog.Logger
+	logBuf *logBuffer // log_flush_interval's buffer (nil: lines written at once)
+	audit  *slog.Logger
+	// auditLines writes the proxy's audit line when audit is the server's
+	// own logger (nil otherwise: the proxy uses audit).
+	auditLines *logline.Writer
+	metrics    *metrics.Metrics
+	engine     *policy.Engine
+	store      token.Store
+	verifier   *oidc.Verifier
+	source     source
+	exchange   *exchange.Handler
+	proxy      *proxy.Proxy
+	admin      *admin.Handler // the admin API and console (sidecar/admin)
 
 	mainSrv, adminSrv *http.Server
 	mainLn, adminLn   net.Listener
@@ -103,7 +108,9 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 		o.Now = time.Now
 	}
 	var logBuf *logBuffer
+	var logOut io.Writer // the log's writer, when the server makes the logger
 	if o.Logger == nil {
+		logOut = os.Stderr
 		if d := cfg.LogFlushInterval.D(); d > 0 {
 			logBuf = newLogBuffer(os.Stderr, d) // closed by Serve, or below on an error
 			defer func() {
@@ -111,15 +118,21 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 					_ = logBuf.Close()
 				}
 			}()
-			o.Logger = NewLogger(logBuf, cfg.LogLevel)
-		} else {
-			o.Logger = NewLogger(os.Stderr, cfg.LogLevel)
+			logOut = logBuf
 		}
+		o.Logger = NewLogger(logOut, cfg.LogLevel)
 	}
+	// The proxy's audit line (one per request) is written by logline, the
+	// same bytes as the audit logger's JSONHandler at a fraction of the CPU,
+	// when that logger is the server's own.
+	var auditLines *logline.Writer
 	if o.Audit == nil {
 		o.Audit = o.Logger.With("log", "audit")
+		if logOut != nil {
+			auditLines = logline.New(logOut, parseLevel(cfg.LogLevel)).With("log", "audit")
+		}
 	}
-	s := &Server{cfg: cfg, log: o.Logger, logBuf: logBuf, audit: o.Audit, metrics: metrics.New(), engine: &policy.Engine{}}
+	s := &Server{cfg: cfg, log: o.Logger, logBuf: logBuf, audit: o.Audit, auditLines: auditLines, metrics: metrics.New(), engine: &policy.Engine{}}
 	for _, w := range cfg.Warnings {
 		s.log.Warn(w)
 	}
@@ -222,7 +235,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	s.proxy, err = proxy.New(proxy.Options{
 		Engine: s.engine, Store: s.store, Clients: clients, Metrics: s.metrics,
 		Upstream: up, UpstreamToken: upstreamToken, Timeout: cfg.Upstream.Timeout.D(),
-		IdentityHeaders: cfg.Upstream.IdentityHeaders, Audit: s.audit, Logger: s.log, Now: o.Now,
+		IdentityHeaders: cfg.Upstream.IdentityHeaders, Audit: s.audit, AuditLines: s.auditLines, Logger: s.log, Now: o.Now,
 		Ended: s.hub.Ended,
 	})
 	if err != nil {
@@ -719,7 +732,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // NewLogger returns a JSON slog logger at level (debug, info, warn, error).
 func NewLogger(w interface{ Write([]byte) (int, error) }, level string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: parseLevel(level)}))
+}
+
+// parseLevel is the slog level of a log_level value (validated by config).
+func parseLevel(level string) slog.Level {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(strings.ToUpper(level)))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return l
 }

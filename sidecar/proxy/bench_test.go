@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/logline"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
@@ -428,8 +429,8 @@ func BenchmarkParts(b *testing.B) {
 			_ = newRequestID()
 		}
 	})
-	// finish: the audit line (slog JSON, to io.Discard) and the metrics of
-	// one allowed request.
+	// finish: the audit line (to io.Discard; by slog's JSONHandler and by
+	// logline) and the metrics of one allowed request.
 	b.Run("finish", func(b *testing.B) {
 		p := &Proxy{
 			audit: slog.New(slog.NewJSONHandler(io.Discard, nil)), log: slog.New(slog.DiscardHandler),
@@ -442,9 +443,20 @@ func BenchmarkParts(b *testing.B) {
 			decided: true, revision: "sha256-0123456789abcdef", wall: time.Now(),
 		}
 		ctx := context.Background()
-		b.ReportAllocs()
-		for b.Loop() {
-			p.finish(ctx, x)
-		}
+		b.Run("slog", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				p.finish(ctx, x)
+			}
+		})
+		// The server's path: logline (Options.AuditLines).
+		b.Run("logline", func(b *testing.B) {
+			p.lines = logline.New(io.Discard, nil).With("log", "audit")
+			defer func() { p.lines = nil }()
+			b.ReportAllocs()
+			for b.Loop() {
+				p.finish(ctx, x)
+			}
+		})
 	})
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -28,28 +27,33 @@ const (
 	HeaderScopes         = "X-Oidc-Sidecar-Scopes"     // the token's scopes, comma-separated
 )
 
-// errUpstreamTimeout: no response headers within Options.Timeout.
-var errUpstreamTimeout = errors.New("upstream response headers timed out")
-
 // NewTransport returns the transport the proxy uses when Options.Transport
-// is nil: keep-alive with up to 256 idle connections per host (Go's default
-// of 2 makes a busy proxy open and close a connection for most requests),
-// HTTP/2 when the upstream offers it, and no transparent compression, so
-// Accept-Encoding and compressed bodies pass through untouched. The
-// response-header timeout is applied by the proxy itself, so a custom
-// transport gets it too.
-func NewTransport() *http.Transport {
+// is nil, with DefaultTimeout: keep-alive with up to 256 idle connections
+// per host (Go's default of 2 makes a busy proxy open and close a
+// connection for most requests), HTTP/2 when the upstream offers it, and no
+// transparent compression, so Accept-Encoding and compressed bodies pass
+// through untouched.
+func NewTransport() *http.Transport { return newTransport(DefaultTimeout) }
+
+// newTransport is NewTransport with the upstream timeout d: the wait for
+// response headers once the request is sent (ResponseHeaderTimeout: the
+// transport's own timer, so a request needs no cancelable context and
+// timer of the proxy's), and connecting and the TLS handshake each bounded
+// by d, at most 10 s.
+func newTransport(d time.Duration) *http.Transport {
+	connect := min(d, 10*time.Second)
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
+			Timeout:   connect,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
+		TLSHandshakeTimeout:   connect,
+		ResponseHeaderTimeout: d,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
@@ -233,7 +237,9 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, req *http.Request, err error
 		p.reply(w, x, http.StatusBadRequest, CodeInvalidBody,
 			"Invalid request body: it could not be read ("+berr.Error()+"); send a body with a correct Content-Length or a well-formed chunked encoding")
 		return
-	case errors.Is(err, errUpstreamTimeout):
+	case req.Context().Err() == nil && isTimeout(err):
+		// The transport's ResponseHeaderTimeout, or connecting or the TLS
+		// handshake past upstream.timeout.
 		status, code, msg = http.StatusGatewayTimeout, CodeUpstreamTimeout, "upstream timed out"
 	case req.Context().Err() != nil:
 		code = CodeClientClosed
@@ -252,32 +258,11 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, req *http.Request, err error
 	apierr.Write(w, status, msg)
 }
 
-// headerTimeout bounds the time until the upstream's response headers
-// (dial and request body upload included) without limiting how long the
-// response body may stream.
-type headerTimeout struct {
-	rt http.RoundTripper
-	d  time.Duration
-}
-
-func (t *headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
-	// Proxy.ServeHTTP gives every forwarded request a context that it
-	// cancels once the response has been copied; the timer cancels that
-	// one early, so streaming the body is not limited.
-	x, ok := req.Context().Value(callKey{}).(*call)
-	if !ok || x.cancel == nil {
-		return nil, errors.New("proxy: request not forwarded by Proxy.ServeHTTP (no call in its context)")
-	}
-	timer := time.AfterFunc(t.d, func() { x.cancel(errUpstreamTimeout) })
-	res, err := t.rt.RoundTrip(req)
-	if !timer.Stop() {
-		// The timer fired: whatever RoundTrip returned raced with it.
-		if err == nil {
-			res.Body.Close()
-		}
-		return nil, fmt.Errorf("%w after %s", errUpstreamTimeout, t.d)
-	}
-	return res, err
+// isTimeout reports whether the transport gave up waiting (headers,
+// connecting, TLS handshake).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.

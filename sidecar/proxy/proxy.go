@@ -23,6 +23,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -94,9 +95,12 @@ type Options struct {
 	// UpstreamToken replaces the client's Authorization header with
 	// "Bearer <UpstreamToken>". Empty: the header is removed.
 	UpstreamToken string
-	// Timeout bounds the wait for the upstream's response headers (dial
-	// included); past it the client gets 504. Default DefaultTimeout.
-	// Response bodies are streamed without a time limit.
+	// Timeout bounds the wait for the upstream's response headers once the
+	// request is sent, and each of connecting and the TLS handshake (at most
+	// 10 s each); past it the client gets 504. Default DefaultTimeout.
+	// Response bodies are streamed without a time limit. It applies to the
+	// default transport; a caller's Transport brings its own timeouts
+	// (http.Transport.ResponseHeaderTimeout), so setting both is an error.
 	Timeout time.Duration
 	// IdentityHeaders adds X-OIDC-Sidecar-Provider, -Subject, -Repository
 	// and -Scopes, describing the token, to forwarded requests. Headers with
@@ -201,6 +205,9 @@ func New(o Options) (*Proxy, error) {
 	if o.Timeout < 0 {
 		return nil, fmt.Errorf("proxy: Timeout must not be negative, got %s", o.Timeout)
 	}
+	if o.Timeout != 0 && o.Transport != nil {
+		return nil, errors.New("proxy: Timeout applies to the default transport; set the timeouts of Options.Transport instead (http.Transport.ResponseHeaderTimeout)")
+	}
 	p := &Proxy{
 		engine: o.Engine, store: o.Store, clients: o.Clients, metrics: o.Metrics,
 		audit: o.Audit, lines: o.AuditLines, log: o.Logger, now: o.Now, identity: o.IdentityHeaders, noMemo: o.NoDecisionCache,
@@ -224,15 +231,11 @@ func New(o Options) (*Proxy, error) {
 	case o.TokenCacheTTL > 0:
 		p.cache = newTokenCache(o.TokenCacheTTL)
 	}
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
 	tr := o.Transport
 	if tr == nil {
-		tr = NewTransport()
+		tr = newTransport(cmp.Or(o.Timeout, DefaultTimeout))
 	}
-	p.rp = p.reverseProxy(&headerTimeout{rt: tr, d: timeout})
+	p.rp = p.reverseProxy(tr)
 	return p, nil
 }
 
@@ -257,9 +260,6 @@ type call struct {
 	revision  string // the policy snapshot's revision
 	authDur   time.Duration
 	upStart   time.Time
-	// cancel ends the forwarded request's context; headerTimeout calls it
-	// when the upstream's headers are late.
-	cancel context.CancelCauseFunc
 	// body is the client's request body as forwarded; it keeps its read
 	// error, so that a malformed body is told from an upstream failure.
 	body *clientBody
@@ -419,14 +419,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	x.allowed, x.code = true, CodeAllowed
-	// One context for the forwarded request: it carries x to the
-	// ReverseProxy hooks, and headerTimeout cancels it when the upstream's
-	// headers are late (so the transport needs no context of its own). It
-	// ends when the response has been copied.
-	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), callKey{}, x))
-	defer cancel(nil)
-	x.cancel = cancel
-	out := req.WithContext(ctx)
+	// The forwarded request's context carries x to the ReverseProxy hooks.
+	// The upstream timeout is the transport's (ResponseHeaderTimeout): no
+	// cancelable context and timer of our own per request.
+	out := req.WithContext(context.WithValue(req.Context(), callKey{}, x))
 	if out.Body != nil && out.Body != http.NoBody {
 		x.body = &clientBody{rc: out.Body}
 		out.Body = x.body

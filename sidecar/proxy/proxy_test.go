@@ -10,11 +10,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -734,6 +734,56 @@ func TestUpstreamFailures(t *testing.T) {
 			t.Fatalf("slow body: got %d %q", r.status, r.body)
 		}
 	})
+	t.Run("TLS handshake past the timeout is 504", func(t *testing.T) {
+		// An upstream that accepts connections and never answers the TLS
+		// handshake: connecting counts against upstream.timeout.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		var conns []net.Conn
+		var mu sync.Mutex
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+		t.Cleanup(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range conns {
+				c.Close()
+			}
+		})
+		f := newRig(t, token.NewMemory(time.Now), func(o *Options) {
+			o.Upstream = &url.URL{Scheme: "https", Host: l.Addr().String()}
+			o.Timeout = 150 * time.Millisecond
+		})
+		tok := f.mint(record("USER_INFO"))
+		start := time.Now()
+		r := f.do("GET", "/user", tok, nil, nil)
+		if r.status != 504 || r.body != `{"errors":[{"message":"upstream timed out"}]}`+"\n" {
+			t.Fatalf("got %d %q", r.status, r.body)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %s", d)
+		}
+	})
+	t.Run("a caller's transport brings its own timeout", func(t *testing.T) {
+		up, _ := url.Parse("http://127.0.0.1:1")
+		_, err := New(Options{Engine: engineWith(defaultSnapshot(t)), Store: token.NewMemory(time.Now), Upstream: up,
+			Transport: NewTransport(), Timeout: time.Second})
+		if err == nil || !strings.Contains(err.Error(), "ResponseHeaderTimeout") {
+			t.Fatalf("err = %v, want a pointer to the transport's own timeout", err)
+		}
+	})
 	t.Run("upstream down is 502", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -1012,21 +1062,6 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 	<-done
-}
-
-// TestHeaderTimeoutNeedsTheExchange: the upstream transport only serves
-// requests forwarded by Proxy.ServeHTTP (whose context its timer cancels);
-// any other request is refused, never sent without a deadline.
-func TestHeaderTimeoutNeedsTheExchange(t *testing.T) {
-	called := false
-	ht := &headerTimeout{rt: roundTripFunc(func(*http.Request) (*http.Response, error) {
-		called = true
-		return nil, errors.New("unreachable")
-	}), d: time.Second}
-	req := httptest.NewRequest("GET", "http://upstream/user", nil)
-	if _, err := ht.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "not forwarded by Proxy.ServeHTTP") || called {
-		t.Fatalf("err = %v, sent = %v", err, called)
-	}
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -237,10 +237,14 @@ func New(o Options) (*Handler, error) {
 // every method (405 for all but POST) so that no other route of r — such as
 // the proxy's catch-all — ever sees a request for these paths.
 func (h *Handler) Register(r *mux.Router) {
-	r.HandleFunc(BuddyPath, h.serveBuddy)
-	r.HandleFunc(TokenPath, h.serveToken)
-	r.HandleFunc(RevokePath, h.serveRevoke)
+	for _, p := range Paths {
+		r.Handle(p, h)
+	}
 }
+
+// Paths are the main-listener paths Register serves (exactly these, any
+// method); every other path is the proxy's.
+var Paths = []string{BuddyPath, TokenPath, RevokePath}
 
 // RegisterAdmin adds RFC 7662 introspection to the admin listener's router.
 // It answers 404 when Options.AdminToken is "" and Options.AdminClientCert

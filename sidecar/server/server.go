@@ -465,23 +465,28 @@ func (s *Server) MainHandler() http.Handler {
 	// one) matches no route: the proxy refuses it in Buddy's error shape,
 	// with an audit line, instead of mux's plain-text 404.
 	r.NotFoundHandler = s.proxy
-	return &mainRouter{r: r, proxy: s.proxy}
+	own := make(map[string]bool, len(exchange.Paths))
+	for _, p := range exchange.Paths {
+		own[p] = true
+	}
+	return &mainRouter{r: r, own: own, proxy: s.proxy}
 }
 
-// mainRouter routes with the mux router but hands a request that goes to
-// the proxy straight to it: mux's own ServeHTTP would first copy the
-// request twice to put the matched route and its (empty) variables in the
-// context, which the proxy never reads (issue #17: two request copies and
-// two contexts per proxied request). Every other request, and any match
-// whose handler is not the proxy itself, goes through mux as before.
+// mainRouter hands a request whose path is not one of the exchange's
+// (exchange.Paths, compared as mux compares them: the escaped path, exactly)
+// straight to the proxy; the others go through mux. mux would match the
+// proxied request against each exchange route's regular expression and
+// then copy the request twice to put the match in its context, which the
+// proxy never reads (issue #17). TestMainRouterRoutesAsMux pins that both
+// choose the same handler.
 type mainRouter struct {
 	r     *mux.Router
+	own   map[string]bool
 	proxy http.Handler
 }
 
 func (m *mainRouter) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	var match mux.RouteMatch
-	if m.r.Match(req, &match) && match.Handler == m.proxy {
+	if !m.own[req.URL.EscapedPath()] {
 		m.proxy.ServeHTTP(w, req)
 		return
 	}

@@ -48,13 +48,10 @@ type Options struct {
 
 // Server is a running oidc-sidecar.
 type Server struct {
-	cfg *Config
-	log *slog.Logger
-	// logCloser is the log's writer when the server made the logger: a
-	// groupWriter, or log_flush_interval's logBuffer. Serve closes it last,
-	// so that every line logged is written.
-	logCloser io.Closer
-	audit     *slog.Logger
+	cfg    *Config
+	log    *slog.Logger
+	logBuf *logBuffer // log_flush_interval's buffer (nil: lines written at once)
+	audit  *slog.Logger
 	// auditLines writes the proxy's audit line when audit is the server's
 	// own logger (nil otherwise: the proxy uses audit).
 	auditLines *logline.Writer
@@ -112,20 +109,17 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	}
 	var logBuf *logBuffer
 	var logOut io.Writer // the log's writer, when the server makes the logger
-	var logClose io.Closer
 	if o.Logger == nil {
+		logOut = os.Stderr
 		if d := cfg.LogFlushInterval.D(); d > 0 {
 			logBuf = newLogBuffer(os.Stderr, d) // closed by Serve, or below on an error
-			logOut, logClose = logBuf, logBuf
-		} else {
-			g := newGroupWriter(os.Stderr) // closed (drained) by Serve
-			logOut, logClose = g, g
+			defer func() {
+				if err != nil {
+					_ = logBuf.Close()
+				}
+			}()
+			logOut = logBuf
 		}
-		defer func() {
-			if err != nil {
-				_ = logClose.Close()
-			}
-		}()
 		o.Logger = NewLogger(logOut, cfg.LogLevel)
 	}
 	// The proxy's audit line (one per request) is written by logline, the
@@ -138,7 +132,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 			auditLines = logline.New(logOut, parseLevel(cfg.LogLevel)).With("log", "audit")
 		}
 	}
-	s := &Server{cfg: cfg, log: o.Logger, logCloser: logClose, audit: o.Audit, auditLines: auditLines, metrics: metrics.New(), engine: &policy.Engine{}}
+	s := &Server{cfg: cfg, log: o.Logger, logBuf: logBuf, audit: o.Audit, auditLines: auditLines, metrics: metrics.New(), engine: &policy.Engine{}}
 	for _, w := range cfg.Warnings {
 		s.log.Warn(w)
 	}
@@ -651,8 +645,8 @@ func (s *Server) Store() token.Store { return s.store }
 // timeouts.shutdown, after which the remaining connections are closed), and
 // closes the store. It returns nil after a shutdown asked for by ctx.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.logCloser != nil {
-		defer s.logCloser.Close() // last: every line logged, "stopped" included, is written
+	if s.logBuf != nil {
+		defer s.logBuf.Close() // last: every line logged, "stopped" included, is written
 	}
 	defer s.stopBg()
 	if s.mainLn == nil {

@@ -168,7 +168,7 @@ func appendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= ' ' && c != '"' && c != '\\' {
+			if safe[c] {
 				i++
 				continue
 			}
@@ -209,3 +209,12 @@ func appendString(b []byte, s string) []byte {
 }
 
 const hex = "0123456789abcdef"
+
+// safe is encoding/json's safeSet, which slog uses: the ASCII bytes written
+// as they are (all but control characters, '"' and '\\').
+var safe = func() (t [utf8.RuneSelf]bool) {
+	for c := ' '; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()

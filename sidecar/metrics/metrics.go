@@ -28,7 +28,8 @@ type Metrics struct {
 	revision         *prometheus.GaugeVec
 	policyEval       *prometheus.HistogramVec
 	proxyReused      prometheus.Counter
-	ops              opsMetrics // ops.go
+	proxyKids        proxyChildren // children.go
+	ops              opsMetrics    // ops.go
 	invPublished     prometheus.Counter
 	invReceived      prometheus.Counter
 	invUp            prometheus.Gauge
@@ -46,6 +47,7 @@ var buckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .0
 // process collectors, on a new registry.
 func New() *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.initProxyChildren()
 	m.exchanges = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "exchanges_total",
 		Help: "Token exchanges by provider and outcome (issued, denied, invalid_token, bad_request, rate_limited, unavailable, replayed)."}, []string{"provider", "outcome"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "exchange_denials_total",
@@ -103,12 +105,8 @@ func (m *Metrics) ProxyDecision(route string, status int, allowed bool, d time.D
 	if m == nil {
 		return
 	}
-	m.proxyDecisions.WithLabelValues(route, statusLabel(status)).Inc()
-	result := "denied"
-	if allowed {
-		result = "allowed"
-	}
-	m.proxyDuration.WithLabelValues(result).Observe(d.Seconds())
+	m.proxyKids.decisions.get(routeStatus{route, status}).Inc()
+	m.proxyKids.duration.get(allowed).Observe(d.Seconds())
 }
 
 // Upstream records the upstream's time to response headers.
@@ -116,11 +114,11 @@ func (m *Metrics) Upstream(status int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	class := "error"
-	if status >= 100 {
-		class = string(rune('0'+status/100)) + "xx"
+	class := 0 // "error"
+	if status >= 100 && status <= 999 {
+		class = status / 100
 	}
-	m.upstreamDuration.WithLabelValues(class).Observe(d.Seconds())
+	m.proxyKids.upstream.get(class).Observe(d.Seconds())
 }
 
 // JWKSFetch records a discovery or JWKS fetch (kind "discovery" or "jwks").

@@ -200,7 +200,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	x := callOf(res.Request.Context())
 	x.status = res.StatusCode
 	p.metrics.Upstream(res.StatusCode, time.Since(x.upStart))
-	res.Header.Del("X-Request-Id")
+	delete(res.Header, "X-Request-Id") // the transport canonicalizes received names
 	if res.StatusCode == http.StatusUnauthorized {
 		p.warnUpstream401(x.id)
 	}

@@ -271,7 +271,7 @@ type callKey struct{}
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x := &call{start: time.Now(), method: req.Method, id: newRequestID(), clientID: clientRequestID(req.Header.Get("X-Request-Id"))}
 	x.wall = x.start
-	w.Header().Set("X-Request-Id", x.id)
+	w.Header()["X-Request-Id"] = []string{x.id} // canonical already: Set's canonicalization is per request
 	x.clientIP = p.clients.IP(req)
 	defer p.finish(req.Context(), x)
 

@@ -17,7 +17,7 @@ const (
 	CodeTokenInRequest = "token_in_request"
 )
 
-// reservedNames are header names, normalized (normalizeHeaderName), that a
+// reservedNames are header names, normalized (appendNormalized), that a
 // client may never send to the upstream under any spelling: the ones the
 // proxy sets itself (Authorization, X-Forwarded-*, Forwarded,
 // X-Request-Id), method overrides (an upstream that honours them would
@@ -52,22 +52,31 @@ var reservedNames = map[string]bool{
 // identityPrefix is IdentityHeaderPrefix, normalized.
 const identityPrefix = "x-oidc-sidecar-"
 
-// normalizeHeaderName lower-cases a header name and turns every byte other
+// appendNormalized appends a header name lower-cased, with every byte other
 // than a letter or digit into "-": X_OIDC_Sidecar_Subject, x.oidc.sidecar.subject
 // and X-Oidc-Sidecar-Subject are all x-oidc-sidecar-subject, as CGI-style
 // stacks (HTTP_X_OIDC_SIDECAR_SUBJECT) and others read them.
-func normalizeHeaderName(k string) string {
-	b := []byte(k)
-	for i, c := range b {
-		switch {
+func appendNormalized(b []byte, k string) []byte {
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; {
 		case 'A' <= c && c <= 'Z':
-			b[i] = c + 'a' - 'A'
+			b = append(b, c+'a'-'A')
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+			b = append(b, c)
 		default:
-			b[i] = '-'
+			b = append(b, '-')
 		}
 	}
-	return string(b)
+	return b
+}
+
+// reservedHeader reports whether a header name normalizes to a reserved
+// name or starts with the identity prefix; names of usual length are
+// normalized on the stack (every request header goes through it).
+func reservedHeader(k string) bool {
+	var buf [64]byte
+	n := appendNormalized(buf[:0], k)
+	return reservedNames[string(n)] || len(n) >= len(identityPrefix) && string(n[:len(identityPrefix)]) == identityPrefix
 }
 
 // stripReserved removes every header whose name normalizes to a reserved
@@ -75,11 +84,7 @@ func normalizeHeaderName(k string) string {
 // ReverseProxy keeps on purpose, stays.
 func stripReserved(h http.Header) {
 	for k := range h {
-		if k == "Te" {
-			continue
-		}
-		n := normalizeHeaderName(k)
-		if reservedNames[n] || strings.HasPrefix(n, identityPrefix) {
+		if k != "Te" && reservedHeader(k) {
 			delete(h, k)
 		}
 	}

@@ -48,8 +48,7 @@ func TestReservedHeaderSpellings(t *testing.T) {
 	}
 	h := got[0].Header
 	for k := range h {
-		n := normalizeHeaderName(k)
-		if reservedNames[n] || strings.HasPrefix(n, identityPrefix) {
+		if reservedHeader(k) {
 			// Only the proxy's own, in their canonical spelling.
 			switch k {
 			case "Authorization", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id",
@@ -243,5 +242,19 @@ func BenchmarkHygiene(b *testing.B) {
 		}
 		h := req.Header.Clone()
 		stripReserved(h)
+	}
+}
+
+func TestReservedHeader(t *testing.T) {
+	long := "X-Oidc-Sidecar-" + strings.Repeat("Long", 30) // past the stack buffer
+	for name, want := range map[string]bool{
+		"Authorization": true, "authorization": true, "X_OIDC_Sidecar_Subject": true, "x.oidc.sidecar.anything": true,
+		"Transfer_Encoding": true, "PROXY": true, "Te": true, "X-Forwarded-For": true, "x forwarded host": true, long: true,
+		"Accept": false, "X-Custom_thing": false, "X-Oidc-Sidecar": false, "Proxy-Authorizations": false,
+		strings.Repeat("A", 200): false, "": false,
+	} {
+		if got := reservedHeader(name); got != want {
+			t.Errorf("reservedHeader(%.40q) = %v, want %v", name, got, want)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
@@ -1067,3 +1068,20 @@ func TestConcurrent(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRequestIDs: the sidecar's request ids are random (version 4) UUIDs in
+// the canonical form, and do not repeat.
+func TestRequestIDs(t *testing.T) {
+	seen := map[string]bool{}
+	for range 10000 {
+		id := newRequestID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 4 || u.Variant() != uuid.RFC4122 || u.String() != id {
+			t.Fatalf("%q: not a canonical version 4 UUID (%v)", id, err)
+		}
+		if seen[id] {
+			t.Fatalf("%q repeated", id)
+		}
+		seen[id] = true
+	}
+}

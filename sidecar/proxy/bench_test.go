@@ -32,8 +32,8 @@ import (
 // benchTargets starts, on loopback: a small upstream API; a bare
 // httputil.ReverseProxy in front of it (same tuned transport, pooled
 // buffers); and the sidecar proxy in front of it with a real Redis token
-// store, the real compiled policy, metrics and a JSON audit log (to
-// io.Discard). It returns the three base URLs and the token to send.
+// store, the real compiled policy, metrics and the server's JSON audit
+// line (logline, to io.Discard). It returns the three base URLs and the token to send.
 func benchTargets(tb testing.TB) (targets map[string]string, tok string) {
 	return benchTargetsWith(tb, defaultSnapshot(tb))
 }
@@ -79,7 +79,7 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 	p, err := New(Options{
 		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
 		Transport: sideTr, Metrics: benchMetrics,
-		Audit: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		AuditLines: logline.New(io.Discard, nil).With("log", "audit"), // the server's audit line
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -91,7 +91,7 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 	p2, err := New(Options{
 		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
 		Transport: sideTr, Metrics: benchMetrics, NoDecisionCache: true,
-		Audit: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		AuditLines: logline.New(io.Discard, nil).With("log", "audit"),
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -198,7 +198,7 @@ func TestProxyOverhead(t *testing.T) {
 		tool = "Go closed loop, 16 connections (wrk is not on PATH)"
 	}
 	tput := make([][]float64, tputRounds)
-	tcost := make([][]string, tputRounds) // CPU, read+write system calls per request
+	tcost := make([][]string, tputRounds) // CPU, read+write system calls, context switches per request
 	tputReqs := make([]int64, nt)
 	for r := range tputRounds {
 		tput[r] = make([]float64, nt)
@@ -214,7 +214,7 @@ func TestProxyOverhead(t *testing.T) {
 			var rps float64
 			var n int64
 			var err error
-			cpu0, io0 := procCPU(t, tg.pid), procIO(t, tg.pid)
+			cpu0, io0, cs0 := procCPU(t, tg.pid), procIO(t, tg.pid), procSwitches(tg.pid)
 			if wrkErr == nil {
 				rps, n, err = runWrk(wrk, tg, tok, tputFor)
 			} else {
@@ -225,8 +225,9 @@ func TestProxyOverhead(t *testing.T) {
 			}
 			if n > 0 {
 				io1 := procIO(t, tg.pid)
-				tcost[r][i] = fmt.Sprintf("%.1f µs, %.2f+%.2f", us(procCPU(t, tg.pid)-cpu0)/float64(n),
-					float64(io1.syscr-io0.syscr)/float64(n), float64(io1.syscw-io0.syscw)/float64(n))
+				tcost[r][i] = fmt.Sprintf("%.1f µs, %.2f+%.2f, %.2f", us(procCPU(t, tg.pid)-cpu0)/float64(n),
+					float64(io1.syscr-io0.syscr)/float64(n), float64(io1.syscw-io0.syscw)/float64(n),
+					float64(procSwitches(tg.pid)-cs0)/float64(n))
 			}
 			if prof != nil {
 				if err := <-prof; err != nil {
@@ -281,7 +282,7 @@ func TestProxyOverhead(t *testing.T) {
 	for _, tg := range targets[1:] {
 		fmt.Fprintf(&b, " %s | share |", tg.name)
 	}
-	b.WriteString(" CPU per request, read+write syscalls per request |\n|---|---|" + strings.Repeat("---|---|", nt-1) + "---|\n")
+	b.WriteString(" CPU, read+write syscalls, context switches per request |\n|---|---|" + strings.Repeat("---|---|", nt-1) + "---|\n")
 	shares := make([][]float64, nt)
 	for r, p := range tput {
 		fmt.Fprintf(&b, "| %d | %.0f |", r+1, p[0])

@@ -80,3 +80,19 @@ func auditLines(t *testing.T, f *rig) []string {
 var varying = regexp.MustCompile(`"(time|timestamp|request_id|decision_id)":"[^"]*"|"duration_ms":[0-9.e-]+`)
 
 func mask(line string) string { return varying.ReplaceAllString(line, `"$1":…`) }
+
+// At log_level warn the audit line is off, through AuditLines as through
+// the slog logger.
+func TestAuditLinesFollowLevel(t *testing.T) {
+	st := token.NewMemory(time.Now)
+	t.Cleanup(func() { st.Close() })
+	f := newRig(t, st, func(o *Options) { o.Audit = nil })
+	f.proxy.lines = logline.New(f.audit, slog.LevelWarn).With("log", "audit")
+	tok := f.mint(record("WORKSPACE"))
+	if r := f.do("GET", "/workspaces/acme/projects", tok, nil, nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	if s := f.audit.String(); s != "" {
+		t.Fatalf("an audit line at log level warn: %s", s)
+	}
+}

@@ -33,8 +33,11 @@ func (e *jsonError) Error() string { return fmt.Sprintf("%s at offset %d", e.msg
 // Values are map[string]any, []any, string, json.Number, bool or nil, as with
 // encoding/json and UseNumber. The decoder is iterative over members and
 // recursive only per nesting level, so the depth limit also bounds the stack.
+//
+// Strings and numbers without escapes are slices of one copy of data (one
+// allocation per document instead of one per value).
 func decodeObject(data []byte, maxDepth int) (map[string]any, error) {
-	d := decoder{data: data, maxDepth: maxDepth}
+	d := decoder{data: data, src: string(data), maxDepth: maxDepth}
 	d.skipSpace()
 	if d.pos >= len(d.data) {
 		return nil, &jsonError{d.pos, "empty document"}
@@ -55,6 +58,7 @@ func decodeObject(data []byte, maxDepth int) (map[string]any, error) {
 
 type decoder struct {
 	data     []byte
+	src      string // a copy of data, which values without escapes slice
 	pos      int
 	depth    int
 	maxDepth int
@@ -247,7 +251,7 @@ func (d *decoder) number() (json.Number, error) {
 		}
 	}
 	d.pos = i
-	return json.Number(data[start:i]), nil
+	return json.Number(d.src[start:i]), nil
 }
 
 // str decodes a string starting at the opening quote.
@@ -305,7 +309,7 @@ func (d *decoder) str() (string, error) {
 		c := d.data[i]
 		if c == '"' {
 			d.pos = i + 1
-			return string(d.data[start:i]), nil
+			return d.src[start:i], nil
 		}
 		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
 			break

@@ -37,7 +37,19 @@ func (e *jsonError) Error() string { return fmt.Sprintf("%s at offset %d", e.msg
 // Strings and numbers without escapes are slices of one copy of data (one
 // allocation per document instead of one per value).
 func decodeObject(data []byte, maxDepth int) (map[string]any, error) {
-	d := decoder{data: data, src: string(data), maxDepth: maxDepth}
+	return decodeSized(data, maxDepth, 8)
+}
+
+// decodeClaims is decodeObject for a token's claims: the top-level map is
+// made for 32 members (GitHub's tokens hold about 30), every other one for
+// 8 (a JOSE header holds 2-3, an exchange request body 2, and a 32-member
+// map costs 2 KiB).
+func decodeClaims(data []byte) (map[string]any, error) {
+	return decodeSized(data, maxJSONDepth, 32)
+}
+
+func decodeSized(data []byte, maxDepth, topSize int) (map[string]any, error) {
+	d := decoder{data: data, src: string(data), maxDepth: maxDepth, topSize: topSize}
 	d.skipSpace()
 	if d.pos >= len(d.data) {
 		return nil, &jsonError{d.pos, "empty document"}
@@ -62,6 +74,7 @@ type decoder struct {
 	pos      int
 	depth    int
 	maxDepth int
+	topSize  int // the top-level object's map size hint
 }
 
 func (d *decoder) skipSpace() {
@@ -125,7 +138,7 @@ func (d *decoder) object() (map[string]any, error) {
 	d.pos++ // '{'
 	size := 8
 	if d.depth == 1 {
-		size = 32 // a token's claims: GitHub's hold about 30
+		size = d.topSize
 	}
 	m := make(map[string]any, size)
 	d.skipSpace()

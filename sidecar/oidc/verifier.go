@@ -347,7 +347,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 			Message: fmt.Sprintf("signature does not verify with the issuer's key %s (%s)", quote(key.kid), c.alg)}
 	}
 
-	claims, jerr := decodeObject(c.payload, maxJSONDepth)
+	claims, jerr := decodeClaims(c.payload)
 	if jerr != nil {
 		return nil, &Error{Code: CodeMalformed, Message: "token payload: " + jerr.Error(), Err: jerr}
 	}
@@ -586,7 +586,7 @@ func DecodeClaims(data []byte) (map[string]any, error) {
 	if len(data) > DefaultMaxTokenBytes {
 		return nil, newError(CodeMalformed, "claims are %d bytes, more than the %d-byte limit a token's claims stay within", len(data), DefaultMaxTokenBytes)
 	}
-	cl, jerr := decodeObject(data, maxJSONDepth)
+	cl, jerr := decodeClaims(data)
 	if jerr != nil {
 		return nil, &Error{Code: CodeMalformed, Message: jerr.Error(), Err: jerr}
 	}
@@ -602,7 +602,7 @@ func Peek(raw string) (header, claims map[string]any, err error) {
 	if e != nil {
 		return nil, nil, e
 	}
-	cl, jerr := decodeObject(c.payload, maxJSONDepth)
+	cl, jerr := decodeClaims(c.payload)
 	if jerr != nil {
 		return nil, nil, &Error{Code: CodeMalformed, Message: "token payload: " + jerr.Error(), Err: jerr}
 	}

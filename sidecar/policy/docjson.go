@@ -79,48 +79,41 @@ func appendDocJSON(buf []byte, v ast.Value) ([]byte, bool) {
 	case ast.Set:
 		// ast.JSON makes an array of the set in Iter's order.
 		buf = append(buf, '[')
-		ok, i := true, 0
-		_ = x.Iter(func(t *ast.Term) error {
+		for i, t := range x.Slice() {
 			if i > 0 {
 				buf = append(buf, ',')
 			}
-			i++
+			var ok bool
 			if buf, ok = appendDocJSON(buf, t.Value); !ok {
-				return errStop
+				return buf, false
 			}
-			return nil
-		})
-		return append(buf, ']'), ok
+		}
+		return append(buf, ']'), true
 	case ast.Object:
 		if reflect.TypeOf(x) == lazyObjectType {
 			return buf, false // ast.JSON hands over its Go map: left to it
 		}
-		// encoding/json writes a map's members sorted by key.
-		type member struct {
-			k string
-			v ast.Value
-		}
-		ms := make([]member, 0, x.Len())
-		if x.Iter(func(k, v *ast.Term) error {
-			s, ok := k.Value.(ast.String)
-			if !ok {
-				return errStop
+		// encoding/json writes a map's members sorted by key. (No
+		// closures here: one capturing buf would move it to the heap on
+		// every call.)
+		keys := x.Keys()
+		for _, k := range keys {
+			if _, ok := k.Value.(ast.String); !ok {
+				return buf, false
 			}
-			ms = append(ms, member{string(s), v.Value})
-			return nil
-		}) != nil {
-			return buf, false
 		}
-		slices.SortFunc(ms, func(a, b member) int { return strings.Compare(a.k, b.k) })
+		if !slices.IsSortedFunc(keys, byString) {
+			keys = slices.SortedFunc(slices.Values(keys), byString)
+		}
 		buf = append(buf, '{')
-		for i, m := range ms {
+		for i, k := range keys {
 			if i > 0 {
 				buf = append(buf, ',')
 			}
-			buf = appendDocString(buf, m.k)
+			buf = appendDocString(buf, string(k.Value.(ast.String)))
 			buf = append(buf, ':')
 			var ok bool
-			if buf, ok = appendDocJSON(buf, m.v); !ok {
+			if buf, ok = appendDocJSON(buf, x.Get(k).Value); !ok {
 				return buf, false
 			}
 		}
@@ -129,7 +122,10 @@ func appendDocJSON(buf []byte, v ast.Value) ([]byte, bool) {
 	return buf, false
 }
 
-var errStop = fmt.Errorf("stop")
+// byString orders string terms as encoding/json orders map keys (bytes).
+func byString(a, b *ast.Term) int {
+	return strings.Compare(string(a.Value.(ast.String)), string(b.Value.(ast.String)))
+}
 
 // lazyObjectType is the type of ast.LazyObject's objects (input.claims).
 var lazyObjectType = reflect.TypeOf(ast.LazyObject(map[string]any{}))

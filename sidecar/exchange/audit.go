@@ -108,8 +108,8 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 	}
 	if ev.decision != nil {
 		attrs = append(attrs, slog.String("path", decisionPath))
-		if doc, err := ev.decision.Document(); err == nil {
-			attrs = append(attrs, slog.Any("result", doc))
+		if doc, err := ev.decision.DocumentJSON(); err == nil {
+			attrs = append(attrs, slog.Any("result", jsonText(doc)))
 		}
 	}
 	if len(ev.reasons) > 0 {
@@ -137,6 +137,13 @@ func (h *Handler) finish(ctx context.Context, ev *event, f *failure) {
 	}
 	h.audit.LogAttrs(context.WithoutCancel(ctx), level, "exchange", attrs...)
 }
+
+// jsonText is a JSON document already encoded: the JSON handler writes it
+// as it is (MarshalJSON), a text handler as its text.
+type jsonText []byte
+
+func (j jsonText) MarshalJSON() ([]byte, error) { return j, nil }
+func (j jsonText) String() string               { return string(j) }
 
 // crockford is the ULID alphabet.
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -1,6 +1,8 @@
 package exchange
 
 import (
+	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -26,4 +28,20 @@ func TestZonedForwardedAddress(t *testing.T) {
 	}
 	// Left of the entry the trusted proxy added, a zoned entry is never reached.
 	r.issued(r.buddy(idOffice, jwt(), from("10.1.2.3:5000"), header("X-Forwarded-For", "fe80::1%eth0, 203.0.113.9")))
+}
+
+// TestJSONTextAttribute: the audit line's "result" is the decision
+// document written as it is by the JSON handler, and as text by a text
+// handler (never a list of bytes).
+func TestJSONTextAttribute(t *testing.T) {
+	doc := jsonText(`{"allow":true,"reasons":[],"s":"<&>"}`)
+	var jb, tb bytes.Buffer
+	slog.New(slog.NewJSONHandler(&jb, nil)).Info("exchange", slog.Any("result", doc))
+	if !strings.Contains(jb.String(), `"result":{"allow":true,"reasons":[],"s":"<&>"}`) {
+		t.Errorf("JSON handler: %s", jb.String())
+	}
+	slog.New(slog.NewTextHandler(&tb, nil)).Info("exchange", slog.Any("result", doc))
+	if !strings.Contains(tb.String(), `result="{\"allow\":true,\"reasons\":[],\"s\":\"<&>\"}"`) {
+		t.Errorf("text handler: %s", tb.String())
+	}
 }

@@ -118,3 +118,21 @@ func FuzzDecodeObject(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeObjectOwnsItsStrings: values slice the decoder's own copy of
+// the document, so a caller reusing its buffer cannot change decoded claims.
+func TestDecodeObjectOwnsItsStrings(t *testing.T) {
+	data := []byte(`{"repository":"octo-org/octo-repo","run_id":"42","n":12.5,"nested":{"k":"v"},"esc":"a\u0062c"}`)
+	m, err := decodeObject(data, maxJSONDepth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 'X'
+	}
+	nested, _ := m["nested"].(map[string]any)
+	if m["repository"] != "octo-org/octo-repo" || m["run_id"] != "42" || m["n"] != json.Number("12.5") ||
+		nested["k"] != "v" || m["esc"] != "abc" {
+		t.Fatalf("decoded values changed with the input buffer: %v", m)
+	}
+}

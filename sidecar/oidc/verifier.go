@@ -197,12 +197,32 @@ type compact struct {
 	header  map[string]any
 	payload []byte
 	sig     []byte
+	signed  []byte // header.payload as sent: what the signature covers
 	alg     string
 	kid     string
 	hasKID  bool
 }
 
 var b64 = base64.RawURLEncoding.Strict()
+
+// base64URL marks the bytes of the base64url alphabet.
+var base64URL = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") {
+		t[c] = true
+	}
+	return t
+}()
+
+// decodePart decodes src into the front of *buf and advances *buf past it.
+func decodePart(buf *[]byte, src []byte) ([]byte, error) {
+	n, err := b64.Decode(*buf, src)
+	if err != nil {
+		return nil, err
+	}
+	part := (*buf)[:n:n]
+	*buf = (*buf)[n:]
+	return part, nil
+}
 
 // splitCompact decodes the three parts of a compact JWS and its header.
 func splitCompact(raw string) (*compact, *Error) {
@@ -214,7 +234,7 @@ func splitCompact(raw string) (*compact, *Error) {
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		case base64URL[c]:
 		case c == '.':
 			switch {
 			case d1 < 0:
@@ -231,15 +251,20 @@ func splitCompact(raw string) (*compact, *Error) {
 	if d2 < 0 {
 		return nil, shapeError("token is not a compact JWS: fewer than 3 dot-separated parts")
 	}
-	c := &compact{}
-	hb, err := b64.DecodeString(raw[:d1])
+	// One copy of the token and one buffer for the three decoded parts
+	// (rather than two allocations per part); the copy's first two parts
+	// are what the signature covers.
+	rb := []byte(raw)
+	c := &compact{signed: rb[:d2]}
+	buf := make([]byte, b64.DecodedLen(d1)+b64.DecodedLen(d2-d1-1)+b64.DecodedLen(len(raw)-d2-1))
+	hb, err := decodePart(&buf, rb[:d1])
 	if err != nil || len(hb) == 0 {
 		return nil, shapeError("token header is not valid base64url")
 	}
-	if c.payload, err = b64.DecodeString(raw[d1+1 : d2]); err != nil {
+	if c.payload, err = decodePart(&buf, rb[d1+1:d2]); err != nil {
 		return nil, shapeError("token payload is not valid base64url")
 	}
-	if c.sig, err = b64.DecodeString(raw[d2+1:]); err != nil {
+	if c.sig, err = decodePart(&buf, rb[d2+1:]); err != nil {
 		return nil, shapeError("token signature is not valid base64url")
 	}
 	h, jerr := decodeObject(hb, maxJSONDepth)
@@ -317,13 +342,23 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	// parsing the message a second time (its header was decoded above by
 	// the one decoder whose view every check uses, so no two parsers can
 	// disagree about alg, kid or crit).
-	dot := strings.LastIndexByte(raw, '.')
-	if verr := jwsbb.Verify(key.key, jalg.String(), []byte(raw[:dot]), c.sig); verr != nil {
+	// RS256 with a key prepared at load (rs256.go) skips crypto/rsa's
+	// per-call key conversion, and its SHA-256 is the token's hash too.
+	var sum [32]byte
+	var verr error
+	if c.alg == "RS256" && key.rs256 != nil {
+		sum = sha256.Sum256(c.signed)
+		verr = key.rs256.verify(&sum, c.sig)
+	} else {
+		verr = jwsbb.Verify(key.key, jalg.String(), c.signed, c.sig)
+		sum = sha256.Sum256(c.signed)
+	}
+	if verr != nil {
 		return nil, &Error{Code: CodeBadSignature, Err: verr,
 			Message: fmt.Sprintf("signature does not verify with the issuer's key %s (%s)", quote(key.kid), c.alg)}
 	}
 
-	claims, jerr := decodeObject(c.payload, maxJSONDepth)
+	claims, jerr := decodeClaims(c.payload)
 	if jerr != nil {
 		return nil, &Error{Code: CodeMalformed, Message: "token payload: " + jerr.Error(), Err: jerr}
 	}
@@ -331,7 +366,6 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	if err := v.validate(tok, e); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(raw[:dot]))
 	tok.Hash = hex.EncodeToString(sum[:])
 	return tok, nil
 }
@@ -562,7 +596,7 @@ func DecodeClaims(data []byte) (map[string]any, error) {
 	if len(data) > DefaultMaxTokenBytes {
 		return nil, newError(CodeMalformed, "claims are %d bytes, more than the %d-byte limit a token's claims stay within", len(data), DefaultMaxTokenBytes)
 	}
-	cl, jerr := decodeObject(data, maxJSONDepth)
+	cl, jerr := decodeClaims(data)
 	if jerr != nil {
 		return nil, &Error{Code: CodeMalformed, Message: jerr.Error(), Err: jerr}
 	}
@@ -578,7 +612,7 @@ func Peek(raw string) (header, claims map[string]any, err error) {
 	if e != nil {
 		return nil, nil, e
 	}
-	cl, jerr := decodeObject(c.payload, maxJSONDepth)
+	cl, jerr := decodeClaims(c.payload)
 	if jerr != nil {
 		return nil, nil, &Error{Code: CodeMalformed, Message: "token payload: " + jerr.Error(), Err: jerr}
 	}

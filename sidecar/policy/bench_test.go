@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +146,47 @@ func TestUndefinedDecisionFailsClosed(t *testing.T) {
 	}
 	if d, err := s.Exchange(ctx, ExchangeInput{ProviderID: "x", Claims: map[string]any{"trigger": true}, Time: time.Now()}); err == nil {
 		t.Fatalf("allow without lifetime accepted: %+v", d)
+	}
+}
+
+// TestEvaluationCancelled: ending the request's context stops an
+// evaluation in progress (evalOne cancels through context.AfterFunc, not
+// rego's goroutine) and the decision is an error, never an allow or a deny.
+func TestEvaluationCancelled(t *testing.T) {
+	pols, _ := EmbeddedPolicies(false)
+	for i, f := range pols {
+		if f.Path == "exchange.rego" {
+			// 25 million iterations for a token with a "slow" claim.
+			pols[i].Src = []byte("package sidecar.exchange\n\n" +
+				"spin if {\n\tinput.claims.slow\n\tsome i in numbers.range(1, 5000)\n\tsome j in numbers.range(1, 5000)\n\ti * j == -1\n}\n\n" +
+				"decision := {\"allow\": false, \"reasons\": [{\"code\": \"x\", \"message\": \"x\"}]} if not spin\n")
+		}
+	}
+	b, err := Build(context.Background(), Sources{Providers: manyProviders(t, 1), Policies: pols})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Compile(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	go func() {
+		<-started
+		cancel()
+	}()
+	close(started)
+	d, err := s.Exchange(ctx, ExchangeInput{ProviderID: "x", Claims: map[string]any{"slow": true}, Time: time.Now()})
+	if err == nil || d != nil {
+		t.Fatalf("cancelled evaluation: %+v, %v", d, err)
+	}
+	if !strings.Contains(err.Error(), "cancel") {
+		t.Fatalf("error %q does not say the evaluation was cancelled", err)
+	}
+	// The same snapshot still decides for a live context.
+	d, err = s.Exchange(context.Background(), ExchangeInput{ProviderID: "x", Claims: map[string]any{}, Time: time.Now()})
+	if err != nil || d.Allow {
+		t.Fatalf("after a cancelled evaluation: %+v, %v", d, err)
 	}
 }

@@ -2,7 +2,6 @@ package token
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -136,9 +135,5 @@ func checkIssuance(iss Issuance) error {
 // has no epoch field yet (checkIssuance) and the JSON object ends in '}',
 // so the Redis script can append one.
 func encodeRecord(rec *Record) ([]byte, error) {
-	val, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("token: encoding record: %w", err)
-	}
-	return val, nil
+	return appendRecord(nil, rec), nil
 }

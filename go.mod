@@ -3,7 +3,6 @@ module github.com/oidc-sidecar/oidc-sidecar
 go 1.26.0
 
 require (
-	filippo.io/bigmod v0.1.0
 	github.com/chromedp/chromedp v0.24.0
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/gobwas/glob v1.0.0

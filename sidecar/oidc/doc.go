@@ -40,9 +40,7 @@
 // with the strict decoder below, checks alg against the allow-list (never
 // "none" or HS*), picks the key by kid (a token without kid is accepted only
 // when the issuer publishes exactly one key), and verifies the signature with
-// jwx's verifiers (jwsbb) for exactly that key and alg; RS256 with a key
-// prepared when the JWKS was loaded (rs256.go: crypto/rsa's arithmetic from
-// filippo.io/bigmod, RFC 8017 §8.2.2, the same answers as crypto/rsa).
+// jwx's jws.Verify and a key provider that supplies exactly that key and alg.
 //
 // Only then is the payload decoded, with a strict single-pass decoder: it must
 // be a JSON object, duplicate member names are rejected at any depth, nesting

@@ -58,8 +58,6 @@ type pubKey struct {
 	alg string // the JWK's "alg", or "" (usable with every alg of its family)
 	fam keyFamily
 	key any // *rsa.PublicKey or *ecdsa.PublicKey
-
-	rs256 *rs256Key // an RSA key prepared for RS256, or nil
 }
 
 func (k *pubKey) fits(alg string) bool {
@@ -147,7 +145,7 @@ func usableKey(k jwk.Key) *pubKey {
 		if key.N.BitLen() < minRSABits {
 			return nil
 		}
-		pk.fam, pk.key, pk.rs256 = famRSA, key, newRS256Key(key)
+		pk.fam, pk.key = famRSA, key
 	case *ecdsa.PublicKey:
 		switch key.Curve {
 		case elliptic.P256():

@@ -342,18 +342,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	// parsing the message a second time (its header was decoded above by
 	// the one decoder whose view every check uses, so no two parsers can
 	// disagree about alg, kid or crit).
-	// RS256 with a key prepared at load (rs256.go) skips crypto/rsa's
-	// per-call key conversion, and its SHA-256 is the token's hash too.
-	var sum [32]byte
-	var verr error
-	if c.alg == "RS256" && key.rs256 != nil {
-		sum = sha256.Sum256(c.signed)
-		verr = key.rs256.verify(&sum, c.sig)
-	} else {
-		verr = jwsbb.Verify(key.key, jalg.String(), c.signed, c.sig)
-		sum = sha256.Sum256(c.signed)
-	}
-	if verr != nil {
+	if verr := jwsbb.Verify(key.key, jalg.String(), c.signed, c.sig); verr != nil {
 		return nil, &Error{Code: CodeBadSignature, Err: verr,
 			Message: fmt.Sprintf("signature does not verify with the issuer's key %s (%s)", quote(key.kid), c.alg)}
 	}
@@ -366,6 +355,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	if err := v.validate(tok, e); err != nil {
 		return nil, err
 	}
+	sum := sha256.Sum256(c.signed)
 	tok.Hash = hex.EncodeToString(sum[:])
 	return tok, nil
 }

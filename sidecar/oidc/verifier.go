@@ -2,6 +2,8 @@ package oidc
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -342,7 +344,8 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	// parsing the message a second time (its header was decoded above by
 	// the one decoder whose view every check uses, so no two parsers can
 	// disagree about alg, kid or crit).
-	if verr := jwsbb.Verify(key.key, jalg.String(), c.signed, c.sig); verr != nil {
+	sum, verr := verifySignature(key.key, jalg.String(), c.signed, c.sig)
+	if verr != nil {
 		return nil, &Error{Code: CodeBadSignature, Err: verr,
 			Message: fmt.Sprintf("signature does not verify with the issuer's key %s (%s)", quote(key.kid), c.alg)}
 	}
@@ -355,9 +358,21 @@ func (v *Verifier) verify(ctx context.Context, raw string, e Expect) (*Token, *E
 	if err := v.validate(tok, e); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(c.signed)
 	tok.Hash = hex.EncodeToString(sum[:])
 	return tok, nil
+}
+
+// verifySignature checks sig over signed and returns the SHA-256 of signed
+// (the token's hash). RS256 — every GitHub and CircleCI token — goes to
+// crypto/rsa directly with that digest, so it is computed once, not once by
+// jwsbb and again for the hash; jwsbb does exactly this call for RS256
+// (TestVerifySignatureMatchesJWX). Every other algorithm goes through jwsbb.
+func verifySignature(key any, alg string, signed, sig []byte) ([32]byte, error) {
+	sum := sha256.Sum256(signed)
+	if pub, ok := key.(*rsa.PublicKey); ok && alg == "RS256" {
+		return sum, rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig)
+	}
+	return sum, jwsbb.Verify(key, alg, signed, sig)
 }
 
 // selectKey finds the key the token names (or the issuer's only key when it

@@ -59,7 +59,9 @@ import (
 // FILE (the sidecar's), FILE.bare.seq and FILE.bare (the bare proxy's), and
 // the sidecar's allocation profile, at the end, to FILE.allocs.
 // OIDC_SIDECAR_PROXY_ENV="K=V K2=V2" adds variables to the sidecar's
-// environment (e.g. GOGC=200 to compare GC settings).
+// environment (e.g. GOGC=200 to compare GC settings), and
+// OIDC_SIDECAR_PROXY_BARE_ENV to the bare proxy's (e.g. GOMAXPROCS=1 for
+// both, as a container's CPU limit of one core would set it).
 //
 // Before/after in the same run: OIDC_SIDECAR_PROXY_BASELINE=BIN (a sidecar
 // binary built from another commit) and/or
@@ -80,9 +82,9 @@ func TestProxyOverhead(t *testing.T) {
 
 	bin := buildProxyBench(t)
 	up := startPeer(t, bin, nil, "upstream")
-	var bareEnv map[string]string
+	bareEnv := envList(t, "OIDC_SIDECAR_PROXY_BARE_ENV")
 	if profile != "" {
-		bareEnv = map[string]string{"PROXYBENCH_PPROF": "1"}
+		bareEnv["PROXYBENCH_PPROF"] = "1"
 	}
 	bare := startPeer(t, bin, bareEnv, "bare", up.URL)
 
@@ -244,6 +246,9 @@ func TestProxyOverhead(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "GOMAXPROCS=%d (this process, Redis, the upstream and the proxies share %d CPUs); load average at the end %s\n",
 		runtime.GOMAXPROCS(0), runtime.NumCPU(), loadAvgString())
+	if v := os.Getenv("OIDC_SIDECAR_PROXY_BARE_ENV"); v != "" {
+		fmt.Fprintf(&b, "bare: %s\n", v)
+	}
 	for i, tg := range targets[1:] {
 		fmt.Fprintf(&b, "%s: %s %s\n", tg.name, cmp.Or([]string{sidecarBin, baseBin}[i], sidecarBin), os.Getenv([]string{"OIDC_SIDECAR_PROXY_ENV", "OIDC_SIDECAR_PROXY_BASELINE_ENV"}[i]))
 	}

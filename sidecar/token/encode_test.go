@@ -3,6 +3,7 @@ package token
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -96,4 +97,44 @@ func BenchmarkEncodeRecord(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestAppendRecordCoversEveryField: a record with every field set (by
+// reflection, so a field added to Record later is set too) encodes as
+// json.Marshal encodes it: the hand-written encoder cannot silently drop a
+// new field.
+func TestAppendRecordCoversEveryField(t *testing.T) {
+	var rec Record
+	v := reflect.ValueOf(&rec).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if !f.CanSet() {
+			continue
+		}
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x-" + v.Type().Field(i).Name)
+		case reflect.Int, reflect.Int64, reflect.Int32:
+			f.SetInt(int64(i + 1))
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]string{"x-" + v.Type().Field(i).Name}))
+		case reflect.Map:
+			f.Set(reflect.ValueOf(map[string]string{"k": "x-" + v.Type().Field(i).Name}))
+		default:
+			t.Fatalf("Record.%s has kind %s, which this test cannot fill: extend it and appendRecord", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	want, err := json.Marshal(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := encodeRecord(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("a record with every field set:\n got %s\nwant %s\n(a field of Record that appendRecord does not write?)", got, want)
+	}
 }

@@ -62,7 +62,7 @@ func BenchmarkExchange(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := processCPU()
+	cpu := testkit.ProcessCPU()
 	for i := range b.N {
 		req := httptest.NewRequest(http.MethodPost, BuddyPath, bytes.NewReader(bodies[i]))
 		req.RemoteAddr = "192.0.2.10:40000"
@@ -74,7 +74,7 @@ func BenchmarkExchange(b *testing.B) {
 		}
 	}
 	if cpu > 0 {
-		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testkit.ProcessCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	}
 }
 
@@ -96,7 +96,7 @@ func BenchmarkExchangeParallel(b *testing.B) {
 	b.SetParallelism(16) // 32 goroutines on 2 CPUs
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := processCPU()
+	cpu := testkit.ProcessCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := next.Add(1) - 1
@@ -112,7 +112,7 @@ func BenchmarkExchangeParallel(b *testing.B) {
 		}
 	})
 	if cpu > 0 {
-		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testkit.ProcessCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/oidc/oidctest"
 )
@@ -44,7 +45,7 @@ func benchVerify(b *testing.B, alg string) {
 	ctx := context.Background()
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu := processCPU()
+		cpu := testkit.ProcessCPU()
 		for b.Loop() {
 			if _, err := v.Verify(ctx, tok, e); err != nil {
 				b.Fatal(err)
@@ -70,7 +71,7 @@ func benchVerify(b *testing.B, alg string) {
 // GC) as "cpu-ns/op": on a shared, loaded machine it is steadier than ns/op.
 func reportCPU(b *testing.B, start time.Duration) {
 	if start > 0 && b.N > 0 {
-		b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testkit.ProcessCPU()-start)/float64(b.N), "cpu-ns/op")
 	}
 }
 
@@ -116,7 +117,7 @@ func BenchmarkFloorJWXParse(b *testing.B) {
 			}
 			b.Run("serial", func(b *testing.B) {
 				b.ReportAllocs()
-				cpu := processCPU()
+				cpu := testkit.ProcessCPU()
 				for b.Loop() {
 					if _, err := jwt.Parse(tok, opts...); err != nil {
 						b.Fatal(err)

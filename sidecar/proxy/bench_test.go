@@ -18,11 +18,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/logline"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/metrics"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
@@ -151,7 +151,7 @@ func BenchmarkProxy(b *testing.B) {
 			b.SetParallelism(4)
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu0 := processCPU()
+			cpu0 := testkit.ProcessCPU()
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				lat := make([]time.Duration, 0, 1024)
@@ -168,7 +168,7 @@ func BenchmarkProxy(b *testing.B) {
 				mu.Unlock()
 			})
 			elapsed := time.Since(start)
-			cpu := processCPU() - cpu0
+			cpu := testkit.ProcessCPU() - cpu0
 			b.StopTimer()
 			// CPU time of this process (client, proxy and upstream; not
 			// redis-server) per request: less sensitive to other load on
@@ -180,15 +180,6 @@ func BenchmarkProxy(b *testing.B) {
 			b.ReportMetric(float64(p99.Nanoseconds())/1e3, "p99-µs")
 		})
 	}
-}
-
-// processCPU is the user+system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func percentiles(d []time.Duration) (p50, p99 time.Duration) {

@@ -1,16 +1,16 @@
 //go:build unix
 
-package oidc_test
+package testkit
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU returns the CPU time (user + system) this process has used, so
+// ProcessCPU returns the CPU time (user + system) this process has used, so
 // benchmarks can report CPU per operation, which stays meaningful when the
 // machine is shared and wall time is not.
-func processCPU() time.Duration {
+func ProcessCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

@@ -14,12 +14,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/oidc-sidecar/oidc-sidecar/internal/redistest"
+	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/clientip"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/policy"
 	"github.com/oidc-sidecar/oidc-sidecar/sidecar/routes"
@@ -745,33 +745,9 @@ func TestUpstreamFailures(t *testing.T) {
 	t.Run("TLS handshake past the timeout is 504", func(t *testing.T) {
 		// An upstream that accepts connections and never answers the TLS
 		// handshake: connecting counts against upstream.timeout.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		var conns []net.Conn
-		var mu sync.Mutex
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-		}()
-		t.Cleanup(func() {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, c := range conns {
-				c.Close()
-			}
-		})
+		addr := testkit.BlackHole(t)
 		f := newRig(t, token.NewMemory(time.Now), func(o *Options) {
-			o.Upstream = &url.URL{Scheme: "https", Host: l.Addr().String()}
+			o.Upstream = &url.URL{Scheme: "https", Host: addr}
 			o.Timeout = 150 * time.Millisecond
 		})
 		tok := f.mint(record("USER_INFO"))

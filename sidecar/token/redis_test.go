@@ -341,32 +341,8 @@ func TestRedisServerHung(t *testing.T) {
 // (no redis-server needed).
 func TestRedisBlackHole(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	s, err := NewRedis(RedisOptions{URL: "redis://" + l.Addr().String()})
+	addr := testkit.BlackHole(t)
+	s, err := NewRedis(RedisOptions{URL: "redis://" + addr})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -221,27 +221,10 @@ func TestExchangeThroughput(t *testing.T) {
 	}
 }
 
-// fetchCPUProfile fetches a CPU profile of d from the sidecar's admin
-// listener (pprof: true) into path.
+// fetchCPUProfile fetches a CPU profile of d from a pprof endpoint (the
+// sidecar's admin listener with pprof: true, or proxybench's) into path.
 func fetchCPUProfile(adminURL string, d time.Duration, path string) error {
-	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", adminURL, int(d.Seconds())), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := (&http.Client{Timeout: d + 30*time.Second}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: %d %s", resp.StatusCode, truncate(string(b), 200))
-	}
-	return os.WriteFile(path, b, 0o644)
+	return fetchProfile(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", adminURL, int(d.Seconds())), path, d+30*time.Second)
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

@@ -305,7 +305,7 @@ func TestProxyOverhead(t *testing.T) {
 	t.Log("\n" + b.String())
 
 	if profile != "" {
-		if err := fetchProfile(sc.AdminURL+"/debug/pprof/allocs", profile+".allocs"); err != nil {
+		if err := fetchProfile(sc.AdminURL+"/debug/pprof/allocs", profile+".allocs", 30*time.Second); err != nil {
 			t.Errorf("allocation profile: %v", err)
 		} else {
 			t.Logf("allocation profile of the whole run written to %s.allocs (go tool pprof -sample_index=alloc_space -top %s.allocs)", profile, profile)
@@ -621,14 +621,15 @@ func (s *logFileSidecar) auditLines() (int64, error) {
 	return n, sc.Err()
 }
 
-// fetchProfile saves a pprof endpoint's answer (admin bearer) to path.
-func fetchProfile(u, path string) error {
+// fetchProfile saves a pprof endpoint's answer (admin bearer) to path,
+// waiting at most timeout.
+func fetchProfile(u, path string, timeout time.Duration) error {
 	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := client.Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return err
 	}

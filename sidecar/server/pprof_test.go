@@ -9,9 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/oidc-sidecar/oidc-sidecar/internal/testkit"
 )
 
 // pprofPaths are the endpoints tried: the index, a named profile, the
@@ -84,23 +81,7 @@ func TestPprofNeedsAdminCredential(t *testing.T) {
 // admin token, the client certificate is the credential for pprof too;
 // a client without one gets 401.
 func TestPprofWithAdminClientCertificate(t *testing.T) {
-	ca := testkit.NewCA(t, "server CA")
-	clients := testkit.NewCA(t, "admin clients CA")
-	srvLeaf := ca.Server(t, 30*24*time.Hour, "127.0.0.1")
-	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	h := startTLS(t, ca, func(h *rig) {
-		h.cfg.Pprof = true
-		h.cfg.AdminTLS = AdminTLSConfig{CertFile: write("admin.crt", srvLeaf.CertPEM), KeyFile: write("admin.key", srvLeaf.KeyPEM),
-			ClientCAFile: write("clients.pem", clients.CertPEM)}
-		delete(h.env, h.cfg.AdminTokenEnv)
-	})
+	h, ca, clients, _ := startAdminMTLS(t, func(h *rig) { h.cfg.Pprof = true })
 	get := func(certs ...tls.Certificate) (int, string) {
 		c := &http.Client{Timeout: await, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: certs}}}
 		resp, err := c.Get(h.admin + PprofPath)

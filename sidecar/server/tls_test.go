@@ -80,6 +80,37 @@ func pemFiles(l *testkit.Leaf) map[string][]byte {
 
 // startTLS starts a rig whose listeners serve TLS as configure sets
 // up; base and admin are https URLs and the client trusts ca.
+// fileWriter writes test files into dir and returns their paths.
+func fileWriter(t *testing.T, dir string) func(name string, data []byte) string {
+	return func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
+// startAdminMTLS starts a rig whose admin listener serves TLS and takes a
+// client certificate from the "admin clients CA" as the only admin
+// credential (no admin token); configure, when set, adjusts the rest.
+func startAdminMTLS(t *testing.T, configure func(h *rig)) (h *rig, ca, clients *testkit.CA, srvLeaf *testkit.Leaf) {
+	t.Helper()
+	ca = testkit.NewCA(t, "server CA")
+	clients = testkit.NewCA(t, "admin clients CA")
+	srvLeaf = ca.Server(t, 30*24*time.Hour, "127.0.0.1")
+	write := fileWriter(t, t.TempDir())
+	h = startTLS(t, ca, func(h *rig) {
+		h.cfg.AdminTLS = AdminTLSConfig{CertFile: write("admin.crt", srvLeaf.CertPEM), KeyFile: write("admin.key", srvLeaf.KeyPEM),
+			ClientCAFile: write("clients.pem", clients.CertPEM)}
+		delete(h.env, h.cfg.AdminTokenEnv) // the certificate is the only admin credential
+		if configure != nil {
+			configure(h)
+		}
+	})
+	return h, ca, clients, srvLeaf
+}
+
 func startTLS(t *testing.T, ca *testkit.CA, configure func(h *rig)) *rig {
 	t.Helper()
 	h := newRig(t, rigOptions{configure: configure})
@@ -252,22 +283,7 @@ func TestTLSRotation(t *testing.T) {
 // no admin token configured; probes without one still reach /healthz;
 // a certificate from another CA is refused in the handshake.
 func TestAdminMutualTLS(t *testing.T) {
-	ca := testkit.NewCA(t, "server CA")
-	clients := testkit.NewCA(t, "admin clients CA")
-	srvLeaf := ca.Server(t, 30*24*time.Hour, "127.0.0.1")
-	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	h := startTLS(t, ca, func(h *rig) {
-		h.cfg.AdminTLS = AdminTLSConfig{CertFile: write("admin.crt", srvLeaf.CertPEM), KeyFile: write("admin.key", srvLeaf.KeyPEM),
-			ClientCAFile: write("clients.pem", clients.CertPEM)}
-		delete(h.env, h.cfg.AdminTokenEnv) // the certificate is the only admin credential
-	})
+	h, ca, clients, srvLeaf := startAdminMTLS(t, nil)
 	clientWith := func(certs ...tls.Certificate) *http.Client {
 		return &http.Client{Timeout: await, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: certs}}}
 	}
@@ -351,13 +367,7 @@ func TestTLSStartupErrors(t *testing.T) {
 	ca := testkit.NewCA(t, "test CA")
 	a, b := ca.Server(t, time.Hour, "127.0.0.1"), ca.Server(t, time.Hour, "127.0.0.1")
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, dir)
 	for _, tc := range []struct {
 		name string
 		set  func(c *Config)

@@ -88,19 +88,7 @@ func TestResponseFlushing(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer res.Body.Close()
-		buf := make([]byte, len(first))
-		done := make(chan error, 1)
-		go func() { _, err := io.ReadFull(res.Body, buf); done <- err }()
-		select {
-		case err := <-done:
-			if err != nil || string(buf) != first {
-				close(release)
-				t.Fatalf("first part %q, %v", buf, err)
-			}
-		case <-time.After(5 * time.Second):
-			close(release)
-			t.Fatal("the first part did not arrive while the upstream held back the rest: the proxy buffers known-length responses")
-		}
+		expectFirst(t, res.Body, first, release, "the proxy buffers known-length responses")
 		close(release)
 		got, err := io.ReadAll(res.Body)
 		if err != nil || string(got) != rest {
@@ -211,3 +199,23 @@ func (g *gatedWriter) Write(p []byte) (int, error) {
 }
 
 func (g *gatedWriter) String() string { return g.buf.String() }
+
+// expectFirst reads want from body while the upstream still holds back the
+// rest (until release is closed); it closes release and fails when want
+// does not arrive in 5 s (why: what that would mean).
+func expectFirst(t *testing.T, body io.Reader, want string, release chan struct{}, why string) {
+	t.Helper()
+	buf := make([]byte, len(want))
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(body, buf); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil || string(buf) != want {
+			close(release)
+			t.Fatalf("first part %q, %v, want %q", buf, err, want)
+		}
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatalf("%q did not arrive while the upstream held back the rest: %s", want, why)
+	}
+}

@@ -683,18 +683,7 @@ func TestStreaming(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer res.Body.Close()
-		first := make([]byte, len("first-chunk\n"))
-		done := make(chan error, 1)
-		go func() { _, err := io.ReadFull(res.Body, first); done <- err }()
-		select {
-		case err := <-done:
-			if err != nil || string(first) != "first-chunk\n" {
-				t.Fatalf("first chunk %q, %v", first, err)
-			}
-		case <-time.After(5 * time.Second):
-			close(release)
-			t.Fatal("the first chunk did not arrive while the upstream was still writing: the proxy buffers responses")
-		}
+		expectFirst(t, res.Body, "first-chunk\n", release, "the proxy buffers responses")
 		close(release)
 		rest, err := io.ReadAll(res.Body)
 		if err != nil {

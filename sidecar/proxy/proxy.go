@@ -142,6 +142,10 @@ type Options struct {
 	// It is asked on every request, cached record or not; it must not do
 	// I/O.
 	Ended func(*token.Record) bool
+
+	// noDirect (tests) sends every request through http.Transport, as
+	// with an https upstream (directTransport).
+	noDirect bool
 }
 
 // Proxy is the http.Handler for every request that is not one of the
@@ -235,7 +239,12 @@ func New(o Options) (*Proxy, error) {
 	}
 	tr := o.Transport
 	if tr == nil {
-		tr = newTransport(cmp.Or(o.Timeout, DefaultTimeout))
+		d := cmp.Or(o.Timeout, DefaultTimeout)
+		ht := newTransport(d)
+		tr = ht
+		if dt := newDirectTransport(p.upstream, ht, d); dt != nil && !o.noDirect {
+			tr = dt
+		}
 	}
 	p.rp = p.reverseProxy(tr)
 	return p, nil

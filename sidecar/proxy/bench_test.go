@@ -74,11 +74,11 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 	if err := store.Save(context.Background(), hash, &rec, 24*time.Hour); err != nil {
 		tb.Fatal(err)
 	}
-	sideTr := NewTransport()
-	tb.Cleanup(sideTr.CloseIdleConnections)
+	// The sidecars use the product's default transport (the direct path
+	// for these GETs to a plain-HTTP upstream).
 	p, err := New(Options{
 		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
-		Transport: sideTr, Metrics: benchMetrics,
+		Metrics: benchMetrics,
 		AuditLines: logline.New(io.Discard, nil).With("log", "audit"), // the server's audit line
 	})
 	if err != nil {
@@ -90,7 +90,7 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 	// and evaluated by OPA.
 	p2, err := New(Options{
 		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
-		Transport: sideTr, Metrics: benchMetrics, NoDecisionCache: true,
+		Metrics: benchMetrics, NoDecisionCache: true,
 		AuditLines: logline.New(io.Discard, nil).With("log", "audit"),
 	})
 	if err != nil {

@@ -128,11 +128,12 @@ type upstream struct {
 	mu       sync.Mutex
 	got      []received
 	handlers map[string]http.HandlerFunc
+	onConn   atomic.Pointer[func(net.Conn, http.ConnState)]
 }
 
 func newUpstream(t testing.TB) *upstream {
 	u := &upstream{handlers: map[string]http.HandlerFunc{}}
-	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		h := u.handlers[r.URL.Path]
 		u.mu.Unlock()
@@ -147,9 +148,18 @@ func newUpstream(t testing.TB) *upstream {
 		w.Header().Set("X-Request-Id", "upstream-own-id")
 		_, _ = io.WriteString(w, `{"ok":true}`)
 	}))
+	u.srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if h := u.onConn.Load(); h != nil {
+			(*h)(c, s)
+		}
+	}
+	u.srv.Start()
 	t.Cleanup(u.srv.Close)
 	return u
 }
+
+// watchConns calls fn on every change of an upstream connection's state.
+func (u *upstream) watchConns(fn func(net.Conn, http.ConnState)) { u.onConn.Store(&fn) }
 
 func (u *upstream) record(r *http.Request, n int64, sha string) {
 	u.mu.Lock()
@@ -206,6 +216,7 @@ func newRig(t testing.TB, store token.Store, opts ...rigOption) *rig {
 		Audit:   slog.New(slog.NewJSONHandler(f.audit, nil)),
 		Logger:  slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
+	o.noDirect = rigNoDirect
 	for _, fn := range opts {
 		fn(&o)
 	}

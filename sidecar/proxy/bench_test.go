@@ -78,7 +78,7 @@ func benchTargetsWith(tb testing.TB, snap *policy.Snapshot) (targets map[string]
 	// for these GETs to a plain-HTTP upstream).
 	p, err := New(Options{
 		Engine: engineWith(snap), Store: store, Upstream: upURL, UpstreamToken: upstreamSecret,
-		Metrics: benchMetrics,
+		Metrics:    benchMetrics,
 		AuditLines: logline.New(io.Discard, nil).With("log", "audit"), // the server's audit line
 	})
 	if err != nil {

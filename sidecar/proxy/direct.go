@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -91,8 +92,8 @@ func newDirectTransport(upstream *url.URL, fallback *http.Transport, timeout tim
 		addr:        net.JoinHostPort(upstream.Hostname(), port),
 		dialer:      net.Dialer{Timeout: min(timeout, 10*time.Second), KeepAlive: 30 * time.Second},
 		timeout:     timeout,
-		maxIdle:     fallback.MaxIdleConnsPerHost,
-		idleTimeout: fallback.IdleConnTimeout,
+		maxIdle:     cmp.Or(max(fallback.MaxIdleConnsPerHost, 0), http.DefaultMaxIdleConnsPerHost),
+		idleTimeout: cmp.Or(max(fallback.IdleConnTimeout, 0), 90*time.Second),
 	}
 }
 

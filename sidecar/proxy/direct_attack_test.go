@@ -1,0 +1,496 @@
+package proxy
+
+// Attacks on directTransport (direct.go) from the outside: raw TCP
+// upstreams that misbehave byte by byte, and clients that go away. The
+// property above all: a response, or stray bytes, is never delivered as
+// the answer to another request. Every upstream here answers a request
+// with a body naming the request ("answer:" + its URI), so a client can
+// tell its own answer from anything else.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oidc-sidecar/oidc-sidecar/sidecar/token"
+)
+
+// rawUpstream is a TCP server whose every byte the test writes. serve runs
+// once per accepted connection, on its own goroutine; the connection is
+// closed when it returns.
+type rawUpstream struct {
+	t     testing.TB
+	l     net.Listener
+	done  chan struct{} // closed at cleanup: serve functions waiting on the test return
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []*rawConn
+	seen  []rawSeen
+	// reqs receives every request read, as it is read.
+	reqs chan rawSeen
+}
+
+// rawSeen is one request an upstream connection read.
+type rawSeen struct {
+	conn int // the connection's index, 0 for the first accepted
+	uri  string
+	raw  string // the request's bytes, exactly as received
+}
+
+type rawConn struct {
+	u  *rawUpstream
+	n  int
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func newRawUpstream(t testing.TB, serve func(c *rawConn)) *rawUpstream {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rawUpstream{t: t, l: l, done: make(chan struct{}), reqs: make(chan rawSeen, 1024)}
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		for n := 0; ; n++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			rc := &rawConn{u: u, n: n, c: c, br: bufio.NewReader(c)}
+			u.mu.Lock()
+			u.conns = append(u.conns, rc)
+			u.mu.Unlock()
+			u.wg.Add(1)
+			go func() {
+				defer u.wg.Done()
+				defer c.Close()
+				serve(rc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(u.done)
+		l.Close()
+		u.mu.Lock()
+		for _, c := range u.conns {
+			c.c.Close()
+		}
+		u.mu.Unlock()
+		u.wg.Wait()
+	})
+	return u
+}
+
+func (u *rawUpstream) url() *url.URL { return &url.URL{Scheme: "http", Host: u.l.Addr().String()} }
+
+// requests returns every request read so far, in order.
+func (u *rawUpstream) requests() []rawSeen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]rawSeen(nil), u.seen...)
+}
+
+// accepted is how many connections the upstream accepted.
+func (u *rawUpstream) accepted() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.conns)
+}
+
+// wantSeen checks the requests the upstream read, as "conn:uri" strings.
+func (u *rawUpstream) wantSeen(t *testing.T, want ...string) {
+	t.Helper()
+	var got []string
+	for _, s := range u.requests() {
+		got = append(got, fmt.Sprintf("%d:%s", s.conn, s.uri))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("upstream read requests (connection:URI) %q, want %q", got, want)
+	}
+}
+
+// readRequest reads one bodiless request, records it and returns it.
+func (c *rawConn) readRequest() (*http.Request, error) {
+	var raw []byte
+	for {
+		line, err := c.br.ReadBytes('\n')
+		raw = append(raw, line...)
+		if err != nil {
+			return nil, err
+		}
+		if s := string(line); s == "\r\n" || s == "\n" {
+			break
+		}
+	}
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		return nil, err
+	}
+	s := rawSeen{conn: c.n, uri: req.RequestURI, raw: string(raw)}
+	c.u.mu.Lock()
+	c.u.seen = append(c.u.seen, s)
+	c.u.mu.Unlock()
+	c.u.reqs <- s
+	return req, nil
+}
+
+func (c *rawConn) write(s string) error {
+	_, err := io.WriteString(c.c, s)
+	return err
+}
+
+// rst closes the connection with a TCP reset instead of a FIN.
+func (c *rawConn) rst() {
+	_ = c.c.(*net.TCPConn).SetLinger(0)
+	_ = c.c.Close()
+}
+
+// closedByPeer waits (at most 10 s) for the proxy to close the connection
+// and returns how many bytes it sent meanwhile; false if it never closed.
+func (c *rawConn) closedByPeer() (int64, bool) {
+	_ = c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c.br)
+	return n, !isTimeout(err)
+}
+
+// answer is the response an honest upstream gives to the request for uri.
+func answer(uri string) string { return response200("answer:" + uri) }
+
+func response200(body string, extra ...string) string {
+	h := ""
+	for _, e := range extra {
+		h += e + "\r\n"
+	}
+	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n%sContent-Length: %d\r\n\r\n%s", h, len(body), body)
+}
+
+// serveAnswers answers every request on every connection honestly.
+func serveAnswers(c *rawConn) {
+	for {
+		req, err := c.readRequest()
+		if err != nil {
+			return
+		}
+		if c.write(answer(req.RequestURI)) != nil {
+			return
+		}
+	}
+}
+
+// rawRig is a proxy (direct path unless noDirect) in front of up, with a
+// token allowed GET /user and the executions route.
+type rawRig struct {
+	*rig
+	tok string
+}
+
+func newRawRig(t testing.TB, up *rawUpstream, direct bool, opts ...rigOption) *rawRig {
+	t.Helper()
+	opts = append([]rigOption{func(o *Options) {
+		o.Upstream = up.url()
+		o.noDirect = !direct
+		o.Logger = nil // ReverseProxy's and the error handler's logs would flood the test output
+	}}, opts...)
+	f := newRig(t, token.NewMemory(time.Now), opts...)
+	_, isDirect := f.proxy.rp.Transport.(*directTransport)
+	if isDirect != direct {
+		t.Fatalf("direct path in use: %v, want %v", isDirect, direct)
+	}
+	return &rawRig{rig: f, tok: f.mint(record("USER_INFO", "EXECUTION_MANAGE"))}
+}
+
+func (f *rawRig) direct() *directTransport { return f.proxy.rp.Transport.(*directTransport) }
+
+func (f *rawRig) closeIdle() {
+	f.proxy.rp.Transport.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+}
+
+// result is what a client sees of one response.
+type result struct {
+	Status  int
+	Header  http.Header // without Date and X-Request-Id (the proxy's own, random)
+	Body    string
+	Trailer http.Header
+	Got1xx  []int  // informational responses, in order
+	Err     string // the client's error, reading the headers or the body
+}
+
+func (r result) String() string {
+	if r.Err != "" {
+		return fmt.Sprintf("client error %q after status %d body %q", r.Err, r.Status, r.Body)
+	}
+	return fmt.Sprintf("%d %v body %q trailer %v 1xx %v", r.Status, r.Header, r.Body, r.Trailer, r.Got1xx)
+}
+
+// fetch sends one request through the proxy with the rig's token and
+// reports what the client saw; client errors are part of the result.
+func (f *rawRig) fetch(ctx context.Context, method, target string) result {
+	f.t.Helper()
+	var r result
+	var mu sync.Mutex
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			mu.Lock()
+			r.Got1xx = append(r.Got1xx, code)
+			mu.Unlock()
+			return nil
+		},
+	})
+	req, err := http.NewRequestWithContext(ctx, method, f.srv.URL+target, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.tok)
+	res, err := f.client.Do(req)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	mu.Lock()
+	defer mu.Unlock()
+	r.Status, r.Body, r.Trailer = res.StatusCode, string(b), res.Trailer
+	if err != nil {
+		r.Err = err.Error()
+	}
+	r.Header = res.Header.Clone()
+	delete(r.Header, "Date")
+	delete(r.Header, "X-Request-Id")
+	return r
+}
+
+// get fetches target and requires the honest answer for it.
+func (f *rawRig) wantAnswer(t *testing.T, target string) {
+	t.Helper()
+	r := f.fetch(context.Background(), "GET", target)
+	if r.Err != "" || r.Status != 200 || r.Body != "answer:"+target {
+		t.Fatalf("GET %s: got %s, want 200 %q", target, r, "answer:"+target)
+	}
+}
+
+// wantStatus fetches target and requires an error answer of the proxy.
+func (f *rawRig) wantStatus(t *testing.T, target string, status int, msg string) {
+	t.Helper()
+	r := f.fetch(context.Background(), "GET", target)
+	if want := `{"errors":[{"message":"` + msg + `"}]}` + "\n"; r.Err != "" || r.Status != status || r.Body != want {
+		t.Fatalf("GET %s: got %s, want %d %q", target, r, status, want)
+	}
+}
+
+// awaitIdleUnclean waits until the pooled connection's socket holds what
+// the upstream wrote after the response (or its end of stream), so that
+// the next request takes it from the pool with those bytes waiting.
+func awaitIdleUnclean(t *testing.T, dt *directTransport) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dt.mu.Lock()
+		var pc *directConn
+		if n := len(dt.idle); n == 1 {
+			pc = dt.idle[0]
+		}
+		quiet := pc != nil && directPeek(pc.raw)
+		dt.mu.Unlock()
+		if pc == nil {
+			t.Fatal("want exactly one idle connection in the direct path's pool")
+		}
+		if !quiet {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upstream's late bytes never reached the idle connection")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not waiting for one to happen by itself
+	}
+}
+
+// TestDirectNeverMisdelivers: whatever an upstream sends after a response
+// — a second response, bytes past Content-Length, a body where none is
+// allowed — is never read as the answer to the next request: that request
+// goes out on a new connection and gets its own answer, and the dirty
+// connection is closed.
+func TestDirectNeverMisdelivers(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
+	const a1 = "answer:/user?n=1"
+	big := strings.Repeat("b", 256<<10) // larger than any buffer: the extra bytes stay in the socket
+	cases := []struct {
+		name   string
+		method string
+		// first is everything the upstream writes for the first request.
+		first func(uri string) string
+		// body is what the client must get for the first request.
+		body string
+		// later is written once the first response is complete and its
+		// connection idle in the pool ("" for none).
+		later string
+	}{
+		{name: "second response in the same write", first: func(u string) string { return answer(u) + stray }, body: a1},
+		{name: "garbage after the response", first: func(u string) string { return answer(u) + "\r\n" }, body: a1},
+		{name: "body longer than Content-Length", first: func(u string) string {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswer:" + u + stray
+		}, body: "answer:"},
+		{name: "large body longer than Content-Length", first: func(string) string {
+			return response200(big) + stray
+		}, body: big},
+		{name: "second response after a chunked body with trailers", first: func(string) string {
+			return "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 9\r\n\r\n" + stray
+		}, body: "abc"},
+		{name: "body sent for HEAD", method: "HEAD", first: func(string) string {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
+		}},
+		{name: "body sent with 204", first: func(string) string {
+			return "HTTP/1.1 204 No Content\r\n\r\n" + stray
+		}},
+		{name: "body sent with 304", first: func(string) string {
+			return "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n" + stray
+		}},
+		{name: "second response written while idle", first: answer, body: a1, later: stray},
+		{name: "garbage written while idle", first: answer, body: a1, later: "X"},
+		{name: "end of stream while idle", first: answer, body: a1, later: "EOF"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			writeLater := make(chan struct{})
+			laterWritten := make(chan struct{})
+			firstClosed := make(chan int64, 1)
+			up := newRawUpstream(t, func(c *rawConn) {
+				if c.n > 0 {
+					serveAnswers(c)
+					return
+				}
+				req, err := c.readRequest()
+				if err != nil {
+					return
+				}
+				if c.write(tc.first(req.RequestURI)) != nil {
+					return
+				}
+				if tc.later != "" {
+					select {
+					case <-writeLater:
+					case <-c.u.done:
+						return
+					}
+					if tc.later == "EOF" {
+						_ = c.c.(*net.TCPConn).CloseWrite()
+					} else {
+						_ = c.write(tc.later)
+					}
+					close(laterWritten)
+				}
+				// Anything the proxy sends now is a request on a dirty
+				// connection: readRequest records it and the test fails.
+				for {
+					if _, err := c.readRequest(); err != nil {
+						break
+					}
+				}
+				n, _ := c.closedByPeer()
+				firstClosed <- n
+			})
+			f := newRawRig(t, up, true)
+			method := or(tc.method, "GET")
+			r := f.fetch(context.Background(), method, "/user?n=1")
+			body := tc.body
+			if r.Err != "" || r.Body != body {
+				t.Fatalf("first request: got %s, want body %q", r, body)
+			}
+			if tc.later != "" {
+				close(writeLater)
+				<-laterWritten
+				awaitIdleUnclean(t, f.direct())
+			}
+			f.wantAnswer(t, "/user?n=2")
+			f.wantAnswer(t, "/user?n=3")
+			up.wantSeen(t, "0:/user?n=1", "1:/user?n=2", "1:/user?n=3")
+			select {
+			case <-firstClosed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the proxy never closed the dirty connection")
+			}
+		})
+	}
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// TestDirectReusesCleanConnections: a response read to its end that said
+// nothing against keep-alive leaves its connection for the next request;
+// one that did (Connection: close, HTTP/1.0 without keep-alive, a body
+// delimited by the end of the stream) does not.
+func TestDirectReusesCleanConnections(t *testing.T) {
+	cases := []struct {
+		name   string
+		method string
+		first  string // the response to the first request
+		body   string
+		reused bool
+	}{
+		{name: "Content-Length", first: response200("hello"), body: "hello", reused: true},
+		{name: "Content-Length 0", first: response200(""), reused: true},
+		{name: "chunked with trailers", first: "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n", body: "hello", reused: true},
+		{name: "HEAD", method: "HEAD", first: "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", reused: true},
+		{name: "HEAD chunked", method: "HEAD", first: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", reused: true},
+		{name: "204", first: "HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n", reused: true},
+		{name: "304", first: "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n", reused: true},
+		{name: "404 with a body", first: "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}", body: "{}", reused: true},
+		{name: "HTTP/1.0 with keep-alive", first: "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello", body: "hello", reused: true},
+		{name: "HTTP/1.0 without keep-alive", first: "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", body: "hello"},
+		{name: "Connection: close", first: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello", body: "hello"},
+		{name: "Connection: close on 204", first: "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"},
+		{name: "close-delimited body", first: "HTTP/1.1 200 OK\r\n\r\nhello", body: "hello"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(c *rawConn) {
+				if c.n > 0 {
+					serveAnswers(c)
+					return
+				}
+				req, err := c.readRequest()
+				if err != nil || c.write(tc.first) != nil {
+					return
+				}
+				if strings.HasPrefix(req.RequestURI, "/user") && !tc.reused {
+					// The proxy must not reuse the connection: say so by
+					// ending it, as the response announced (for the
+					// close-delimited body, this ends the body).
+					_ = c.c.(*net.TCPConn).CloseWrite()
+				}
+				serveAnswers(c)
+			})
+			f := newRawRig(t, up, true)
+			r := f.fetch(context.Background(), or(tc.method, "GET"), "/user?n=1")
+			if r.Err != "" || r.Body != tc.body {
+				t.Fatalf("first request: got %s, want body %q", r, tc.body)
+			}
+			f.wantAnswer(t, "/user?n=2")
+			if tc.reused {
+				up.wantSeen(t, "0:/user?n=1", "0:/user?n=2")
+			} else {
+				up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -492,5 +493,406 @@ func TestDirectReusesCleanConnections(t *testing.T) {
 				up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
 			}
 		})
+	}
+}
+
+// TestDirectUpstreamClosesConnections: an upstream that closes a kept-alive
+// connection — while it is idle, or as the next request arrives — costs
+// the client nothing when no byte of an answer came (the request goes out
+// once more on a new connection), and is never repeated after part of an
+// answer did (502), nor on a new connection, nor after the upstream timeout.
+func TestDirectUpstreamClosesConnections(t *testing.T) {
+	// second is what the first connection does with the second request.
+	cases := []struct {
+		name   string
+		second func(c *rawConn) // nil: close the connection before it arrives
+		// retried: the second request is answered on a new connection.
+		retried bool
+		status  int // else the client's status
+		msg     string
+		timeout time.Duration
+	}{
+		{name: "closed while idle", retried: true},
+		{name: "closed as the request arrives", second: func(c *rawConn) { _ = c.c.Close() }, retried: true},
+		{name: "reset as the request arrives", second: (*rawConn).rst, retried: true},
+		{name: "half an answer then closed", second: func(c *rawConn) {
+			_ = c.write("HTTP/1.1 200 OK\r\nContent-Le")
+			_ = c.c.Close()
+		}, status: 502, msg: "upstream unreachable"},
+		{name: "half an answer then reset", second: func(c *rawConn) {
+			_ = c.write("HTTP/1.1 200 OK\r\nContent-Le")
+			c.rst()
+		}, status: 502, msg: "upstream unreachable"},
+		{name: "one byte then reset", second: func(c *rawConn) {
+			_ = c.write("H")
+			c.rst()
+		}, status: 502, msg: "upstream unreachable"},
+		{name: "malformed answer", second: func(c *rawConn) {
+			_ = c.write("HTTP/1.1 2OO OK\r\n\r\n")
+		}, status: 502, msg: "upstream unreachable"},
+		{name: "silence past the timeout", timeout: 300 * time.Millisecond, second: func(c *rawConn) {
+			c.closedByPeer()
+		}, status: 504, msg: "upstream timed out"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			closedIdle := make(chan struct{})
+			up := newRawUpstream(t, func(c *rawConn) {
+				if c.n > 0 {
+					serveAnswers(c)
+					return
+				}
+				req, err := c.readRequest()
+				if err != nil || c.write(answer(req.RequestURI)) != nil {
+					return
+				}
+				if tc.second == nil {
+					_ = c.c.Close()
+					close(closedIdle)
+					return
+				}
+				if _, err := c.readRequest(); err != nil {
+					return
+				}
+				tc.second(c)
+			})
+			var opts []rigOption
+			if tc.timeout > 0 {
+				opts = append(opts, func(o *Options) { o.Timeout = tc.timeout })
+			}
+			f := newRawRig(t, up, true, opts...)
+			f.wantAnswer(t, "/user?n=1")
+			if tc.second == nil {
+				<-closedIdle
+				awaitIdleUnclean(t, f.direct()) // the end of stream is there: the peek finds it
+			}
+			if tc.retried {
+				f.wantAnswer(t, "/user?n=2")
+				if tc.second == nil {
+					up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+				} else {
+					up.wantSeen(t, "0:/user?n=1", "0:/user?n=2", "1:/user?n=2")
+				}
+				return
+			}
+			start := time.Now()
+			f.wantStatus(t, "/user?n=2", tc.status, tc.msg)
+			if d := time.Since(start); d < tc.timeout {
+				t.Fatalf("answered after %s, before the upstream timeout %s", d, tc.timeout)
+			}
+			// A retry would have gone out before the 502 (RoundTrip
+			// retries before it returns), so the next connection's first
+			// request would be n=2.
+			f.wantAnswer(t, "/user?n=3")
+			up.wantSeen(t, "0:/user?n=1", "0:/user?n=2", "1:/user?n=3")
+		})
+	}
+	t.Run("a new connection closed without an answer is not retried", func(t *testing.T) {
+		up := newRawUpstream(t, func(c *rawConn) {
+			if c.n > 0 {
+				serveAnswers(c)
+				return
+			}
+			_, _ = c.readRequest()
+		})
+		f := newRawRig(t, up, true)
+		f.wantStatus(t, "/user?n=1", 502, "upstream unreachable")
+		f.wantAnswer(t, "/user?n=2")
+		up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+	})
+	t.Run("a retry that fails too is not retried again", func(t *testing.T) {
+		up := newRawUpstream(t, func(c *rawConn) {
+			switch c.n {
+			case 0:
+				req, err := c.readRequest()
+				if err != nil || c.write(answer(req.RequestURI)) != nil {
+					return
+				}
+				_, _ = c.readRequest()
+			case 1:
+				_, _ = c.readRequest()
+			default:
+				serveAnswers(c)
+			}
+		})
+		f := newRawRig(t, up, true)
+		f.wantAnswer(t, "/user?n=1")
+		f.wantStatus(t, "/user?n=2", 502, "upstream unreachable")
+		f.wantAnswer(t, "/user?n=3")
+		up.wantSeen(t, "0:/user?n=1", "0:/user?n=2", "1:/user?n=2", "2:/user?n=3")
+	})
+}
+
+// TestDirectClientGoes: a client that goes away — before the response
+// headers or in the middle of the body — ends the upstream connection
+// (the upstream sees it closed; it is never reused for the next request).
+func TestDirectClientGoes(t *testing.T) {
+	const size = 4 << 20
+	for _, when := range []string{"before the headers", "mid-body"} {
+		t.Run(when, func(t *testing.T) {
+			closed := make(chan bool, 1)
+			sentPart := make(chan struct{})
+			up := newRawUpstream(t, func(c *rawConn) {
+				if c.n > 0 {
+					serveAnswers(c)
+					return
+				}
+				if _, err := c.readRequest(); err != nil {
+					return
+				}
+				if when == "mid-body" {
+					_ = c.write(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size) + strings.Repeat("x", 64<<10))
+				}
+				close(sentPart)
+				_, ok := c.closedByPeer()
+				closed <- ok
+			})
+			f := newRawRig(t, up, true)
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+"/user?n=1", nil)
+			req.Header.Set("Authorization", "Bearer "+f.tok)
+			if when == "before the headers" {
+				go func() { <-sentPart; cancel() }()
+				if _, err := f.client.Do(req); !errors.Is(err, context.Canceled) {
+					t.Fatalf("client: %v", err)
+				}
+			} else {
+				res, err := f.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(res.Body, make([]byte, 1024)); err != nil {
+					t.Fatal(err)
+				}
+				cancel()
+				res.Body.Close()
+			}
+			if !<-closed {
+				t.Fatal("the proxy kept the upstream connection open after its client went away")
+			}
+			f.wantAnswer(t, "/user?n=2")
+			up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+			if when == "before the headers" {
+				// The handler writes its audit line after the upstream
+				// connection closed; await it.
+				for deadline := time.Now().Add(10 * time.Second); !strings.Contains(f.audit.String(), `"code":"`+CodeClientClosed+`"`); {
+					if time.Now().After(deadline) {
+						t.Fatalf("no audit line with code %s: %s", CodeClientClosed, f.audit.String())
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+}
+
+// TestDirectSlowHeaders: response headers that do not arrive within the
+// proxy's timeout (some of them did) are a 504, at the timeout, and the
+// connection is closed.
+func TestDirectSlowHeaders(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	closed := make(chan bool, 1)
+	up := newRawUpstream(t, func(c *rawConn) {
+		if c.n > 0 {
+			serveAnswers(c)
+			return
+		}
+		if _, err := c.readRequest(); err != nil {
+			return
+		}
+		_ = c.write("HTTP/1.1 200 OK\r\nX-Slow: ")
+		_, ok := c.closedByPeer()
+		closed <- ok
+	})
+	f := newRawRig(t, up, true, func(o *Options) { o.Timeout = timeout })
+	start := time.Now()
+	f.wantStatus(t, "/user?n=1", 504, "upstream timed out")
+	if d := time.Since(start); d < timeout || d > 5*time.Second {
+		t.Fatalf("504 after %s, want about %s", d, timeout)
+	}
+	if !<-closed {
+		t.Fatal("the timed-out connection was not closed")
+	}
+	f.wantAnswer(t, "/user?n=2")
+	up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+}
+
+// TestDirectHeaderFlood: response headers past 10 MiB — many lines, or one
+// endless line — are a 502 without the proxy reading much more than the
+// limit (the upstream's writes fail well before the flood ends).
+func TestDirectHeaderFlood(t *testing.T) {
+	const flood = 64 << 20
+	for _, shape := range []string{"many lines", "one line"} {
+		for _, direct := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s direct=%v", shape, direct), func(t *testing.T) {
+				wrote := make(chan int, 1)
+				up := newRawUpstream(t, func(c *rawConn) {
+					if c.n > 0 {
+						serveAnswers(c)
+						return
+					}
+					if _, err := c.readRequest(); err != nil {
+						return
+					}
+					line := "X-Flood: " + strings.Repeat("a", 1000) + "\r\n"
+					if shape == "one line" {
+						line = strings.Repeat("a", 1024)
+					}
+					chunk := "HTTP/1.1 200 OK\r\n" + strings.Repeat(line, 64)
+					n := 0
+					for n < flood {
+						if c.write(chunk) != nil {
+							break
+						}
+						n += len(chunk)
+						chunk = strings.Repeat(line, 64)
+					}
+					wrote <- n
+				})
+				f := newRawRig(t, up, direct)
+				f.wantStatus(t, "/user?n=1", 502, "upstream unreachable")
+				if n := <-wrote; n >= flood || n > 40<<20 {
+					t.Fatalf("the upstream wrote %d bytes of headers before the proxy stopped reading", n)
+				}
+				f.wantAnswer(t, "/user?n=2")
+				up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+			})
+		}
+	}
+}
+
+// TestDirect1xx: informational responses reach the client as
+// http.Transport passes them on, up to 5; a sixth is a 502 on the direct
+// path. 101 to a request that asked for no upgrade is a 502.
+func TestDirect1xx(t *testing.T) {
+	const early = "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"
+	var resp sync.Map // uri -> response
+	up := newRawUpstream(t, func(c *rawConn) {
+		for {
+			req, err := c.readRequest()
+			if err != nil {
+				return
+			}
+			r, ok := resp.Load(req.RequestURI)
+			if !ok {
+				r = answer(req.RequestURI)
+			}
+			if c.write(r.(string)) != nil {
+				return
+			}
+		}
+	})
+	direct, viaTransport := newRawRig(t, up, true), newRawRig(t, up, false)
+	for n := 1; n <= 5; n++ {
+		uri := fmt.Sprintf("/user?hints=%d", n)
+		resp.Store(uri, strings.Repeat(early, n)+answer(uri))
+		want := viaTransport.fetch(context.Background(), "GET", uri)
+		got := direct.fetch(context.Background(), "GET", uri)
+		if len(want.Got1xx) != n || want.Body != "answer:"+uri {
+			t.Fatalf("%d 103s through http.Transport: %s", n, want)
+		}
+		if got.String() != want.String() {
+			t.Fatalf("%d 103s: direct %s, http.Transport %s", n, got, want)
+		}
+	}
+	t.Run("six", func(t *testing.T) {
+		uri := "/user?hints=6"
+		resp.Store(uri, strings.Repeat(early, 6)+answer(uri))
+		got := direct.fetch(context.Background(), "GET", uri)
+		if got.Err != "" || got.Status != 502 || len(got.Got1xx) != 5 {
+			t.Fatalf("direct: got %s, want 502 after 5 103s", got)
+		}
+		// Go 1.26's http.Transport counts no 1xx responses when the
+		// request has a Got1xxResponse trace (ReverseProxy's): it passes
+		// all six on. The direct path's limit is its own.
+		want := viaTransport.fetch(context.Background(), "GET", uri)
+		t.Logf("through http.Transport: %s", want)
+	})
+	for name, r := range map[string]string{
+		"101 without Upgrade":    "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+		"101 with Upgrade":       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"103 then 101":           early + "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"101 then a 200 answer":  "HTTP/1.1 101 Switching Protocols\r\n\r\n" + answer("/user?upgrade"),
+		"100 Continue unasked":   "HTTP/1.1 100 Continue\r\n\r\n" + answer("/user?continue"),
+		"1xx with a 10 MiB head": "HTTP/1.1 103 Early Hints\r\nX-Big: " + strings.Repeat("a", 10<<20) + "\r\n\r\n" + answer("/user?big"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			uri := "/user?" + url.QueryEscape(name)
+			resp.Store(uri, r)
+			got := direct.fetch(context.Background(), "GET", uri)
+			switch {
+			case strings.HasPrefix(name, "101"), strings.HasPrefix(name, "103 then 101"), strings.HasPrefix(name, "1xx with"):
+				if got.Status != 502 {
+					t.Fatalf("direct: got %s, want 502", got)
+				}
+			case strings.HasPrefix(name, "100"):
+				if got.Status != 200 || got.Body != "answer:/user?continue" {
+					t.Fatalf("direct: got %s", got)
+				}
+			}
+			if want := viaTransport.fetch(context.Background(), "GET", uri); got.String() != want.String() {
+				t.Fatalf("direct %s, http.Transport %s", got, want)
+			}
+		})
+	}
+}
+
+// TestDirect101NeverSplices: an upstream answering 101 Switching
+// Protocols (with or without Connection: Upgrade) to a request that asked
+// for no upgrade gets a 502 on both paths, and the client's connection is
+// never spliced to the upstream: the client's next bytes on it, sidecar
+// token included, never reach the upstream.
+func TestDirect101NeverSplices(t *testing.T) {
+	for _, hdr := range []string{"", "Connection: Upgrade\r\nUpgrade: websocket\r\n"} {
+		for _, direct := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%q direct=%v", hdr, direct), func(t *testing.T) {
+				got := make(chan string, 1)
+				up := newRawUpstream(t, func(c *rawConn) {
+					if _, err := c.readRequest(); err != nil {
+						return
+					}
+					_ = c.write("HTTP/1.1 101 Switching Protocols\r\n" + hdr + "\r\n")
+					// The direct path closes the connection. ReverseProxy
+					// leaves http.Transport's switched connection open
+					// (it never closes the 101's body when it refuses
+					// the switch): bounded wait for an absence there.
+					wait := 10 * time.Second
+					if !direct {
+						wait = 100 * time.Millisecond
+					}
+					_ = c.c.SetReadDeadline(time.Now().Add(wait))
+					b, err := io.ReadAll(c.br)
+					if direct && err != nil {
+						t.Errorf("the direct path did not close the connection: %v", err)
+					}
+					got <- string(b)
+				})
+				f := newRawRig(t, up, direct)
+				conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+				req := "GET /user HTTP/1.1\r\nHost: sidecar.test\r\nAuthorization: Bearer " + f.tok + "\r\n\r\n"
+				if _, err := io.WriteString(conn, req); err != nil {
+					t.Fatal(err)
+				}
+				res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				if res.StatusCode != 502 {
+					t.Fatalf("status %d, want 502", res.StatusCode)
+				}
+				_, _ = io.WriteString(conn, "GET /secrets HTTP/1.1\r\nAuthorization: Bearer "+f.tok+"\r\n\r\n")
+				conn.Close()
+				f.closeIdle() // the upstream's read ends when the proxy lets the connection go
+				if s := <-got; strings.Contains(s, f.tok) {
+					t.Fatalf("the upstream received the client's bytes: %q", s)
+				}
+			})
+		}
 	}
 }

@@ -172,6 +172,9 @@ func (t *directTransport) send(ctx context.Context, pc *directConn, req *http.Re
 	}
 	if t.timeout > 0 {
 		_ = pc.c.SetReadDeadline(time.Now().Add(t.timeout))
+		if ctx.Err() != nil {
+			pc.abort() // the cancellation's past deadline may have been the one just replaced
+		}
 	}
 	for n1xx := 0; ; n1xx++ {
 		pc.lc.left = maxResponseHeaderBytes // for each response, as http.Transport
@@ -217,6 +220,11 @@ func (t *directTransport) dial(ctx context.Context) (*directConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newDirectConn(c), nil
+}
+
+// newDirectConn wraps a new connection to the upstream.
+func newDirectConn(c net.Conn) *directConn {
 	pc := &directConn{c: c}
 	if sc, ok := c.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
@@ -224,7 +232,7 @@ func (t *directTransport) dial(ctx context.Context) (*directConn, error) {
 	pc.lc = limitedConn{Conn: c, left: math.MaxInt64}
 	pc.br = bufio.NewReader(&pc.lc)
 	pc.bw = bufio.NewWriter(c)
-	return pc, nil
+	return pc
 }
 
 // get takes the most recently used idle connection that is still clean,

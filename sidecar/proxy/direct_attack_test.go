@@ -1137,3 +1137,69 @@ func FuzzDirectMatchesTransport(f *testing.F) {
 		}
 	})
 }
+
+// cancelAfterWrite is an upstream connection whose client goes away just
+// as the request has been written: its Write cancels the request's
+// context and returns only once the cancellation's abort (a deadline in
+// the past) has reached the connection.
+type cancelAfterWrite struct {
+	net.Conn
+	cancel  context.CancelFunc
+	once    sync.Once
+	abortMu sync.Once
+	aborted chan struct{}
+}
+
+func (c *cancelAfterWrite) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.once.Do(func() {
+		c.cancel()
+		<-c.aborted
+	})
+	return n, err
+}
+
+func (c *cancelAfterWrite) SetDeadline(t time.Time) error {
+	err := c.Conn.SetDeadline(t)
+	if t.Equal(aLongTimeAgo) {
+		c.abortMu.Do(func() { close(c.aborted) })
+	}
+	return err
+}
+
+// TestDirectCancelAsRequestIsWritten: a client that goes away while the
+// request is being written (the cancellation's abort runs before send
+// sets the response header deadline) ends the wait at once, not at the
+// upstream timeout: the header deadline must not replace the abort's.
+func TestDirectCancelAsRequestIsWritten(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() { _, _ = io.Copy(io.Discard, peer) }() // a silent upstream
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pc := newDirectConn(&cancelAfterWrite{Conn: c, cancel: cancel, aborted: make(chan struct{})})
+	defer pc.close()
+	const timeout = 20 * time.Second
+	dt := &directTransport{timeout: timeout}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+l.Addr().String()+"/user", nil)
+	start := time.Now()
+	res, _, err := dt.send(ctx, pc, req)
+	if res != nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("send: %v, %v; want context.Canceled", res, err)
+	}
+	if d := time.Since(start); d > timeout/2 {
+		t.Fatalf("send returned after %s: it waited for the upstream timeout, not for the client", d)
+	}
+}

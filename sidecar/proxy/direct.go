@@ -36,14 +36,19 @@ import (
 // uses), with http.Transport's checks: header names and values are
 // validated before sending, response headers are limited to 10 MiB,
 // informational (1xx) responses go to the request's client trace (which
-// ReverseProxy uses to pass them on), at most 5 of them.
+// ReverseProxy uses to pass them on). At most 5 of them: a bound of the
+// direct path's own (Go's http.Transport counted them up to Go 1.23; it
+// now passes any number to a Got1xxResponse hook, within the header
+// timeout), so that a sixth is a 502 here (TestDirect1xx).
 //
 // A connection is reused only when it is certainly clean: the response
 // said nothing against keep-alive, its body was read to its end, nothing
 // followed it in the buffer, and, when the connection is taken from the
 // pool, a non-blocking peek finds no unsolicited bytes and no end of
 // stream from the upstream. A response can therefore never be read as the
-// answer to another client's request. A reused connection that fails
+// answer to another client's request — except bytes the upstream sends
+// after the next request reached it, which no HTTP/1.1 client can tell
+// from that request's answer (http.Transport cannot either). A reused connection that fails
 // before a response arrives (the upstream closed it meanwhile) is retried
 // once on a new connection: GET and HEAD are safe to repeat.
 type directTransport struct {
@@ -64,8 +69,8 @@ type directTransport struct {
 // maxResponseHeaderBytes is http.Transport's default limit.
 const maxResponseHeaderBytes = 10 << 20
 
-// max1xxResponses is http.Transport's limit of informational responses
-// before the final one.
+// max1xxResponses is the direct path's limit of informational responses
+// before the final one (http.Transport's up to Go 1.23).
 const max1xxResponses = 5
 
 // newDirectTransport returns a directTransport for upstream in front of

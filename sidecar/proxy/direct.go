@@ -37,9 +37,9 @@ import (
 // validated before sending, response headers are limited to 10 MiB,
 // informational (1xx) responses go to the request's client trace (which
 // ReverseProxy uses to pass them on). At most 5 of them: a bound of the
-// direct path's own (Go's http.Transport counted them up to Go 1.23; it
-// now passes any number to a Got1xxResponse hook, within the header
-// timeout), so that a sixth is a 502 here (TestDirect1xx).
+// direct path's own (Go's http.Transport once had the same count; the
+// Go 1.26 one passes any number to a Got1xxResponse hook, within the
+// header timeout), so that a sixth is a 502 here (TestDirect1xx).
 //
 // A connection is reused only when it is certainly clean: the response
 // said nothing against keep-alive, its body was read to its end, nothing
@@ -70,7 +70,7 @@ type directTransport struct {
 const maxResponseHeaderBytes = 10 << 20
 
 // max1xxResponses is the direct path's limit of informational responses
-// before the final one (http.Transport's up to Go 1.23).
+// before the final one (the count older http.Transports had).
 const max1xxResponses = 5
 
 // newDirectTransport returns a directTransport for upstream in front of

@@ -1203,3 +1203,90 @@ func TestDirectCancelAsRequestIsWritten(t *testing.T) {
 		t.Fatalf("send returned after %s: it waited for the upstream timeout, not for the client", d)
 	}
 }
+
+// TestDirectConcurrentAnswers: many clients at once, an upstream that ends
+// its connections after a few responses (closing right after one, or
+// saying Connection: close): every client gets its own answer, none an
+// error. Run with -race: the pool is shared by the handlers.
+func TestDirectConcurrentAnswers(t *testing.T) {
+	up := newRawUpstream(t, func(c *rawConn) {
+		for i := 0; ; i++ {
+			req, err := c.readRequest()
+			if err != nil {
+				return
+			}
+			switch (c.n + i) % 4 {
+			case 3:
+				_ = c.write(response200("answer:"+req.RequestURI, "Connection: close"))
+				return
+			case 2:
+				if c.write(answer(req.RequestURI)) != nil {
+					return
+				}
+				if c.n%2 == 0 {
+					return // close right after the response, unannounced
+				}
+			default:
+				if c.write(answer(req.RequestURI)) != nil {
+					return
+				}
+			}
+		}
+	})
+	f := newRawRig(t, up, true)
+	const clients, each = 8, 40
+	errs := make(chan error, clients)
+	for g := range clients {
+		go func() {
+			for i := range each {
+				target := fmt.Sprintf("/user?g=%d&i=%d", g, i)
+				if r := f.fetch(context.Background(), "GET", target); r.Err != "" || r.Status != 200 || r.Body != "answer:"+target {
+					errs <- fmt.Errorf("GET %s: %s", target, r)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := up.accepted(); n < 2 {
+		t.Fatalf("the upstream accepted %d connections", n)
+	}
+}
+
+// TestDirectIdleTimeout: a connection idle past the idle timeout is closed
+// by the pool's sweep (the upstream sees it end), and the next request
+// goes out on a new one.
+func TestDirectIdleTimeout(t *testing.T) {
+	closed := make(chan bool, 1)
+	up := newRawUpstream(t, func(c *rawConn) {
+		if c.n > 0 {
+			serveAnswers(c)
+			return
+		}
+		req, err := c.readRequest()
+		if err != nil || c.write(answer(req.RequestURI)) != nil {
+			return
+		}
+		_, ok := c.closedByPeer()
+		closed <- ok
+	})
+	f := newRawRig(t, up, true)
+	f.direct().idleTimeout = 50 * time.Millisecond // before any request: no concurrent reader yet
+	f.wantAnswer(t, "/user?n=1")
+	if !<-closed {
+		t.Fatal("the idle connection was not closed by the sweep")
+	}
+	f.direct().mu.Lock()
+	idle, sweep := len(f.direct().idle), f.direct().sweep
+	f.direct().mu.Unlock()
+	if idle != 0 || sweep != nil {
+		t.Fatalf("after the sweep: %d idle connections, sweep timer %v", idle, sweep)
+	}
+	f.wantAnswer(t, "/user?n=2")
+	up.wantSeen(t, "0:/user?n=1", "1:/user?n=2")
+}

@@ -37,14 +37,19 @@ import (
 // uses), with http.Transport's checks: header names and values are
 // validated before sending, response headers are limited to 10 MiB,
 // informational (1xx) responses go to the request's client trace (which
-// ReverseProxy uses to pass them on), at most 5 of them.
+// ReverseProxy uses to pass them on). At most 5 of them: a bound of the
+// direct path's own (Go's http.Transport once had the same count; the
+// Go 1.26 one passes any number to a Got1xxResponse hook, within the
+// header timeout), so that a sixth is a 502 here (TestDirect1xx).
 //
 // A connection is reused only when it is certainly clean: the response
 // said nothing against keep-alive, its body was read to its end, nothing
 // followed it in the buffer, and, when the connection is taken from the
 // pool, a non-blocking peek finds no unsolicited bytes and no end of
 // stream from the upstream. A response can therefore never be read as the
-// answer to another client's request. A reused connection that fails
+// answer to another client's request — except bytes the upstream sends
+// after the next request reached it, which no HTTP/1.1 client can tell
+// from that request's answer (http.Transport cannot either). A reused connection that fails
 // before a response arrives (the upstream closed it meanwhile) is retried
 // once on a new connection: GET and HEAD are safe to repeat.
 type directTransport struct {
@@ -65,8 +70,8 @@ type directTransport struct {
 // maxResponseHeaderBytes is http.Transport's default limit.
 const maxResponseHeaderBytes = 10 << 20
 
-// max1xxResponses is http.Transport's limit of informational responses
-// before the final one.
+// max1xxResponses is the direct path's limit of informational responses
+// before the final one (the count older http.Transports had).
 const max1xxResponses = 5
 
 // newDirectTransport returns a directTransport for upstream in front of
@@ -173,6 +178,9 @@ func (t *directTransport) send(ctx context.Context, pc *directConn, req *http.Re
 	}
 	if t.timeout > 0 {
 		_ = pc.c.SetReadDeadline(time.Now().Add(t.timeout))
+		if ctx.Err() != nil {
+			pc.abort() // the cancellation's past deadline may have been the one just replaced
+		}
 	}
 	for n1xx := 0; ; n1xx++ {
 		pc.lc.left = maxResponseHeaderBytes // for each response, as http.Transport
@@ -218,6 +226,11 @@ func (t *directTransport) dial(ctx context.Context) (*directConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newDirectConn(c), nil
+}
+
+// newDirectConn wraps a new connection to the upstream.
+func newDirectConn(c net.Conn) *directConn {
 	pc := &directConn{c: c}
 	if sc, ok := c.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
@@ -225,7 +238,7 @@ func (t *directTransport) dial(ctx context.Context) (*directConn, error) {
 	pc.lc = limitedConn{Conn: c, left: math.MaxInt64}
 	pc.br = bufio.NewReader(&pc.lc)
 	pc.bw = bufio.NewWriter(c)
-	return pc, nil
+	return pc
 }
 
 // get takes the most recently used idle connection that is still clean,

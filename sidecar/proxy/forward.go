@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -195,12 +196,32 @@ func setIdentity(h http.Header, k, v string) {
 }
 
 // modifyResponse records the upstream's status and timing and drops its
-// X-Request-Id (the client gets the proxy's, set before forwarding).
+// X-Request-Id (the client gets the proxy's, set before forwarding). A
+// status the proxy cannot pass on is an upstream failure (502): below 100
+// (ReverseProxy would panic writing it) or 101, since the sidecar never
+// asks for a protocol switch (an error here also makes ReverseProxy close
+// the switched connection, which it would otherwise leave open).
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	x := callOf(res.Request.Context())
+	if res.StatusCode < 100 || res.StatusCode == http.StatusSwitchingProtocols {
+		return fmt.Errorf("the upstream answered with status %d, which the proxy does not pass on", res.StatusCode)
+	}
 	x.status = res.StatusCode
 	p.metrics.Upstream(res.StatusCode, time.Since(x.upStart))
 	delete(res.Header, "X-Request-Id") // the transport canonicalizes received names
+	if x.w != nil {
+		h := x.w.Header()
+		// After passing on a 1xx response ReverseProxy has cleared the
+		// response headers: the request id again.
+		if _, ok := h["X-Request-Id"]; !ok {
+			h["X-Request-Id"] = []string{x.id}
+		}
+		// The upstream's response as it is: without a Content-Type of its
+		// own, it must not get one sniffed by the server.
+		if _, ok := res.Header["Content-Type"]; !ok {
+			h["Content-Type"] = nil
+		}
+	}
 	if res.StatusCode == http.StatusUnauthorized {
 		p.warnUpstream401(x.id)
 	}

@@ -274,6 +274,8 @@ type call struct {
 	// body is the client's request body as forwarded; it keeps its read
 	// error, so that a malformed body is told from an upstream failure.
 	body *clientBody
+	// w is the client's response writer, for modifyResponse.
+	w http.ResponseWriter
 }
 
 type callKey struct{}
@@ -429,7 +431,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	x.allowed, x.code = true, CodeAllowed
+	x.allowed, x.code, x.w = true, CodeAllowed, w
 	// The forwarded request's context carries x to the ReverseProxy hooks.
 	// The upstream timeout is the transport's (ResponseHeaderTimeout): no
 	// cancelable context and timer of our own per request.

@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -294,7 +295,7 @@ func (t *directTransport) closeStale() {
 		i++
 	}
 	stale := append([]*directConn(nil), t.idle[:i]...)
-	t.idle = append(t.idle[:0], t.idle[i:]...)
+	t.idle = slices.Delete(t.idle, 0, i) // clears the tail: no reference to a closed connection stays
 	if len(t.idle) > 0 {
 		t.sweep.Reset(t.idleTimeout - now.Sub(t.idle[0].idleAt))
 	} else {

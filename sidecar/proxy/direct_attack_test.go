@@ -195,7 +195,7 @@ func serveAnswers(c *rawConn) {
 	}
 }
 
-// rawRig is a proxy (direct path unless noDirect) in front of up, with a
+// rawRig is a proxy (direct path unless NoDirectPath) in front of up, with a
 // token allowed GET /user and the executions route.
 type rawRig struct {
 	*rig
@@ -206,7 +206,7 @@ func newRawRig(t testing.TB, up *rawUpstream, direct bool, opts ...rigOption) *r
 	t.Helper()
 	opts = append([]rigOption{func(o *Options) {
 		o.Upstream = up.url()
-		o.noDirect = !direct
+		o.NoDirectPath = !direct
 		o.Logger = nil // ReverseProxy's and the error handler's logs would flood the test output
 	}}, opts...)
 	f := newRig(t, token.NewMemory(time.Now), opts...)

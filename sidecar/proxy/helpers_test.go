@@ -216,7 +216,7 @@ func newRig(t testing.TB, store token.Store, opts ...rigOption) *rig {
 		Audit:   slog.New(slog.NewJSONHandler(f.audit, nil)),
 		Logger:  slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	o.noDirect = rigNoDirect
+	o.NoDirectPath = rigNoDirect
 	for _, fn := range opts {
 		fn(&o)
 	}

@@ -143,9 +143,11 @@ type Options struct {
 	// I/O.
 	Ended func(*token.Record) bool
 
-	// noDirect (tests) sends every request through http.Transport, as
-	// with an https upstream (directTransport).
-	noDirect bool
+	// NoDirectPath sends every request through http.Transport. By default
+	// (with Transport nil) bodiless GET and HEAD requests to a plain-HTTP
+	// upstream go over the proxy's own HTTP/1.1 connections, on the
+	// request's goroutine (directTransport, docs/proxy.md).
+	NoDirectPath bool
 }
 
 // Proxy is the http.Handler for every request that is not one of the
@@ -242,7 +244,7 @@ func New(o Options) (*Proxy, error) {
 		d := cmp.Or(o.Timeout, DefaultTimeout)
 		ht := newTransport(d)
 		tr = ht
-		if dt := newDirectTransport(p.upstream, ht, d); dt != nil && !o.noDirect {
+		if dt := newDirectTransport(p.upstream, ht, d); dt != nil && !o.NoDirectPath {
 			tr = dt
 		}
 	}
@@ -449,6 +451,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if x.code == CodeAllowed && w.Header().Get("Content-Length") != "" {
 		_ = http.NewResponseController(w).Flush()
 	}
+}
+
+// DirectPath reports whether bodiless GET and HEAD requests take the direct
+// upstream path (Options.NoDirectPath).
+func (p *Proxy) DirectPath() bool {
+	_, ok := p.rp.Transport.(*directTransport)
+	return ok
 }
 
 // lookup returns the record stored for a token hash and its policy input

@@ -62,6 +62,9 @@ type Config struct {
 		TokenEnv        string   `yaml:"token_env"` // the variable holding the upstream credential
 		Timeout         Duration `yaml:"timeout"`   // to response headers
 		IdentityHeaders bool     `yaml:"identity_headers"`
+		// Direct (default true) sends bodiless GET and HEAD to a plain-HTTP
+		// upstream over the proxy's own HTTP/1.1 path (docs/proxy.md).
+		Direct *bool `yaml:"direct"`
 	} `yaml:"upstream"`
 
 	Redis *RedisConfig `yaml:"redis"` // nil: the embedded in-memory store
@@ -185,6 +188,10 @@ func Defaults() Config {
 
 // WatchEnabled reports whether file changes trigger a reload.
 func (c *Config) WatchEnabled() bool { return c.Watch == nil || *c.Watch }
+
+// DirectEnabled reports whether the proxy may use its direct upstream path
+// (upstream.direct, default true).
+func (c *Config) DirectEnabled() bool { return c.Upstream.Direct == nil || *c.Upstream.Direct }
 
 // LoadConfig reads path, applies OIDC_SIDECAR_* environment overrides from
 // getenv, and validates the result. Every problem is reported at once.

@@ -29,6 +29,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.OIDC.Leeway.D() != 60*time.Second || c.RateLimits.PerIP != 120 {
 		t.Fatalf("%+v %+v", c.OIDC, c.RateLimits)
 	}
+	if !c.DirectEnabled() {
+		t.Fatal("upstream.direct must default to true")
+	}
 }
 
 func TestEnvOverrides(t *testing.T) {
@@ -43,13 +46,14 @@ func TestEnvOverrides(t *testing.T) {
 		"OIDC_SIDECAR_TRUSTED_PROXIES":           "10.0.0.0/8, 192.0.2.1",
 		"OIDC_SIDECAR_WATCH":                     "false",
 		"OIDC_SIDECAR_UPSTREAM_IDENTITY_HEADERS": "true",
+		"OIDC_SIDECAR_UPSTREAM_DIRECT":           "false",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Listen != "0.0.0.0:8000" || c.Upstream.URL != "https://api.eu.buddy.works" || c.RateLimits.PerIP != 7 ||
 		c.OIDC.Leeway.D() != 30*time.Second || len(c.Trusted) != 2 || c.Trusted[1] != "192.0.2.1" || c.WatchEnabled() ||
-		!c.Upstream.IdentityHeaders {
+		!c.Upstream.IdentityHeaders || c.DirectEnabled() {
 		t.Fatalf("%+v", c)
 	}
 	if c.Redis == nil || c.Redis.URL != "redis://redis:6379/1" || c.Redis.MinReplicasAck != 1 {

@@ -235,7 +235,7 @@ func New(ctx context.Context, cfg *Config, o Options) (_ *Server, err error) {
 	s.proxy, err = proxy.New(proxy.Options{
 		Engine: s.engine, Store: s.store, Clients: clients, Metrics: s.metrics,
 		Upstream: up, UpstreamToken: upstreamToken, Timeout: cfg.Upstream.Timeout.D(),
-		IdentityHeaders: cfg.Upstream.IdentityHeaders, Audit: s.audit, AuditLines: s.auditLines, Logger: s.log, Now: o.Now,
+		IdentityHeaders: cfg.Upstream.IdentityHeaders, NoDirectPath: !cfg.DirectEnabled(), Audit: s.audit, AuditLines: s.auditLines, Logger: s.log, Now: o.Now,
 		Ended: s.hub.Ended,
 	})
 	if err != nil {
@@ -655,7 +655,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	serving := []any{"listen", s.Addr(), "tls", s.mainCerts != nil, "admin_listen", s.AdminAddr(), "admin_tls", s.adminCerts != nil, "upstream", redactURL(s.cfg.Upstream.URL),
-		"store", s.store.Kind(), "policy", s.source.Describe()}
+		"upstream_direct", s.proxy.DirectPath(), "store", s.store.Kind(), "policy", s.source.Describe()}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	if err := s.store.Ping(pctx); err != nil {
 		s.log.Warn("serving, but the token store does not answer: exchanges and proxied requests get 503 and /readyz says not ready until it does",

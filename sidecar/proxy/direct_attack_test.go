@@ -195,6 +195,19 @@ func serveAnswers(c *rawConn) {
 	}
 }
 
+// firstOnly serves the upstream's first connection with fn and answers
+// every later one honestly (serveAnswers): the shape of the tests where one
+// connection misbehaves and the next must work.
+func firstOnly(fn func(c *rawConn)) func(c *rawConn) {
+	return func(c *rawConn) {
+		if c.n > 0 {
+			serveAnswers(c)
+			return
+		}
+		fn(c)
+	}
+}
+
 // rawRig is a proxy (direct path unless NoDirectPath) in front of up, with a
 // token allowed GET /user and the executions route.
 type rawRig struct {
@@ -381,11 +394,7 @@ func TestDirectNeverMisdelivers(t *testing.T) {
 			writeLater := make(chan struct{})
 			laterWritten := make(chan struct{})
 			firstClosed := make(chan int64, 1)
-			up := newRawUpstream(t, func(c *rawConn) {
-				if c.n > 0 {
-					serveAnswers(c)
-					return
-				}
+			up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 				req, err := c.readRequest()
 				if err != nil {
 					return
@@ -415,7 +424,7 @@ func TestDirectNeverMisdelivers(t *testing.T) {
 				}
 				n, _ := c.closedByPeer()
 				firstClosed <- n
-			})
+			}))
 			f := newRawRig(t, up, true)
 			method := or(tc.method, "GET")
 			r := f.fetch(context.Background(), method, "/user?n=1")
@@ -475,11 +484,7 @@ func TestDirectReusesCleanConnections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(c *rawConn) {
-				if c.n > 0 {
-					serveAnswers(c)
-					return
-				}
+			up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 				req, err := c.readRequest()
 				if err != nil || c.write(tc.first) != nil {
 					return
@@ -491,7 +496,7 @@ func TestDirectReusesCleanConnections(t *testing.T) {
 					_ = c.c.(*net.TCPConn).CloseWrite()
 				}
 				serveAnswers(c)
-			})
+			}))
 			f := newRawRig(t, up, true)
 			r := f.fetch(context.Background(), or(tc.method, "GET"), "/user?n=1")
 			if r.Err != "" || r.Body != tc.body {
@@ -548,11 +553,7 @@ func TestDirectUpstreamClosesConnections(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			closedIdle := make(chan struct{})
-			up := newRawUpstream(t, func(c *rawConn) {
-				if c.n > 0 {
-					serveAnswers(c)
-					return
-				}
+			up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 				req, err := c.readRequest()
 				if err != nil || c.write(answer(req.RequestURI)) != nil {
 					return
@@ -566,7 +567,7 @@ func TestDirectUpstreamClosesConnections(t *testing.T) {
 					return
 				}
 				tc.second(c)
-			})
+			}))
 			var opts []rigOption
 			if tc.timeout > 0 {
 				opts = append(opts, func(o *Options) { o.Timeout = tc.timeout })
@@ -599,13 +600,9 @@ func TestDirectUpstreamClosesConnections(t *testing.T) {
 		})
 	}
 	t.Run("a new connection closed without an answer is not retried", func(t *testing.T) {
-		up := newRawUpstream(t, func(c *rawConn) {
-			if c.n > 0 {
-				serveAnswers(c)
-				return
-			}
+		up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 			_, _ = c.readRequest()
-		})
+		}))
 		f := newRawRig(t, up, true)
 		f.wantStatus(t, "/user?n=1", 502, "upstream unreachable")
 		f.wantAnswer(t, "/user?n=2")
@@ -643,11 +640,7 @@ func TestDirectClientGoes(t *testing.T) {
 		t.Run(when, func(t *testing.T) {
 			closed := make(chan bool, 1)
 			sentPart := make(chan struct{})
-			up := newRawUpstream(t, func(c *rawConn) {
-				if c.n > 0 {
-					serveAnswers(c)
-					return
-				}
+			up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 				if _, err := c.readRequest(); err != nil {
 					return
 				}
@@ -657,7 +650,7 @@ func TestDirectClientGoes(t *testing.T) {
 				close(sentPart)
 				_, ok := c.closedByPeer()
 				closed <- ok
-			})
+			}))
 			f := newRawRig(t, up, true)
 			ctx, cancel := context.WithCancel(context.Background())
 			req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+"/user?n=1", nil)
@@ -703,18 +696,14 @@ func TestDirectClientGoes(t *testing.T) {
 func TestDirectSlowHeaders(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	closed := make(chan bool, 1)
-	up := newRawUpstream(t, func(c *rawConn) {
-		if c.n > 0 {
-			serveAnswers(c)
-			return
-		}
+	up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 		if _, err := c.readRequest(); err != nil {
 			return
 		}
 		_ = c.write("HTTP/1.1 200 OK\r\nX-Slow: ")
 		_, ok := c.closedByPeer()
 		closed <- ok
-	})
+	}))
 	f := newRawRig(t, up, true, func(o *Options) { o.Timeout = timeout })
 	start := time.Now()
 	f.wantStatus(t, "/user?n=1", 504, "upstream timed out")
@@ -737,11 +726,7 @@ func TestDirectHeaderFlood(t *testing.T) {
 		for _, direct := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s direct=%v", shape, direct), func(t *testing.T) {
 				wrote := make(chan int, 1)
-				up := newRawUpstream(t, func(c *rawConn) {
-					if c.n > 0 {
-						serveAnswers(c)
-						return
-					}
+				up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 					if _, err := c.readRequest(); err != nil {
 						return
 					}
@@ -759,7 +744,7 @@ func TestDirectHeaderFlood(t *testing.T) {
 						chunk = strings.Repeat(line, 64)
 					}
 					wrote <- n
-				})
+				}))
 				f := newRawRig(t, up, direct)
 				f.wantStatus(t, "/user?n=1", 502, "upstream unreachable")
 				if n := <-wrote; n >= flood || n > 40<<20 {
@@ -1255,18 +1240,14 @@ func TestDirectConcurrentAnswers(t *testing.T) {
 // goes out on a new one.
 func TestDirectIdleTimeout(t *testing.T) {
 	closed := make(chan bool, 1)
-	up := newRawUpstream(t, func(c *rawConn) {
-		if c.n > 0 {
-			serveAnswers(c)
-			return
-		}
+	up := newRawUpstream(t, firstOnly(func(c *rawConn) {
 		req, err := c.readRequest()
 		if err != nil || c.write(answer(req.RequestURI)) != nil {
 			return
 		}
 		_, ok := c.closedByPeer()
 		closed <- ok
-	})
+	}))
 	f := newRawRig(t, up, true)
 	f.direct().idleTimeout = 50 * time.Millisecond // before any request: no concurrent reader yet
 	f.wantAnswer(t, "/user?n=1")

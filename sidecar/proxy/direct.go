@@ -163,7 +163,7 @@ var errHeaderTooLarge = fmt.Errorf("upstream response headers exceed %d bytes", 
 // any byte of a response.
 func (t *directTransport) send(ctx context.Context, pc *directConn, req *http.Request) (res *http.Response, answered bool, err error) {
 	pc.lc.total = 0
-	stop := context.AfterFunc(ctx, pc.abort)
+	stop := context.AfterFunc(ctx, pc.abortFn)
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		if ctx.Err() != nil {
@@ -233,6 +233,7 @@ func (t *directTransport) dial(ctx context.Context) (*directConn, error) {
 // newDirectConn wraps a new connection to the upstream.
 func newDirectConn(c net.Conn) *directConn {
 	pc := &directConn{c: c}
+	pc.abortFn = pc.abort // one method value per connection, not one per request
 	if sc, ok := c.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	}
@@ -315,6 +316,8 @@ type directConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
+	// abortFn is pc.abort, for context.AfterFunc.
+	abortFn func()
 }
 
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read or write.
